@@ -1,0 +1,478 @@
+"""The configuration file: a pydantic model of the YAML in interfaces.md.
+
+Every mistake is reported with its key path (``pools[0].targets[1]: not an http(s) URL``) and all of
+them at once, because an operator fixing a config one error per run gives up on the tool. Unknown keys
+are errors: a typo such as ``intervall`` would otherwise leave the default in force without a word.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+# --- value types --------------------------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a Prometheus-style duration (``500ms``, ``5s``, ``1h30m``, ``30d``).
+
+    A bare number is refused: ``interval: 5`` could mean seconds or minutes, and guessing wrong
+    silently changes what an SLO window means.
+    """
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError(f"not a duration: {value!r} (use a unit, e.g. 500ms, 5s, 1m, 30d)")
+    text = value.strip()
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if not text or pos != len(text):
+        raise ValueError(f"not a duration: {value!r} (use e.g. 500ms, 5s, 1m, 30d)")
+    if total <= 0:
+        raise ValueError(f"duration must be positive: {value!r}")
+    return total
+
+
+def parse_ratio(value: Any) -> float:
+    """A fraction in [0, 1] from ``99.9%`` or ``0.999``."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a ratio: {value!r}")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
+        except ValueError:
+            raise ValueError(f"not a ratio: {value!r} (use e.g. 99.9% or 0.999)") from None
+    elif isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        raise ValueError(f"not a ratio: {value!r} (use e.g. 99.9% or 0.999)")
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"ratio out of range [0, 1]: {value!r}")
+    return number
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from ``16MiB``, ``512KiB``, ``1MB`` or a plain integer."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a size: {value!r}")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and (match := _SIZE.fullmatch(value.strip())):
+        number = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()])
+    else:
+        raise ValueError(f"not a size: {value!r} (use e.g. 16MiB, 512KiB or a number of bytes)")
+    if number <= 0:
+        raise ValueError(f"size must be positive: {value!r}")
+    return number
+
+
+def parse_http_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"not an http(s) URL: {value!r}")
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not an http(s) URL")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ValueError("not an http(s) URL (bad port)") from None
+    return value.strip().rstrip("/")
+
+
+def parse_listen(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"\[?[\w.:-]*\]?:\d{1,5}", value.strip()):
+        raise ValueError(f"not HOST:PORT: {value!r}")
+    if not 0 < int(value.rsplit(":", 1)[1]) < 65536:
+        raise ValueError(f"port out of range: {value!r}")
+    return value.strip()
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Ratio = Annotated[float, BeforeValidator(parse_ratio)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+HttpUrl = Annotated[str, BeforeValidator(parse_http_url)]
+Listen = Annotated[str, BeforeValidator(parse_listen)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
+
+
+def _none_if_empty(value: Any) -> Any:
+    """`${VAR}` of an unset variable expands to ""; an optional setting treats that as not set."""
+    return None if value == "" else value
+
+
+OptionalUrl = Annotated[HttpUrl | None, BeforeValidator(_none_if_empty)]
+OptionalStr = Annotated[str | None, BeforeValidator(_none_if_empty)]
+
+
+def instance_address(url: str) -> str:
+    """The ``host:port`` that names an instance in the API, NGINX and traces."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = parts.hostname or ""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# --- the model ----------------------------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageConfig(_Section):
+    url: str = "sqlite:///./slo-monitor.db"
+    retention: Duration = Field(default=30 * 86400.0, description="rollups older than this are deleted")
+
+    @field_validator("url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
+            raise ValueError("not a sqlite:/// or postgresql+psycopg:// URL")
+        return value
+
+
+class ScrapeConfig(_Section):
+    interval: Duration = 5.0
+    timeout: Duration = 2.0
+    max_body_size: Size = 16 * 2**20
+    metrics_path: str = "/metrics"
+    health_path: str | None = "/health"
+    concurrency: int = Field(default=256, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _timeout_fits(self) -> ScrapeConfig:
+        if self.timeout > self.interval:
+            raise ValueError("timeout must not exceed interval (scrapes of one target would overlap)")
+        return self
+
+
+class EvaluationConfig(_Section):
+    window: Duration = Field(default=60.0, description="rolling window of the per-instance figures")
+
+
+class PoolConfig(_Section):
+    name: Name
+    targets: list[HttpUrl] = Field(min_length=1)
+
+    @field_validator("targets")
+    @classmethod
+    def _distinct_instances(cls, targets: list[str]) -> list[str]:
+        seen: dict[str, int] = {}
+        for i, url in enumerate(targets):
+            address = instance_address(url)
+            if address in seen:
+                raise ValueError(f"targets[{i}] is the same instance ({address}) as targets[{seen[address]}]")
+            seen[address] = i
+        return targets
+
+
+class LatencyIndicator(_Section):
+    type: Literal["latency"]
+    metric: Literal["ttft", "tpot", "e2e", "queue"]
+    threshold: Duration
+
+
+class ErrorRatioIndicator(_Section):
+    type: Literal["error_ratio"]
+
+
+class SaturationIndicator(_Section):
+    type: Literal["saturation"]
+    metric: Literal["kv_cache_usage"] = "kv_cache_usage"
+    threshold: Ratio
+
+
+class AvailabilityIndicator(_Section):
+    type: Literal["availability"]
+
+
+Indicator = Annotated[
+    LatencyIndicator | ErrorRatioIndicator | SaturationIndicator | AvailabilityIndicator,
+    Field(discriminator="type"),
+]
+
+
+class SloConfig(_Section):
+    name: Name
+    indicator: Indicator
+    objective: Ratio
+    window: Duration = 30 * 86400.0
+    pools: list[Name] | None = Field(default=None, description="pools this SLO applies to; all when unset")
+
+    @field_validator("objective")
+    @classmethod
+    def _objective_open_interval(cls, value: float) -> float:
+        if not 0.0 < value < 1.0:
+            raise ValueError("objective must be above 0% and below 100% (a 100% objective has no error budget)")
+        return value
+
+
+class ApiConfig(_Section):
+    listen: Listen = "127.0.0.1:9470"
+    token: OptionalStr = None
+    max_body_size: Size = 4 * 2**20
+
+
+class GpuConfig(_Section):
+    exporters: list[HttpUrl] = Field(default_factory=list)
+
+
+class AlertmanagerConfig(_Section):
+    url: OptionalUrl = None
+
+
+class NginxConfig(_Section):
+    upstream_file: OptionalStr = None
+    check: OptionalStr = None
+    reload: OptionalStr = None
+
+
+class Config(_Section):
+    storage: StorageConfig = StorageConfig()
+    scrape: ScrapeConfig = ScrapeConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    pools: list[PoolConfig] = Field(min_length=1)
+    slos: list[SloConfig] = Field(default_factory=list)
+    api: ApiConfig = ApiConfig()
+    gpu: GpuConfig = GpuConfig()
+    alertmanager: AlertmanagerConfig = AlertmanagerConfig()
+    nginx: NginxConfig = NginxConfig()
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Config:
+        problems: list[str] = []
+        pool_names = [p.name for p in self.pools]
+        for i, name in enumerate(pool_names):
+            if name in pool_names[:i]:
+                problems.append(f"pools[{i}].name: duplicate pool name {name!r}")
+        owner: dict[str, str] = {}
+        for i, pool in enumerate(self.pools):
+            for j, url in enumerate(pool.targets):
+                address = instance_address(url)
+                if address in owner and owner[address] != pool.name:
+                    problems.append(
+                        f"pools[{i}].targets[{j}]: instance {address} is already in pool {owner[address]!r}"
+                    )
+                owner.setdefault(address, pool.name)
+        slo_names = [s.name for s in self.slos]
+        for i, slo in enumerate(self.slos):
+            if slo.name in slo_names[:i]:
+                problems.append(f"slos[{i}].name: duplicate SLO name {slo.name!r}")
+            for j, pool in enumerate(slo.pools or []):
+                if pool not in pool_names:
+                    problems.append(f"slos[{i}].pools[{j}]: no pool named {pool!r}")
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+    def pool(self, name: str) -> PoolConfig | None:
+        return next((p for p in self.pools if p.name == name), None)
+
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "storage": {"url": "sqlite:///./slo-monitor.db"},
+    "pools": [{"name": "default", "targets": ["http://127.0.0.1:8000"]}],
+}
+
+
+# --- loading and error reporting ----------------------------------------------------------------
+
+
+class ConfigError(ValueError):
+    """Every problem found in a config, each already prefixed with its key path."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True)
+class Loaded:
+    config: Config
+    warnings: list[str]
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(node: Any, path: str, environ: dict[str, str], warnings: list[str]) -> Any:
+    """Expand ``${NAME}`` / ``${NAME:-default}`` in string values, after YAML parsing.
+
+    Expanding after parsing means a variable's value can never change the document's structure.
+    """
+    if isinstance(node, dict):
+        return {k: _expand_env(v, _join(path, k), environ, warnings) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_env(v, f"{path}[{i}]", environ, warnings) for i, v in enumerate(node)]
+    if isinstance(node, str) and "${" in node:
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in environ:
+                return environ[name]
+            if default is not None:
+                return default
+            warnings.append(f"{path}: environment variable {name} is not set (expanded to an empty string)")
+            return ""
+
+        return _ENV_REF.sub(substitute, node)
+    return node
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _loc_path(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in ("latency", "error_ratio", "saturation", "availability") and path.endswith("indicator"):
+            continue  # pydantic names the union member it tried; the user only wrote `indicator`
+        elif isinstance(part, str) and part.startswith("function-"):
+            continue
+        else:
+            path = _join(path, part)
+    return path
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys a section accepts, to suggest the intended spelling of an unknown one."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or current is None:
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            if isinstance(part, str) and part in ("latency", "error_ratio", "saturation", "availability"):
+                current = {
+                    "latency": LatencyIndicator,
+                    "error_ratio": ErrorRatioIndicator,
+                    "saturation": SaturationIndicator,
+                    "availability": AvailabilityIndicator,
+                }[part]
+            continue
+        current = _model_in(field.annotation)
+    return list(getattr(current, "model_fields", {}).keys())
+
+
+def _model_in(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        keys = _known_keys(Config, loc)
+        close = difflib.get_close_matches(str(loc[-1]), keys, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(keys)})" if keys else ""
+        return f"{_loc_path(loc)}: unknown key{hint}"
+    if kind == "missing":
+        return f"{_loc_path(loc)}: required key is missing"
+    message = error["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+    if kind == "union_tag_invalid":
+        message = f"unknown type {error['input'].get('type')!r} (use latency, error_ratio, saturation or availability)" if isinstance(error.get("input"), dict) else message
+    if kind == "too_short":
+        message = "must not be empty"
+    if kind == "string_pattern_mismatch":
+        message = "must start with a letter or digit and use only letters, digits, '_', '.', '-'"
+    return f"{_loc_path(loc) or '(top level)'}: {message}"
+
+
+def validate(data: Any, environ: dict[str, str] | None = None) -> Loaded:
+    """Build a Config from parsed YAML; raises ConfigError naming every problem."""
+    warnings: list[str] = []
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"(top level): expected a mapping of sections, got {type(data).__name__}"])
+    data = _expand_env(data, "", dict(os.environ) if environ is None else environ, warnings)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems: list[str] = []
+        for error in exc.errors():
+            ctx_error = (error.get("ctx") or {}).get("error")
+            if isinstance(ctx_error, ConfigError):
+                problems.extend(ctx_error.problems)
+            else:
+                problems.append(_describe(error))
+        raise ConfigError(problems) from None
+    except ConfigError:
+        raise
+    warnings.extend(config_warnings(config))
+    return Loaded(config, warnings)
+
+
+def config_warnings(config: Config) -> list[str]:
+    """Things that are valid but probably not what the operator meant."""
+    from monitor.collect.vllm import threshold_warning  # late import: config must not need the collector
+
+    warnings: list[str] = []
+    for i, slo in enumerate(config.slos):
+        if isinstance(slo.indicator, LatencyIndicator):
+            warning = threshold_warning(slo.indicator.metric, slo.indicator.threshold)
+            if warning:
+                warnings.append(f"slos[{i}].indicator.threshold: {warning}")
+    if config.scrape.interval > config.evaluation.window / 2:
+        warnings.append(
+            "evaluation.window: shorter than two scrape intervals; per-instance rates need two samples"
+        )
+    return warnings
+
+
+def load(path: str | Path, environ: dict[str, str] | None = None) -> Loaded:
+    """Read and validate a YAML config file; raises ConfigError with every problem named."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config file ({exc.strerror or exc})"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{path}: not valid YAML{where}: {problem}"]) from None
+    return validate(data, environ)
+
+
+def load_default() -> Loaded:
+    return validate(DEFAULT_CONFIG, environ={})

@@ -1,0 +1,258 @@
+"""Rolling-window math over successive scrapes: increases, rates, histogram deltas and quantiles.
+
+Pure functions over plain data. Counter resets (an instance restarted) are handled as Prometheus's
+`rate()` handles them: a value lower than the previous one means the counter started again from zero,
+so the new value itself is the increase. Unlike `rate()` nothing is extrapolated to the window's
+edges: the increase is exactly the events between the first and last scrape used, which keeps
+good/total event counts whole numbers that SLO arithmetic can add up.
+
+Quantiles follow `histogram_quantile()`: linear interpolation inside the bucket holding the rank,
+0 as the lower edge of the first bucket, and the highest finite bound when the rank falls in +Inf.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+from monitor.samples import Histogram, ModelSample
+
+
+def counter_increase(values: Sequence[float]) -> float:
+    """Increase over successive readings of one counter, resets counted from zero."""
+    total = 0.0
+    for previous, current in zip(values, values[1:]):
+        total += current - previous if current >= previous else current
+    return total
+
+
+def _is_reset(previous: Histogram, current: Histogram) -> bool:
+    if previous.bounds != current.bounds or current.count < previous.count:
+        return True
+    return any(c < p for p, c in zip(previous.cumulative, current.cumulative))
+
+
+def histogram_increase(readings: Sequence[Histogram]) -> Histogram | None:
+    """Bucket-wise increase over successive readings of one histogram; None with fewer than two.
+
+    A reading whose bounds changed (the server was upgraded) counts as a reset, and the increase
+    restarts from it, since buckets of different bounds cannot be added.
+    """
+    if len(readings) < 2:
+        return None
+    bounds = readings[0].bounds
+    cumulative = [0.0] * len(bounds)
+    total_sum = total_count = 0.0
+    for previous, current in zip(readings, readings[1:]):
+        if _is_reset(previous, current):
+            if current.bounds != bounds:
+                bounds = current.bounds
+                cumulative = [0.0] * len(bounds)
+                total_sum = total_count = 0.0
+            delta_cum, delta_sum, delta_count = current.cumulative, current.sum, current.count
+        else:
+            delta_cum = [c - p for p, c in zip(previous.cumulative, current.cumulative)]
+            delta_sum, delta_count = current.sum - previous.sum, current.count - previous.count
+        cumulative = [a + d for a, d in zip(cumulative, delta_cum)]
+        total_sum += delta_sum
+        total_count += delta_count
+    return Histogram(tuple(bounds), tuple(cumulative), total_sum, total_count)
+
+
+def add_histograms(a: Histogram | None, b: Histogram | None) -> Histogram | None:
+    """Sum of two histograms with the same bounds (None when either side is missing or bounds differ)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if a.bounds != b.bounds:
+        return None
+    return Histogram(a.bounds, tuple(x + y for x, y in zip(a.cumulative, b.cumulative)),
+                     a.sum + b.sum, a.count + b.count)
+
+
+def quantile(q: float, hist: Histogram | None) -> float | None:
+    """The q-quantile (0..1) of a histogram, as Prometheus's histogram_quantile(); None when empty."""
+    if hist is None or not hist.cumulative:
+        return None
+    total = hist.cumulative[-1]
+    if total <= 0 or not 0.0 <= q <= 1.0:
+        return None
+    rank = q * total
+    # the first bucket holding the rank, searching the finite buckets only
+    index = next((i for i, c in enumerate(hist.cumulative[:-1]) if c >= rank), len(hist.cumulative) - 1)
+    if math.isinf(hist.bounds[index]):
+        return hist.bounds[index - 1] if index > 0 else None
+    upper = hist.bounds[index]
+    lower = hist.bounds[index - 1] if index > 0 else 0.0
+    below = hist.cumulative[index - 1] if index > 0 else 0.0
+    if index == 0 and upper <= 0:
+        return upper
+    in_bucket = hist.cumulative[index] - below
+    if in_bucket <= 0:
+        return upper
+    return lower + (upper - lower) * (rank - below) / in_bucket
+
+
+@dataclass(frozen=True, slots=True)
+class Fraction:
+    """Share of observations at or under a threshold; `exact` is False when interpolated in a bucket."""
+
+    value: float | None
+    good: float
+    total: float
+    exact: bool
+
+
+def fraction_at_or_below(hist: Histogram | None, threshold: float) -> Fraction:
+    if hist is None or not hist.cumulative or hist.cumulative[-1] <= 0:
+        return Fraction(None, 0.0, 0.0, True)
+    total = hist.cumulative[-1]
+    for i, bound in enumerate(hist.bounds):
+        if math.isclose(bound, threshold, rel_tol=1e-9):
+            return Fraction(hist.cumulative[i] / total, hist.cumulative[i], total, True)
+        if bound > threshold:
+            below = hist.cumulative[i - 1] if i > 0 else 0.0
+            if math.isinf(bound):
+                # Past the last finite bound nothing is known about where requests fell: count them bad.
+                return Fraction(below / total, below, total, False)
+            lower = hist.bounds[i - 1] if i > 0 else 0.0
+            if threshold <= lower:
+                return Fraction(below / total, below, total, False)
+            good = below + (hist.cumulative[i] - below) * (threshold - lower) / (bound - lower)
+            return Fraction(good / total, good, total, False)
+    return Fraction(1.0, total, total, True)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowStats:
+    """Event counts and latest gauges over one window of one instance and model."""
+
+    start: float
+    end: float
+    histograms: Mapping[str, Histogram] = field(default_factory=dict)
+    increases: Mapping[str, float] = field(default_factory=dict)
+    finished: Mapping[str, float] = field(default_factory=dict)
+    gauges: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def span(self) -> float:
+        return self.end - self.start
+
+    def rate(self, key: str) -> float | None:
+        if key not in self.increases or self.span <= 0:
+            return None
+        return self.increases[key] / self.span
+
+    @property
+    def finished_total(self) -> float:
+        return sum(self.finished.values())
+
+    @property
+    def errors(self) -> float:
+        """Requests vLLM finished with reason `error`, plus admission rejections (never finished)."""
+        return self.finished.get("error", 0.0) + self.increases.get("admission_rejections", 0.0)
+
+
+def select_window(times: Sequence[float], now: float, window: float) -> tuple[int, int] | None:
+    """Indices [first, last] of the scrapes covering (now - window, now], with the last scrape at or
+    before the window's start as the baseline so the first interval is not lost."""
+    last = max((i for i, t in enumerate(times) if t <= now), default=None)
+    if last is None:
+        return None
+    start = now - window
+    first = max((i for i, t in enumerate(times[: last + 1]) if t <= start), default=0)
+    return (first, last) if last > first else None
+
+
+def window_stats(points: Sequence[tuple[float, ModelSample]], now: float, window: float) -> WindowStats | None:
+    """Stats of one instance and model over (now - window, now]; None with fewer than two scrapes."""
+    chosen = select_window([t for t, _ in points], now, window)
+    if chosen is None:
+        return None
+    first, last = chosen
+    used = points[first : last + 1]
+    samples = [s for _, s in used]
+    histograms: dict[str, Histogram] = {}
+    for key in samples[-1].histograms:
+        readings = [s.histograms[key] for s in samples if key in s.histograms]
+        delta = histogram_increase(readings)
+        if delta is not None:
+            histograms[key] = delta
+    increases = {
+        key: counter_increase([s.counters[key] for s in samples if key in s.counters])
+        for key in samples[-1].counters
+    }
+    finished = {
+        reason: counter_increase([s.finished.get(reason, 0.0) for s in samples])
+        for reason in samples[-1].finished
+    }
+    return WindowStats(used[0][0], used[-1][0], histograms, increases, finished, dict(samples[-1].gauges))
+
+
+def merge_stats(stats: Sequence[WindowStats]) -> WindowStats | None:
+    """One instance's figures over all the models it serves: events added, gauges summed (usage averaged)."""
+    stats = [s for s in stats if s is not None]
+    if not stats:
+        return None
+    if len(stats) == 1:
+        return stats[0]
+    histograms: dict[str, Histogram | None] = {}
+    increases: dict[str, float] = {}
+    finished: dict[str, float] = {}
+    gauges: dict[str, float] = {}
+    conflicting: set[str] = set()  # models whose buckets differ cannot be added
+    for s in stats:
+        for key, hist in s.histograms.items():
+            histograms[key] = add_histograms(histograms[key], hist) if key in histograms else hist
+            if histograms[key] is None:
+                conflicting.add(key)
+        for key, value in s.increases.items():
+            increases[key] = increases.get(key, 0.0) + value
+        for key, value in s.finished.items():
+            finished[key] = finished.get(key, 0.0) + value
+        for key, value in s.gauges.items():
+            gauges[key] = gauges.get(key, 0.0) + value
+    for key in ("kv_cache_usage", "prefix_cache_hit_rate"):
+        present = [s.gauges[key] for s in stats if key in s.gauges]
+        if present:
+            gauges[key] = sum(present) / len(present)
+    return WindowStats(
+        min(s.start for s in stats),
+        max(s.end for s in stats),
+        {k: v for k, v in histograms.items() if v is not None and k not in conflicting},
+        increases,
+        finished,
+        gauges,
+    )
+
+
+def instance_figures(stats: WindowStats | None) -> dict[str, float | None]:
+    """The per-instance figures the API and /metrics publish (interfaces.md `metrics` object)."""
+    names = ("ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s", "tpot_p90_s", "tpot_p99_s",
+             "e2e_p50_s", "e2e_p90_s", "e2e_p99_s", "queue_p99_s", "error_ratio", "kv_cache_usage",
+             "requests_running", "requests_waiting", "requests_per_s", "prompt_tokens_per_s",
+             "generation_tokens_per_s", "preemptions_per_s", "prefix_cache_hit_rate")
+    figures: dict[str, float | None] = dict.fromkeys(names)
+    if stats is None:
+        return figures
+    for key in ("ttft", "tpot", "e2e"):
+        for q, label in ((0.5, "p50"), (0.9, "p90"), (0.99, "p99")):
+            figures[f"{key}_{label}_s"] = quantile(q, stats.histograms.get(key))
+    figures["queue_p99_s"] = quantile(0.99, stats.histograms.get("queue"))
+    attempted = stats.finished_total + stats.increases.get("admission_rejections", 0.0)
+    figures["error_ratio"] = stats.errors / attempted if attempted > 0 else None
+    figures["kv_cache_usage"] = stats.gauges.get("kv_cache_usage")
+    figures["requests_running"] = stats.gauges.get("running")
+    figures["requests_waiting"] = stats.gauges.get("waiting")
+    figures["requests_per_s"] = stats.finished_total / stats.span if stats.span > 0 and stats.finished else None
+    figures["prompt_tokens_per_s"] = stats.rate("prompt_tokens")
+    figures["generation_tokens_per_s"] = stats.rate("generation_tokens")
+    figures["preemptions_per_s"] = stats.rate("preemptions")
+    queries = stats.increases.get("prefix_cache_queries")
+    if queries:
+        figures["prefix_cache_hit_rate"] = stats.increases.get("prefix_cache_hits", 0.0) / queries
+    else:
+        figures["prefix_cache_hit_rate"] = stats.gauges.get("prefix_cache_hit_rate")
+    return figures

@@ -1,0 +1,114 @@
+"""/metrics: every derived per-instance figure as Prometheus series.
+
+A custom collector reads the fleet view at scrape time instead of keeping Gauge children in step with
+it, so an instance removed from the config disappears from /metrics without any bookkeeping.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Iterator
+
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from monitor.service import Service
+
+NAMESPACE = "slo_monitor"
+STATES = ("healthy", "degraded", "ejected", "unknown")
+
+# figure key -> (metric name, help, quantile label or None)
+_QUANTILE_FIGURES = {
+    "ttft": ("instance_ttft_seconds", "Time to first token over the evaluation window, by quantile."),
+    "tpot": ("instance_tpot_seconds", "Inter-token latency (TPOT) over the evaluation window, by quantile."),
+    "e2e": ("instance_e2e_latency_seconds", "End-to-end request latency over the evaluation window, by quantile."),
+}
+_PLAIN_FIGURES = {
+    "queue_p99_s": ("instance_queue_time_p99_seconds", "99th percentile of time spent waiting in the queue."),
+    "error_ratio": ("instance_error_ratio", "Share of requests finished with an error or rejected at admission."),
+    "kv_cache_usage": ("instance_kv_cache_usage_ratio", "KV-cache usage reported by vLLM (1 = full)."),
+    "requests_running": ("instance_requests_running", "Requests in the running batch."),
+    "requests_waiting": ("instance_requests_waiting", "Requests waiting to be scheduled."),
+    "requests_per_s": ("instance_requests_per_second", "Finished requests per second."),
+    "prompt_tokens_per_s": ("instance_prompt_tokens_per_second", "Prompt (prefill) tokens per second."),
+    "generation_tokens_per_s": ("instance_generation_tokens_per_second", "Generated tokens per second."),
+    "preemptions_per_s": ("instance_preemptions_per_second", "Preemptions per second."),
+    "prefix_cache_hit_rate": ("instance_prefix_cache_hit_ratio", "Prefix-cache hits over queries (tokens)."),
+}
+
+
+class FleetCollector(Collector):
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator:
+        fleet = self.service.fleet
+        now = time.time()
+        views = fleet.views(now)
+        labels = ["pool", "instance", "model_name"]
+        quantiles = {k: GaugeMetricFamily(f"{NAMESPACE}_{name}", doc, labels=labels + ["quantile"])
+                     for k, (name, doc) in _QUANTILE_FIGURES.items()}
+        plain = {k: GaugeMetricFamily(f"{NAMESPACE}_{name}", doc, labels=labels)
+                 for k, (name, doc) in _PLAIN_FIGURES.items()}
+        up = GaugeMetricFamily(f"{NAMESPACE}_instance_up", "1 when the last scrape of the instance succeeded.",
+                               labels=["pool", "instance"])
+        state = GaugeMetricFamily(f"{NAMESPACE}_instance_state", "Current state of the instance (1 for the active one).",
+                                  labels=["pool", "instance", "state"])
+        duration = GaugeMetricFamily(f"{NAMESPACE}_scrape_duration_seconds", "Duration of the last scrape.",
+                                     labels=["pool", "instance"])
+        age = GaugeMetricFamily(f"{NAMESPACE}_last_scrape_age_seconds", "Seconds since the last successful scrape.",
+                                labels=["pool", "instance"])
+        failures = GaugeMetricFamily(f"{NAMESPACE}_scrape_consecutive_failures",
+                                     "Consecutive failed scrapes of the instance.", labels=["pool", "instance"])
+        for view in views:
+            track = fleet.tracks[view.instance]
+            who = [view.pool, view.instance]
+            up.add_metric(who, 1.0 if track.last is not None and track.last.ok else 0.0)
+            for s in STATES:
+                state.add_metric(who + [s], 1.0 if view.state == s else 0.0)
+            if view.scrape_duration_s is not None:
+                duration.add_metric(who, view.scrape_duration_s)
+            if track.last_success_at is not None:
+                age.add_metric(who, max(0.0, now - track.last_success_at))
+            failures.add_metric(who, float(track.consecutive_failures))
+            for model, figures in view.models.items():
+                series = who + [model]
+                for key, family in quantiles.items():
+                    for q in ("p50", "p90", "p99"):
+                        value = figures.get(f"{key}_{q}_s")
+                        if value is not None:
+                            family.add_metric(series + ["0." + q[1:]], value)
+                for key, family in plain.items():
+                    value = figures.get(key)
+                    if value is not None:
+                        family.add_metric(series, value)
+        yield up
+        yield state
+        yield duration
+        yield age
+        yield failures
+        yield from quantiles.values()
+        yield from plain.values()
+        yield GaugeMetricFamily(f"{NAMESPACE}_targets", "Configured scrape targets.", value=len(fleet.tracks))
+        if fleet.last_cycle_duration_s is not None:
+            yield GaugeMetricFamily(f"{NAMESPACE}_scrape_cycle_duration_seconds",
+                                    "Wall time of the last full scrape cycle.", value=fleet.last_cycle_duration_s)
+        yield CounterMetricFamily(f"{NAMESPACE}_scrape_cycles", "Scrape cycles run.", value=self.service.cycles)
+        store = self.service.store
+        if store is not None:
+            yield GaugeMetricFamily(f"{NAMESPACE}_storage_pending_rows",
+                                    "Rows waiting to be written to the database.", value=store.pending)
+            yield CounterMetricFamily(f"{NAMESPACE}_storage_dropped_rows",
+                                      "Rows dropped because the write buffer was full.", value=store.dropped)
+            yield GaugeMetricFamily(f"{NAMESPACE}_storage_up", "0 while database writes are failing.",
+                                    value=0.0 if store.last_error else 1.0)
+
+
+def make_registry(service: Service) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector(service))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry

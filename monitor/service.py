@@ -1,0 +1,128 @@
+"""The running service: scrape → windows → persist on a schedule, and the HTTP app that publishes it.
+
+APScheduler drives the loop inside uvicorn's event loop, so scraping (async I/O) and the API share
+one thread; database writes run in a worker thread and can never stall a scrape cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from fastapi import FastAPI
+
+from monitor.collect.scraper import Scraper, targets_of
+from monitor.config import Config
+from monitor.evaluate.fleet import FleetView, minute_floor, take_outcomes
+from monitor.store.db import Store, upgrade
+
+log = logging.getLogger(__name__)
+
+PERSIST_EVERY_S = 15.0
+CLEANUP_EVERY_S = 3600.0
+
+
+class Service:
+    """Owns the collection loop and the state every output reads."""
+
+    def __init__(self, config: Config, store: Store | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.fleet = FleetView(config)
+        self.targets = targets_of(config)
+        self.scraper: Scraper | None = None
+        self.started_at = time.time()
+        self.cycles = 0
+        self._rolled_up_to = minute_floor(self.started_at)
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        self.scraper = Scraper.from_config(self.config)
+        if self.store is not None:
+            await asyncio.to_thread(self.store.sync_fleet, self.config, time.time())
+
+    async def stop(self) -> None:
+        if self.scraper is not None:
+            await self.scraper.aclose()
+        if self.store is not None:
+            await self.persist(final=True)
+
+    async def scrape_cycle(self) -> None:
+        assert self.scraper is not None
+        started = time.perf_counter()
+        results = await self.scraper.scrape_all(self.targets)
+        self.fleet.ingest(results)
+        self.fleet.last_cycle_at = time.time()
+        self.fleet.last_cycle_duration_s = time.perf_counter() - started
+        self.cycles += 1
+
+    async def persist(self, final: bool = False) -> None:
+        """Queue the rollups of every finished minute and flush them to the database."""
+        if self.store is None:
+            return
+        async with self._lock:
+            now = time.time()
+            # a scrape started before a minute's end may finish up to `timeout` later
+            ready_before = now if final else now - self.config.scrape.timeout - 1.0
+            rollups = []
+            while self._rolled_up_to + 60.0 <= ready_before:
+                rollups.extend(self.fleet.rollups(self._rolled_up_to))
+                self._rolled_up_to += 60.0
+            if final:
+                rollups.extend(self.fleet.rollups(self._rolled_up_to))
+            outcomes = take_outcomes(self.fleet.tracks.values(), float("inf") if final else self._rolled_up_to)
+            self.store.queue(rollups, outcomes)
+            await asyncio.to_thread(self.store.flush)
+
+    async def cleanup(self) -> None:
+        if self.store is None:
+            return
+        deleted = await asyncio.to_thread(self.store.cleanup, time.time() - self.config.storage.retention)
+        if deleted:
+            log.info("retention: deleted %d rows older than %gs", deleted, self.config.storage.retention)
+
+
+def create_app(config: Config, *, store: Store | None = None, migrate: bool = True) -> FastAPI:
+    """The FastAPI app with the service loop bound to its lifespan."""
+    from monitor.publish.api import install_routes
+
+    service = Service(config, store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if store is not None and migrate:
+            await asyncio.to_thread(upgrade, store.engine)
+        await service.start()
+        scheduler = AsyncIOScheduler()
+        interval = config.scrape.interval
+        scheduler.add_job(service.scrape_cycle, "interval", seconds=interval, next_run_time=_now(),
+                          max_instances=1, coalesce=True, misfire_grace_time=max(1, int(interval)), id="scrape")
+        if store is not None:
+            scheduler.add_job(service.persist, "interval", seconds=PERSIST_EVERY_S, max_instances=1,
+                              coalesce=True, id="persist")
+            scheduler.add_job(service.cleanup, "interval", seconds=CLEANUP_EVERY_S, next_run_time=_now(),
+                              max_instances=1, coalesce=True, id="cleanup")
+        scheduler.start()
+        log.info("scraping %d targets in %d pools every %gs", len(service.targets), len(config.pools), interval)
+        try:
+            yield
+        finally:
+            scheduler.shutdown(wait=False)
+            await service.stop()
+            if store is not None:
+                store.close()
+
+    app = FastAPI(title="llm-slo-monitor", lifespan=lifespan)
+    app.state.service = service
+    install_routes(app, service)
+    return app
+
+
+def _now():
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)

@@ -1,0 +1,284 @@
+"""Database access: migrations, the fleet's pools and instances, rollups, retention.
+
+Writes go through a bounded buffer: when the database is unreachable, evaluation and the API go on,
+rows wait in memory and are written once it answers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from sqlalchemy import Engine, create_engine, delete, event, select, tuple_
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from monitor.config import Config, instance_address
+from monitor.evaluate.fleet import OutcomeTally, Rollup
+from monitor.evaluate.windows import instance_figures
+from monitor.store.models import Instance, InstanceRollup, Pool, ScrapeOutcome
+
+log = logging.getLogger(__name__)
+
+
+def migrations_dir() -> Path:
+    """migrations/ of a source checkout, else the copy shipped inside the package."""
+    checkout = Path(__file__).resolve().parents[2] / "migrations"
+    if (checkout / "env.py").exists():
+        return checkout
+    import monitor.migrations
+
+    return Path(monitor.migrations.__file__).parent
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def upgrade(url_or_engine: str | Engine, revision: str = "head") -> None:
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+    if isinstance(url_or_engine, str):
+        engine.dispose()
+
+
+def _dt(t: float) -> datetime:
+    return datetime.fromtimestamp(t, tz=timezone.utc)
+
+
+def _histogram_json(stats) -> dict[str, Any]:
+    out = {}
+    for key, hist in stats.histograms.items():
+        out[key] = {
+            "bounds": [b for b in hist.bounds if not math.isinf(b)],  # +Inf is implied as the last count
+            "counts": list(hist.cumulative),
+            "sum": hist.sum,
+            "count": hist.count,
+        }
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRollup:
+    rollup: Rollup
+
+
+@dataclass(frozen=True, slots=True)
+class PendingOutcome:
+    instance: str
+    minute: float
+    tally: OutcomeTally
+
+
+class Store:
+    """The service's one handle on the database."""
+
+    def __init__(self, engine: Engine, *, max_pending: int = 200_000) -> None:
+        self.engine = engine
+        self._instance_ids: dict[str, int] = {}
+        self._pending: deque[PendingRollup | PendingOutcome] = deque()
+        self.max_pending = max_pending
+        self.dropped = 0
+        self.last_error: str | None = None
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        return cls(make_engine(url))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- fleet ------------------------------------------------------------------------------------
+
+    def sync_fleet(self, config: Config, now: float) -> None:
+        """Make the pools and instances tables match the config; instances no longer configured are
+        kept (their history stays) but marked inactive."""
+        with Session(self.engine) as session, session.begin():
+            pools = {p.name: p for p in session.scalars(select(Pool))}
+            wanted: set[tuple[int, str]] = set()
+            for pool_cfg in config.pools:
+                pool = pools.get(pool_cfg.name)
+                if pool is None:
+                    pool = Pool(name=pool_cfg.name, created_at=_dt(now))
+                    session.add(pool)
+                    session.flush()
+                    pools[pool.name] = pool
+                existing = {i.address: i for i in session.scalars(select(Instance).where(Instance.pool_id == pool.id))}
+                for url in pool_cfg.targets:
+                    address = instance_address(url)
+                    wanted.add((pool.id, address))
+                    inst = existing.get(address)
+                    if inst is None:
+                        session.add(Instance(pool_id=pool.id, address=address, url=url,
+                                             first_seen=_dt(now), active=True))
+                    else:
+                        inst.url, inst.active = url, True
+            for inst in session.scalars(select(Instance)):
+                if (inst.pool_id, inst.address) not in wanted:
+                    inst.active = False
+            session.flush()
+            self._instance_ids = {
+                i.address: i.id for i in session.scalars(select(Instance).where(Instance.active.is_(True)))
+            }
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def queue(self, rollups: Iterable[Rollup], outcomes: Iterable[tuple[str, float, OutcomeTally]]) -> None:
+        for rollup in rollups:
+            self._pending.append(PendingRollup(rollup))
+        for instance, minute, tally in outcomes:
+            self._pending.append(PendingOutcome(instance, minute, tally))
+        while len(self._pending) > self.max_pending:
+            self._pending.popleft()
+            self.dropped += 1
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> int:
+        """Write everything queued; on a database error keep it for the next try. Returns rows written."""
+        if not self._pending:
+            return 0
+        batch = list(self._pending)
+        try:
+            self._write(batch)
+        except SQLAlchemyError as exc:
+            self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            log.warning("database write failed, %d rows held for retry: %s", len(batch), self.last_error)
+            return 0
+        for _ in batch:
+            self._pending.popleft()
+        self.last_error = None
+        return len(batch)
+
+    def _write(self, batch: list[PendingRollup | PendingOutcome]) -> None:
+        rollups = [p.rollup for p in batch if isinstance(p, PendingRollup)]
+        outcomes = [p for p in batch if isinstance(p, PendingOutcome)]
+        with Session(self.engine) as session, session.begin():
+            rollup_rows = [self._rollup_row(r) for r in rollups if r.instance in self._instance_ids]
+            outcome_rows = [self._outcome_row(o) for o in outcomes if o.instance in self._instance_ids]
+            # a minute written again (a restart inside it) replaces the earlier row
+            if rollup_rows:
+                keys = [(r.instance_id, r.model_name, r.minute) for r in rollup_rows]
+                for chunk in _chunks(keys, 300):
+                    session.execute(delete(InstanceRollup).where(
+                        tuple_(InstanceRollup.instance_id, InstanceRollup.model_name, InstanceRollup.minute).in_(chunk)))
+                session.add_all(rollup_rows)
+            if outcome_rows:
+                keys2 = [(r.instance_id, r.minute) for r in outcome_rows]
+                for chunk in _chunks(keys2, 300):
+                    session.execute(delete(ScrapeOutcome).where(
+                        tuple_(ScrapeOutcome.instance_id, ScrapeOutcome.minute).in_(chunk)))
+                session.add_all(outcome_rows)
+                last_seen: dict[int, datetime] = {}
+                for row in outcome_rows:
+                    if row.failures < row.scrapes:
+                        last_seen[row.instance_id] = max(last_seen.get(row.instance_id, row.minute), row.minute)
+                for instance_id, seen in last_seen.items():
+                    inst = session.get(Instance, instance_id)
+                    if inst is not None and (inst.last_seen is None or _aware(inst.last_seen) < seen):
+                        inst.last_seen = seen
+
+    def _rollup_row(self, rollup: Rollup) -> InstanceRollup:
+        stats = rollup.stats
+        figures = instance_figures(stats)
+        return InstanceRollup(
+            instance_id=self._instance_ids[rollup.instance],
+            model_name=rollup.model_name,
+            minute=_dt(rollup.minute),
+            span_s=stats.span,
+            requests=stats.finished_total,
+            errors=stats.errors,
+            finished=dict(stats.finished),
+            prompt_tokens=stats.increases.get("prompt_tokens"),
+            generation_tokens=stats.increases.get("generation_tokens"),
+            preemptions=stats.increases.get("preemptions"),
+            ttft_p50_s=figures["ttft_p50_s"],
+            ttft_p99_s=figures["ttft_p99_s"],
+            tpot_p99_s=figures["tpot_p99_s"],
+            e2e_p99_s=figures["e2e_p99_s"],
+            queue_p99_s=figures["queue_p99_s"],
+            kv_cache_usage=figures["kv_cache_usage"],
+            requests_running=figures["requests_running"],
+            requests_waiting=figures["requests_waiting"],
+            histograms=_histogram_json(stats),
+        )
+
+    def _outcome_row(self, pending: PendingOutcome) -> ScrapeOutcome:
+        t = pending.tally
+        return ScrapeOutcome(
+            instance_id=self._instance_ids[pending.instance],
+            minute=_dt(pending.minute),
+            scrapes=t.scrapes,
+            failures=t.failures,
+            health_failures=t.health_failures,
+            mean_duration_s=t.total_duration_s / t.scrapes if t.scrapes else 0.0,
+            max_duration_s=t.max_duration_s,
+            last_error_kind=t.last_error_kind,
+            last_error=t.last_error,
+        )
+
+    # -- reads and retention ------------------------------------------------------------------------
+
+    def rollups(self, instance: str | None = None, since: float | None = None) -> list[InstanceRollup]:
+        with Session(self.engine) as session:
+            query = select(InstanceRollup).order_by(InstanceRollup.minute)
+            if instance is not None:
+                query = query.join(Instance).where(Instance.address == instance)
+            if since is not None:
+                query = query.where(InstanceRollup.minute >= _dt(since))
+            return list(session.scalars(query))
+
+    def outcomes(self, instance: str | None = None) -> list[ScrapeOutcome]:
+        with Session(self.engine) as session:
+            query = select(ScrapeOutcome).order_by(ScrapeOutcome.minute)
+            if instance is not None:
+                query = query.join(Instance).where(Instance.address == instance)
+            return list(session.scalars(query))
+
+    def cleanup(self, older_than: float) -> int:
+        """Delete history older than the retention horizon; returns rows deleted."""
+        cutoff = _dt(older_than)
+        with Session(self.engine) as session, session.begin():
+            deleted = session.execute(delete(InstanceRollup).where(InstanceRollup.minute < cutoff)).rowcount
+            deleted += session.execute(delete(ScrapeOutcome).where(ScrapeOutcome.minute < cutoff)).rowcount
+        return deleted
+
+
+def _aware(dt: datetime) -> datetime:
+    """SQLite returns naive datetimes; they were stored as UTC."""
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,88 @@
+"""SQL tables (SQLAlchemy 2). Migrations in migrations/ are the source of truth for the schema;
+these models must match them (a test compares the two).
+
+History is kept per instance per minute: at 1,000 targets scraped every 5 s, a row per scrape would
+be 17 million rows a day, while a minute is finer than any SLO window or dashboard needs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Pool(Base):
+    __tablename__ = "pools"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+    __table_args__ = (UniqueConstraint("pool_id", "address", name="uq_instances_pool_address"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("pools.id", ondelete="CASCADE"), index=True)
+    address: Mapped[str] = mapped_column(String(300))  # host:port
+    url: Mapped[str] = mapped_column(Text)
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class ScrapeOutcome(Base):
+    """How scraping one instance went during one minute."""
+
+    __tablename__ = "scrape_outcomes"
+    __table_args__ = (UniqueConstraint("instance_id", "minute", name="uq_scrape_outcomes_instance_minute"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    scrapes: Mapped[int] = mapped_column(Integer)
+    failures: Mapped[int] = mapped_column(Integer)
+    health_failures: Mapped[int] = mapped_column(Integer, default=0)
+    mean_duration_s: Mapped[float] = mapped_column(Float)
+    max_duration_s: Mapped[float] = mapped_column(Float)
+    last_error_kind: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class InstanceRollup(Base):
+    """One instance's events for one model over one minute (counts, not ratios, so they add up)."""
+
+    __tablename__ = "instance_rollups"
+    __table_args__ = (
+        UniqueConstraint("instance_id", "model_name", "minute", name="uq_instance_rollups_instance_model_minute"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    model_name: Mapped[str] = mapped_column(String(300))
+    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    span_s: Mapped[float] = mapped_column(Float)
+    requests: Mapped[float] = mapped_column(Float)
+    errors: Mapped[float] = mapped_column(Float)
+    finished: Mapped[dict] = mapped_column(JSON)  # finished_reason -> count
+    prompt_tokens: Mapped[float | None] = mapped_column(Float, nullable=True)
+    generation_tokens: Mapped[float | None] = mapped_column(Float, nullable=True)
+    preemptions: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ttft_p50_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ttft_p99_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tpot_p99_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    e2e_p99_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    queue_p99_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    kv_cache_usage: Mapped[float | None] = mapped_column(Float, nullable=True)
+    requests_running: Mapped[float | None] = mapped_column(Float, nullable=True)
+    requests_waiting: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # bucket increases per histogram ({"ttft": {"bounds": [...], "counts": [...]}}), so longer
+    # windows and other quantiles can be computed later from stored minutes
+    histograms: Mapped[dict] = mapped_column(JSON)
