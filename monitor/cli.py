@@ -36,6 +36,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from monitor.server import GracefulServer
     from monitor.service import create_app
     from monitor.store.db import Store
 
@@ -51,11 +52,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logging.getLogger("monitor").warning("config: %s", warning)
     host, _, port = cfg.api.listen.rpartition(":")
     app = create_app(cfg, store=Store.open(cfg.storage.url))
-    # uvicorn installs SIGINT/SIGTERM handlers: in-flight requests finish, the lifespan's shutdown
-    # stops the scheduler and flushes pending rows before the process exits.
-    uvicorn.run(app, host=host.strip("[]") or "127.0.0.1", port=int(port), log_level=args.log_level.lower(),
-                access_log=False)
-    return EXIT_OK
+    server = GracefulServer(uvicorn.Config(app, host=host.strip("[]") or "127.0.0.1", port=int(port),
+                                           log_level=args.log_level.lower(), access_log=False))
+    server.run()
+    return EXIT_OK if server.started else EXIT_ERROR
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -109,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits 2 on bad arguments, 0 on --help
         return int(exc.code or 0)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "apscheduler", "alembic.runtime.plugins"):  # a line per request or job run
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         return int(args.func(args) or 0)
     except BadInput as exc:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from monitor.config import Config, instance_address
-from monitor.evaluate.windows import WindowStats, instance_figures, merge_stats, window_stats
+from monitor.evaluate.windows import WindowStats, instance_figures, merge_stats, stats_over, window_stats
 from monitor.samples import ModelSample, ScrapeResult
 
 
@@ -102,7 +102,7 @@ class FleetView:
     def __init__(self, config: Config) -> None:
         self.window = config.evaluation.window
         # keep enough for the API window and for a full rollup minute with its baseline scrape
-        self.keep = max(self.window, 60.0) + 3 * config.scrape.interval + 60.0
+        self.keep = max(self.window, 60.0) + 3 * config.scrape.interval + 120.0
         self.tracks: dict[str, InstanceTrack] = {}
         for pool in config.pools:
             for url in pool.targets:
@@ -166,8 +166,9 @@ class FleetView:
         end = minute_start + 60.0
         for track in self.tracks.values():
             for model, series in track.samples.items():
-                points = [p for p in series if p[0] < end]
-                stats = window_stats(points, end - 1e-9, 60.0)
+                # the last scrape before the minute is the baseline, so minutes partition events exactly
+                before = [p for p in series if p[0] < minute_start][-1:]
+                stats = stats_over(before + [p for p in series if minute_start <= p[0] < end])
                 if stats is not None and stats.end >= minute_start:
                     out.append(Rollup(track.pool, track.instance, model, minute_start, stats))
         return out

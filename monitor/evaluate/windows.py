@@ -172,7 +172,13 @@ def window_stats(points: Sequence[tuple[float, ModelSample]], now: float, window
     if chosen is None:
         return None
     first, last = chosen
-    used = points[first : last + 1]
+    return stats_over(points[first : last + 1])
+
+
+def stats_over(used: Sequence[tuple[float, ModelSample]]) -> WindowStats | None:
+    """Stats from the first to the last of the given scrapes; None with fewer than two."""
+    if len(used) < 2:
+        return None
     samples = [s for _, s in used]
     histograms: dict[str, Histogram] = {}
     for key in samples[-1].histograms:

@@ -1,0 +1,145 @@
+"""vLLM-shaped /metrics pages for tests, written the way vLLM writes them.
+
+V1 pages come from a prometheus_client registry with vLLM's own metric names, labels and bucket
+lists (vllm/v1/metrics/loggers.py, 0.11 style), so HELP/TYPE lines, label order and the `_created`
+families are exactly what prometheus_client prints for a real server.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+                20.0, 40.0, 80.0, 160.0, 640.0, 2560.0]
+ITL_BUCKETS = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
+               40.0, 80.0]
+REQUEST_LATENCY_BUCKETS = [0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
+                           120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0]
+FINISHED_REASONS = ("stop", "length", "abort", "error")
+
+
+class FakeVllmV1:
+    """One vLLM V1 server's metrics for one or more model names (one engine each)."""
+
+    def __init__(self, models: tuple[str, ...] = ("meta-llama/Llama-3.1-8B-Instruct",), seed: int = 0,
+                 extra_families: bool = True) -> None:
+        self.registry = CollectorRegistry()
+        self.rng = random.Random(seed)
+        self.models = models
+        labels = ["model_name", "engine"]
+        r = self.registry
+        self.running = Gauge("vllm:num_requests_running", "Number of requests in model execution batches.",
+                             labels, registry=r)
+        self.waiting = Gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.",
+                             labels, registry=r)
+        self.kv = Gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", labels, registry=r)
+        self.prefix_queries = Counter("vllm:prefix_cache_queries",
+                                      "Prefix cache queries, in terms of number of queried tokens.", labels, registry=r)
+        self.prefix_hits = Counter("vllm:prefix_cache_hits",
+                                   "Prefix cache hits, in terms of number of cached tokens.", labels, registry=r)
+        self.preemptions = Counter("vllm:num_preemptions", "Cumulative number of preemption from the engine.",
+                                   labels, registry=r)
+        self.prompt_tokens = Counter("vllm:prompt_tokens", "Number of prefill tokens processed.", labels, registry=r)
+        self.generation_tokens = Counter("vllm:generation_tokens", "Number of generation tokens processed.",
+                                         labels, registry=r)
+        self.success = Counter("vllm:request_success", "Count of successfully processed requests.",
+                               labels + ["finished_reason"], registry=r)
+        self.ttft = Histogram("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
+                              labels, buckets=TTFT_BUCKETS, registry=r)
+        self.itl = Histogram("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.",
+                             labels, buckets=ITL_BUCKETS, registry=r)
+        self.e2e = Histogram("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.",
+                             labels, buckets=REQUEST_LATENCY_BUCKETS, registry=r)
+        self.queue = Histogram("vllm:request_queue_time_seconds",
+                               "Histogram of time spent in WAITING phase for request.", labels,
+                               buckets=REQUEST_LATENCY_BUCKETS, registry=r)
+        for model in models:
+            child = (model, "0")
+            for metric in (self.running, self.waiting, self.kv, self.prefix_queries, self.prefix_hits,
+                           self.preemptions, self.prompt_tokens, self.generation_tokens, self.ttft, self.itl,
+                           self.e2e, self.queue):
+                metric.labels(*child)
+            for reason in FINISHED_REASONS:
+                self.success.labels(model, "0", reason)
+        if extra_families:
+            http = Counter("http_requests", "Total number of requests by method, status and handler.",
+                           ["handler", "method", "status"], registry=r)
+            http.labels("/v1/completions", "POST", "2xx").inc(12)
+            Gauge("process_resident_memory_bytes", "Resident memory size in bytes.", registry=r).set(1.2e9)
+
+    def finish(self, n: int, *, model: str | None = None, ttft: tuple[float, float] = (0.1, 0.25),
+               itl: tuple[float, float] = (0.02, 0.05), output_tokens: int = 20, prompt_tokens: int = 100,
+               reason: str = "stop") -> list[float]:
+        """Record n finished requests with latencies drawn uniformly from the given ranges; returns the TTFTs."""
+        model = model or self.models[0]
+        child = (model, "0")
+        ttfts = []
+        for _ in range(n):
+            first = self.rng.uniform(*ttft)
+            ttfts.append(first)
+            self.ttft.labels(*child).observe(first)
+            total = first
+            for _ in range(output_tokens - 1):
+                gap = self.rng.uniform(*itl)
+                self.itl.labels(*child).observe(gap)
+                total += gap
+            self.e2e.labels(*child).observe(total)
+            self.queue.labels(*child).observe(first * 0.1)
+            self.prompt_tokens.labels(*child).inc(prompt_tokens)
+            self.generation_tokens.labels(*child).inc(output_tokens)
+            self.success.labels(model, "0", reason).inc()
+        return ttfts
+
+    def set_load(self, running: float, waiting: float, kv: float, model: str | None = None) -> None:
+        child = (model or self.models[0], "0")
+        self.running.labels(*child).set(running)
+        self.waiting.labels(*child).set(waiting)
+        self.kv.labels(*child).set(kv)
+
+    def render(self) -> str:
+        return generate_latest(self.registry).decode()
+
+
+class PageServer:
+    """A loopback HTTP server whose answer per path comes from `handler(path) -> (status, body)`.
+
+    A handler may block (a hung target) or return garbage; the server never checks.
+    """
+
+    def __init__(self, handler: Callable[[str], tuple[int, bytes]]) -> None:
+        outer = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                status, body = handler(self.path)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        outer.hits = 0
+
+    def __enter__(self) -> PageServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
