@@ -38,6 +38,18 @@ class BodyTooLarge(Exception):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    target: Target
+    started_at: float
+    duration_s: float
+    body: bytes | None
+    error_kind: str | None
+    error: str | None
+    health_status: int | None
+    health_error: str | None
+
+
 async def _read_capped(response: httpx.Response, limit: int) -> bytes:
     declared = response.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -69,13 +81,25 @@ class Scraper:
         self.metrics_path = metrics_path
         self.health_path = health_path
         self._semaphore = asyncio.Semaphore(concurrency)
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-            headers={"Accept": ACCEPT, "User-Agent": "llm-slo-monitor"},
-            follow_redirects=False,
-            trust_env=False,
-        )
+        # One small client per target: httpcore's pool scans all its connections on every request
+        # event, so a single pool over 1,000 targets costs O(n) per chunk read (measured: 24 ms CPU
+        # per target at 200 targets, against about 2 ms with a client each).
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        # one TLS context for all of them: each client would otherwise load the CA bundle (~1 MB)
+        self._tls = httpx.create_ssl_context()
+
+    def _client_for(self, target: Target) -> httpx.AsyncClient:
+        client = self._clients.get(target.url)
+        if client is None:
+            client = self._clients[target.url] = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout),
+                limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
+                headers={"Accept": ACCEPT, "User-Agent": "llm-slo-monitor"},
+                follow_redirects=False,
+                trust_env=False,
+                verify=self._tls,
+            )
+        return client
 
     @classmethod
     def from_config(cls, config: Config) -> Scraper:
@@ -84,67 +108,79 @@ class Scraper:
                    health_path=s.health_path, concurrency=s.concurrency)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        clients, self._clients = list(self._clients.values()), {}
+        await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)
 
     async def scrape_all(self, targets: list[Target]) -> list[ScrapeResult]:
-        return list(await asyncio.gather(*(self.scrape(t) for t in targets)))
+        """Fetch every target concurrently, then parse.
+
+        Parsing is CPU work on the event loop; done while other fetches are in flight it would eat
+        into their deadlines, and a busy monitor would report healthy targets as timed out.
+        """
+        fetched = await asyncio.gather(*(self._fetch(t) for t in targets))
+        return [self._finish(f) for f in fetched]
 
     async def scrape(self, target: Target) -> ScrapeResult:
+        return self._finish(await self._fetch(target))
+
+    async def _fetch(self, target: Target) -> _Fetched:
         async with self._semaphore:
             started = time.time()
             clock = time.perf_counter()
-            metrics, health = await asyncio.gather(
-                self._scrape_metrics(target), self._probe_health(target)
+            (body, error_kind, error), (status, health_error) = await asyncio.gather(
+                self._fetch_metrics(target), self._probe_health(target)
             )
-            models, error_kind, error, size = metrics
-            status, health_error = health
-            return ScrapeResult(
-                pool=target.pool,
-                instance=target.instance,
-                url=target.url,
-                started_at=started,
-                duration_s=time.perf_counter() - clock,
-                models=tuple(models),
-                error=error,
-                error_kind=error_kind,
-                health_status=status,
-                health_error=health_error,
-                body_bytes=size,
-            )
+            return _Fetched(target, started, time.perf_counter() - clock, body, error_kind, error, status,
+                            health_error)
 
-    async def _scrape_metrics(self, target: Target):
+    @staticmethod
+    def _finish(f: _Fetched) -> ScrapeResult:
+        models: list = []
+        error_kind, error = f.error_kind, f.error
+        if f.body is not None:
+            try:
+                models = parse_page(f.body.decode("utf-8", errors="replace"))
+            except PageError as exc:
+                error = str(exc)
+                error_kind = "not_vllm" if error.startswith("not a vLLM endpoint") else "malformed"
+        return ScrapeResult(
+            pool=f.target.pool,
+            instance=f.target.instance,
+            url=f.target.url,
+            started_at=f.started_at,
+            duration_s=f.duration_s,
+            models=tuple(models),
+            error=error,
+            error_kind=error_kind,
+            health_status=f.health_status,
+            health_error=f.health_error,
+            body_bytes=len(f.body) if f.body is not None else 0,
+        )
+
+    async def _fetch_metrics(self, target: Target) -> tuple[bytes | None, str | None, str | None]:
         url = target.url + self.metrics_path
         try:
             async with asyncio.timeout(self.timeout):
-                async with self._client.stream("GET", url) as response:
+                async with self._client_for(target).stream("GET", url) as response:
                     if response.status_code != 200:
-                        return (), "http_status", f"HTTP {response.status_code} from {url}", 0
-                    body = await _read_capped(response, self.max_body_size)
-        except TimeoutError:
-            return (), "timeout", f"timed out after {self.timeout:g}s", 0
-        except httpx.TimeoutException:
-            return (), "timeout", f"timed out after {self.timeout:g}s", 0
+                        return None, "http_status", f"HTTP {response.status_code} from {url}"
+                    return await _read_capped(response, self.max_body_size), None, None
+        except (TimeoutError, httpx.TimeoutException):
+            return None, "timeout", f"timed out after {self.timeout:g}s"
         except BodyTooLarge as exc:
-            return (), "oversized", f"body larger than {self.max_body_size} bytes ({exc.args[0]}+ read)", 0
+            return None, "oversized", f"body larger than {self.max_body_size} bytes ({exc.args[0]}+ read)"
         except httpx.HTTPError as exc:
-            return (), "down", f"cannot connect: {type(exc).__name__}: {exc}".rstrip(": "), 0
+            return None, "down", f"cannot connect: {type(exc).__name__}: {exc}".rstrip(": ")
         except OSError as exc:
-            return (), "down", f"cannot connect: {exc}", 0
-        try:
-            models = parse_page(body.decode("utf-8", errors="replace"))
-        except PageError as exc:
-            kind = "not_vllm" if str(exc).startswith("not a vLLM endpoint") else "malformed"
-            return (), kind, str(exc), len(body)
-        return models, None, None, len(body)
+            return None, "down", f"cannot connect: {exc}"
 
     async def _probe_health(self, target: Target) -> tuple[int | None, str | None]:
         if not self.health_path:
             return None, None
         try:
             async with asyncio.timeout(self.timeout):
-                response = await self._client.get(target.url + self.health_path)
-                await response.aclose()
-                return response.status_code, None
+                async with self._client_for(target).stream("GET", target.url + self.health_path) as response:
+                    return response.status_code, None
         except (TimeoutError, httpx.TimeoutException):
             return None, f"/health timed out after {self.timeout:g}s"
         except (httpx.HTTPError, OSError) as exc:

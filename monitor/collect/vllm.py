@@ -15,8 +15,7 @@ import math
 from collections import defaultdict
 from typing import Mapping
 
-from prometheus_client.parser import text_string_to_metric_families
-
+from monitor.collect.exposition import ExpositionError, samples
 from monitor.samples import Histogram, ModelSample
 
 
@@ -62,36 +61,29 @@ BUCKETS: dict[str, tuple[float, ...]] = {
 BUCKETS["queue"] = BUCKETS["e2e"]
 
 
-def _is_vllm_line(line: str) -> bool:
-    return line.startswith("vllm:") or line.startswith("# HELP vllm:") or line.startswith("# TYPE vllm:")
-
-
 def parse_page(text: str) -> list[ModelSample]:
     """Normalise a /metrics page; raises PageError for a malformed page or one without vLLM metrics.
 
-    Only `vllm:` families are parsed: python/process/http families make up most of a page and are
-    never used, and skipping them is most of the cost of a scrape.
+    Only `vllm:` sample lines are read (see exposition.py): python/process/http families make up
+    most of a page and are never used.
     """
-    selected = "\n".join(line for line in text.splitlines() if _is_vllm_line(line))
-    if not selected:
-        raise PageError("not a vLLM endpoint (no vllm: metrics on the page)")
-    # name -> model -> labels-without-model -> value
+    # name -> model -> [(labels without model_name, value)]
     values: dict[str, dict[str, list[tuple[dict[str, str], float]]]] = defaultdict(lambda: defaultdict(list))
     try:
-        for family in text_string_to_metric_families(selected + "\n"):
-            for sample in family.samples:
-                labels = dict(sample.labels)
-                model = labels.pop("model_name", "")
-                values[sample.name][model].append((labels, float(sample.value)))
-    except (ValueError, IndexError, KeyError, TypeError) as exc:
+        for name, labels, value in samples(text):
+            model = labels.pop("model_name", "")
+            values[name][model].append((labels, value))
+    except ExpositionError as exc:
         raise PageError(f"malformed metrics page: {exc}") from None
+    if not values:
+        raise PageError("not a vLLM endpoint (no vllm: metrics on the page)")
     models = sorted({m for per_model in values.values() for m in per_model if m})
     if not models:
         models = [""]
-    samples = [_model_sample(values, model) for model in models]
-    if not any(s.histograms or s.counters or s.gauges or s.finished for s in samples):
+    result = [_model_sample(values, model) for model in models]
+    if not any(s.histograms or s.counters or s.gauges or s.finished for s in result):
         raise PageError("not a vLLM endpoint (none of the vLLM serving metrics on the page)")
-    return samples
+    return result
 
 
 def _first_present(values: Mapping[str, Mapping[str, list]], names: tuple[str, ...], suffix: str, model: str):

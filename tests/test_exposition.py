@@ -1,0 +1,87 @@
+"""Our `vllm:` sample reader gives exactly what prometheus_client's parser gives, on every page we have."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from monitor.collect.exposition import ExpositionError, samples
+from vllm_pages import FakeVllmV1
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def reference(text: str) -> list[tuple]:
+    out = []
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name.startswith("vllm:"):
+                out.append((s.name, tuple(sorted(s.labels.items())), _key(s.value)))
+    return sorted(out)
+
+
+def ours(text: str) -> list[tuple]:
+    return sorted((n, tuple(sorted(labels.items())), _key(v)) for n, labels, v in samples(text))
+
+
+def _key(value: float):
+    return "nan" if math.isnan(value) else value
+
+
+def pages() -> dict[str, str]:
+    one = FakeVllmV1(seed=3)
+    one.finish(50, ttft=(0.01, 3.0))
+    one.set_load(5, 2, 0.73)
+    two = FakeVllmV1(models=("a", "b"), seed=4)
+    two.finish(5, model="a")
+    two.finish(7, model="b", reason="error")
+    from realistic_page import build
+
+    found = {
+        "v1-one-model": one.render(),
+        "v1-two-models": two.render(),
+        "v1-realistic-58k": build(),
+        "v0-multiprocess": (ROOT / "tests/fixtures/vllm_v0_multiproc.txt").read_text(),
+        "escapes": (
+            '# TYPE vllm:lora_requests_info gauge\n'
+            'vllm:lora_requests_info{max_lora="1",running_lora_adapters="a\\"b,c}d",waiting_lora_adapters="x\\\\y\\nz"} 1.7e9\n'
+            'vllm:num_requests_running{model_name="m",} 3 1700000000000\n'
+            'vllm:kv_cache_usage_perc{model_name="m"} NaN\n'
+            'vllm:e2e_request_latency_seconds_bucket{le="+Inf",model_name="m"} 4\n'
+            'vllm:num_requests_waiting 2\n'
+        ),
+    }
+    try:  # the simulator's own pages, both metric versions
+        from monitor.sim import exposition_samples  # type: ignore[attr-defined]
+
+        found.update(exposition_samples())
+    except ImportError:
+        pass
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(pages()))
+def test_identical_to_prometheus_client(name):
+    text = pages()[name]
+    expected = reference(text)
+    assert expected, "page has vllm: samples"
+    assert ours(text) == expected
+
+
+@pytest.mark.parametrize("line", [
+    'vllm:num_requests_running{model_name="m" 3',
+    'vllm:num_requests_running{model_name="m"} three',
+    'vllm:num_requests_running{model_name=m} 3',
+    'vllm:num_requests_running{model_name="m"}',
+    'vllm:num-requests 3',
+])
+def test_malformed_lines_are_refused_like_prometheus_client(line):
+    with pytest.raises(ExpositionError):
+        list(samples(line + "\n"))
+    with pytest.raises(Exception):
+        list(text_string_to_metric_families(line + "\n"))
