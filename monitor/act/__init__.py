@@ -1,0 +1,1 @@
+"""Act stage: hand decisions to load balancers (NGINX upstream file, HAProxy agent-check)."""
