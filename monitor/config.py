@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from decimal import Decimal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -61,8 +62,10 @@ def parse_ratio(value: Any) -> float:
     if isinstance(value, str):
         text = value.strip()
         try:
-            number = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
-        except ValueError:
+            # Decimal, so "99.9%" is the double nearest 0.999 (float division gives 0.9990000000000001,
+            # which the API would then print as the objective)
+            number = float(Decimal(text[:-1]) / 100) if text.endswith("%") else float(text)
+        except (ValueError, ArithmeticError):
             raise ValueError(f"not a ratio: {value!r} (use e.g. 99.9% or 0.999)") from None
     elif isinstance(value, (int, float)):
         number = float(value)
@@ -224,6 +227,10 @@ class SloConfig(_Section):
     objective: Ratio
     window: Duration = 30 * 86400.0
     pools: list[Name] | None = Field(default=None, description="pools this SLO applies to; all when unset")
+    runbook_url: OptionalUrl = Field(default=None, description="sent as the alerts' runbook_url annotation")
+    # Grafana SLO's `min_failures`: a burn-rate pair fires only with at least this many bad events in
+    # its long window, so one failed request out of ten at night does not wake anybody.
+    min_bad_events: float = Field(default=5.0, ge=0.0)
 
     @field_validator("objective")
     @classmethod
@@ -245,6 +252,16 @@ class GpuConfig(_Section):
 
 class AlertmanagerConfig(_Section):
     url: OptionalUrl = None
+    # While an alert fires it is re-sent this often, with endsAt a few intervals ahead, so an
+    # Alertmanager that restarted learns it again and an alert from a dead monitor expires by itself.
+    resend_interval: Duration = 60.0
+    timeout: Duration = Field(default=5.0, description="per POST to Alertmanager")
+
+    @model_validator(mode="after")
+    def _timeout_fits(self) -> AlertmanagerConfig:
+        if self.timeout > self.resend_interval:
+            raise ValueError("timeout must not exceed resend_interval")
+        return self
 
 
 class NginxConfig(_Section):
@@ -445,12 +462,18 @@ def config_warnings(config: Config) -> list[str]:
     """Things that are valid but probably not what the operator meant."""
     from monitor.collect.vllm import threshold_warning  # late import: config must not need the collector
 
+    from monitor.evaluate.slo import objective_warnings  # late import: slo.py imports this module
+
     warnings: list[str] = []
     for i, slo in enumerate(config.slos):
         if isinstance(slo.indicator, LatencyIndicator):
             warning = threshold_warning(slo.indicator.metric, slo.indicator.threshold)
             if warning:
                 warnings.append(f"slos[{i}].indicator.threshold: {warning}")
+        # an objective so low that even 100% errors cannot reach a pair's burn factor: that alert
+        # would stay silent through a total outage, which the operator must hear about now
+        for warning in objective_warnings(slo.objective, slo.window, name=slo.name):
+            warnings.append(f"slos[{i}].objective: {warning}")
     if config.scrape.interval > config.evaluation.window / 2:
         warnings.append(
             "evaluation.window: shorter than two scrape intervals; per-instance rates need two samples"

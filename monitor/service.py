@@ -1,7 +1,8 @@
-"""The running service: scrape → windows → persist on a schedule, and the HTTP app that publishes it.
+"""The running service: scrape → windows and SLOs → persist on a schedule, and the HTTP app that publishes it.
 
 APScheduler drives the loop inside uvicorn's event loop, so scraping (async I/O) and the API share
-one thread; database writes run in a worker thread and can never stall a scrape cycle.
+one thread; database writes run in a worker thread and can never stall a scrape cycle, and
+Alertmanager is notified from a background task, so an unreachable Alertmanager cannot either.
 """
 
 from __future__ import annotations
@@ -14,10 +15,15 @@ from typing import AsyncIterator
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
 
 from monitor.collect.scraper import Scraper, targets_of
 from monitor.config import Config
 from monitor.evaluate.fleet import FleetView, minute_floor, take_outcomes
+from monitor.evaluate.slo import MINUTE
+from monitor.evaluate.slo_engine import SloEngine
+from monitor.publish.alertmanager import AlertmanagerNotifier
+from monitor.samples import ScrapeResult
 from monitor.store.db import Store, upgrade
 
 log = logging.getLogger(__name__)
@@ -33,6 +39,10 @@ class Service:
         self.config = config
         self.store = store
         self.fleet = FleetView(config)
+        self.slo = SloEngine(config, keep_rows=store is not None)
+        self.notifier = AlertmanagerNotifier.from_config(config)
+        self._notify_task: asyncio.Task | None = None
+        self.slo_errors = 0  # cycles whose SLO step failed (a bug, logged with its traceback)
         self.targets = targets_of(config)
         self.scraper: Scraper | None = None
         self.started_at = time.time()
@@ -44,10 +54,32 @@ class Service:
         self.scraper = Scraper.from_config(self.config)
         if self.store is not None:
             await asyncio.to_thread(self.store.sync_fleet, self.config, time.time())
+            await self.reload_slo_events()
+        self.slo.evaluate(time.time())
+
+    async def reload_slo_events(self) -> None:
+        """Rebuild the SLO series from the stored minutes, so budgets and the 1h..3d windows
+        survive a restart. A database that does not answer costs history, never the start."""
+        if self.store is None or not self.slo.slos:
+            return
+        now = time.time()
+        try:
+            rows = await asyncio.to_thread(self.store.slo_events, now - self.slo.horizon() - MINUTE)
+        except SQLAlchemyError as exc:
+            log.warning("SLO history not reloaded (budgets start empty): %s", str(exc).splitlines()[0])
+            return
+        used = self.slo.load(rows, now)
+        log.info("SLO history: reloaded %d per-minute rows for %d SLOs", used, len(self.slo.slos))
 
     async def stop(self) -> None:
         if self.scraper is not None:
             await self.scraper.aclose()
+        if self._notify_task is not None and not self._notify_task.done():
+            # a POST in flight is bounded by alertmanager.timeout; let it finish, don't resolve
+            # anything on shutdown (firing alerts expire by their endsAt if nobody takes over)
+            await asyncio.wait({self._notify_task}, timeout=self.config.alertmanager.timeout + 1.0)
+        if self.notifier is not None:
+            await self.notifier.aclose()
         if self.store is not None:
             await self.persist(final=True)
 
@@ -56,12 +88,42 @@ class Service:
         started = time.perf_counter()
         results = await self.scraper.scrape_all(self.targets)
         self.fleet.ingest(results)
+        self.evaluate_slos(results)
         self.fleet.last_cycle_at = time.time()
         self.fleet.last_cycle_duration_s = time.perf_counter() - started
         self.cycles += 1
 
+    def evaluate_slos(self, results: list[ScrapeResult]) -> None:
+        """Count the cycle's SLO events, evaluate, and hand alerts to the notifier.
+
+        A bug here is logged and counted but must not stop collection: the per-instance figures
+        and health outputs do not depend on it.
+        """
+        try:
+            self.slo.observe(results)
+            now = time.time()
+            statuses = self.slo.evaluate(now)
+            if self.notifier is not None:
+                self.notifier.update(statuses, now)
+                self._notify_soon()
+        except Exception:  # noqa: BLE001
+            self.slo_errors += 1
+            log.exception("SLO evaluation failed")
+
+    def _notify_soon(self) -> None:
+        """Start a delivery in the background unless one is in flight (it picks up changes next)."""
+        if self._notify_task is None or self._notify_task.done():
+            self._notify_task = asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        assert self.notifier is not None
+        try:
+            await self.notifier.tick(time.time())
+        except Exception:  # noqa: BLE001 - delivery must never take the loop down
+            log.exception("alert delivery failed")
+
     async def persist(self, final: bool = False) -> None:
-        """Queue the rollups of every finished minute and flush them to the database."""
+        """Queue the rollups of every finished minute and the SLO minutes that changed, and flush."""
         if self.store is None:
             return
         async with self._lock:
@@ -76,12 +138,17 @@ class Service:
                 rollups.extend(self.fleet.rollups(self._rolled_up_to))
             outcomes = take_outcomes(self.fleet.tracks.values(), float("inf") if final else self._rolled_up_to)
             self.store.queue(rollups, outcomes)
+            self.store.queue_slo_events(self.slo.take_rows())
             await asyncio.to_thread(self.store.flush)
 
     async def cleanup(self) -> None:
         if self.store is None:
             return
-        deleted = await asyncio.to_thread(self.store.cleanup, time.time() - self.config.storage.retention)
+        now = time.time()
+        deleted = await asyncio.to_thread(self.store.cleanup, now - self.config.storage.retention)
+        # SLO minutes live as long as the longest SLO window needs them (a 90d SLO outlives 30d rollups)
+        keep = max(self.config.storage.retention, self.slo.horizon()) + MINUTE
+        deleted += await asyncio.to_thread(self.store.cleanup_slo_events, now - keep)
         if deleted:
             log.info("retention: deleted %d rows older than %gs", deleted, self.config.storage.retention)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Iterable, Literal, Mapping, Sequence
 
 from monitor.config import (
@@ -359,9 +360,11 @@ def sli(good: float, total: float) -> float | None:
 
 
 def error_budget(objective: float) -> float:
+    """1 - objective, computed in decimal from the objective as written: in binary floating point
+    1 - 0.999 is 0.0010000000000000009, and every burn rate would read 99.99999999999991 for 100."""
     if not 0.0 < objective < 1.0:
         raise ValueError(f"objective must be strictly between 0 and 1: {objective!r}")
-    return 1.0 - objective
+    return float(Decimal(1) - Decimal(repr(objective)))
 
 
 def burn_rate(bad: float, total: float, objective: float) -> float | None:
@@ -543,6 +546,9 @@ class SloEvaluation:
     held: tuple[str, ...] = ()
     exact: bool = True
     factors: Mapping[str, float] = field(default_factory=dict)
+    # (good, total) behind each burn rate: a ratio without its denominator cannot tell ten
+    # requests from ten thousand, and a restart must give back exactly these counts
+    window_events: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def pair(self) -> str | None:
@@ -578,6 +584,7 @@ def evaluate_counts(
         held=verdict.held,
         exact=exact,
         factors=burn_factors(period, pairs),
+        window_events=dict(windows),
     )
 
 

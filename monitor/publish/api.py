@@ -11,6 +11,8 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from monitor.evaluate.slo import WINDOW_NAMES
+from monitor.evaluate.slo_engine import SloStatus, format_duration
 from monitor.publish.metrics import make_registry
 
 if TYPE_CHECKING:
@@ -46,6 +48,57 @@ def instance_json(view: InstanceView) -> dict[str, Any]:
     }
 
 
+def _evaluation_json(status: SloStatus) -> dict[str, Any]:
+    """The evaluated figures, shared by the pool-wide object and its per-model entries."""
+    ev = status.evaluation
+    return {
+        "sli": ev.sli,
+        "exact": ev.exact,
+        "good": ev.good,
+        "total": ev.total,
+        "error_budget_remaining": ev.error_budget_remaining,
+        "burn_rates": {w: ev.burn_rates.get(w) for w in WINDOW_NAMES},
+        "burn_rate_events": {w: {"good": ev.window_events[w][0], "total": ev.window_events[w][1]}
+                             for w in WINDOW_NAMES if w in ev.window_events},
+        "alert": ev.alert,
+        "fired": list(ev.fired),
+        "held": list(ev.held),
+    }
+
+
+def slo_json(status: SloStatus, models: list[SloStatus] = ()) -> dict[str, Any]:
+    """One `/api/v1/slos` object per SLO and pool. interfaces.md fixes `name`, `pool`, `objective`,
+    `sli`, `error_budget_remaining`, `burn_rates` (5m..3d) and `alert`; the rest is added context.
+
+    Per-model evaluations (a pool serving several models) are nested under `models`, as in
+    /api/v1/instances, so the list stays one object per SLO and pool for every consumer.
+    """
+    ev = status.evaluation
+    slo = status.config
+    return {
+        "name": status.key.slo,
+        "pool": status.key.pool,
+        "objective": ev.objective,
+        "window": format_duration(ev.period),
+        "window_seconds": ev.period,
+        "indicator": slo.indicator.model_dump(),
+        **_evaluation_json(status),
+        "burn_factors": dict(ev.factors),
+        "min_bad_events": slo.min_bad_events,
+        "runbook_url": slo.runbook_url,
+        "models": {m.key.model_name: _evaluation_json(m) for m in models},
+        "evaluated_at": rfc3339(status.evaluated_at),
+    }
+
+
+def slos_json(statuses: list[SloStatus]) -> list[dict[str, Any]]:
+    per_model: dict[tuple[str, str], list[SloStatus]] = {}
+    for status in statuses:
+        if status.model_name:
+            per_model.setdefault((status.key.slo, status.key.pool), []).append(status)
+    return [slo_json(s, per_model.get((s.key.slo, s.key.pool), [])) for s in statuses if not s.model_name]
+
+
 def install_routes(app: FastAPI, service: Service) -> None:
     registry = make_registry(service)
     token = service.config.api.token
@@ -77,3 +130,17 @@ def install_routes(app: FastAPI, service: Service) -> None:
                 raise HTTPException(status_code=404, detail=f"no pool named {pool!r}")
             views = [v for v in views if v.pool == pool]
         return JSONResponse([instance_json(v) for v in views])
+
+    @app.get("/api/v1/slos", dependencies=[Depends(require_token)])
+    async def slos(pool: str | None = None, name: str | None = None) -> JSONResponse:
+        """As of the last scrape cycle (`evaluated_at`): every output shows the same evaluation."""
+        statuses = service.slo.statuses
+        if pool is not None:
+            if service.config.pool(pool) is None:
+                raise HTTPException(status_code=404, detail=f"no pool named {pool!r}")
+            statuses = [s for s in statuses if s.key.pool == pool]
+        if name is not None:
+            if all(s.name != name for s in service.config.slos):
+                raise HTTPException(status_code=404, detail=f"no SLO named {name!r}")
+            statuses = [s for s in statuses if s.key.slo == name]
+        return JSONResponse(slos_json(statuses))

@@ -13,6 +13,8 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from monitor.evaluate.slo import WINDOW_NAMES
+
 if TYPE_CHECKING:
     from monitor.service import Service
 
@@ -106,9 +108,73 @@ class FleetCollector(Collector):
                                     value=0.0 if store.last_error else 1.0)
 
 
+class SloCollector(Collector):
+    """SLO series (labels slo, pool, model_name; model_name is "" for the whole pool) and
+    Alertmanager delivery, from the last evaluation: the same numbers as /api/v1/slos."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator:
+        labels = ["slo", "pool", "model_name"]
+
+        def gauge(name: str, doc: str, extra: tuple[str, ...] = ()) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"{NAMESPACE}_slo_{name}", doc, labels=labels + list(extra))
+
+        objective = gauge("objective_ratio", "Objective of the SLO (good events / valid events).")
+        sli = gauge("sli_ratio", "Good / valid events over the SLO window so far (absent without events).")
+        exact = gauge("sli_exact", "0 when the SLI is interpolated inside a histogram bucket, else 1.")
+        good = gauge("good_events", "Good events over the SLO window.")
+        valid = gauge("valid_events", "Valid (all) events over the SLO window.")
+        budget = gauge("error_budget_remaining_ratio",
+                       "Share of the error budget left over the SLO window (1 = untouched; below 0 = overspent).")
+        burn = gauge("burn_rate", "Error ratio over the window divided by the error budget (absent without events).",
+                     ("window",))
+        alert = gauge("alert", "1 while burn-rate alerts of this severity fire (page: 1h/5m or 6h/30m; "
+                               "ticket: 1d/2h or 3d/6h).", ("severity",))
+        for status in self.service.slo.statuses:
+            ev = status.evaluation
+            who = [status.key.slo, status.key.pool, status.key.model_name]
+            objective.add_metric(who, ev.objective)
+            if ev.sli is not None:
+                sli.add_metric(who, ev.sli)
+            exact.add_metric(who, 1.0 if ev.exact else 0.0)
+            good.add_metric(who, ev.good)
+            valid.add_metric(who, ev.total)
+            budget.add_metric(who, ev.error_budget_remaining)
+            for window in WINDOW_NAMES:
+                rate = ev.burn_rates.get(window)
+                if rate is not None:
+                    burn.add_metric(who + [window], rate)
+            fired = status.fired_severities()
+            for severity in ("page", "ticket"):
+                alert.add_metric(who + [severity], 1.0 if severity in fired else 0.0)
+        yield from (objective, sli, exact, good, valid, budget, burn, alert)
+        yield CounterMetricFamily(f"{NAMESPACE}_slo_evaluation_errors", "Scrape cycles whose SLO step failed.",
+                                  value=self.service.slo_errors)
+        notifier = self.service.notifier
+        if notifier is None:
+            return
+        stats = notifier.stats
+        prefix = f"{NAMESPACE}_alertmanager"
+        yield GaugeMetricFamily(f"{prefix}_up", "0 while POSTs to Alertmanager are failing.",
+                                value=0.0 if stats.consecutive_failures else 1.0)
+        yield CounterMetricFamily(f"{prefix}_posts", "Successful POSTs to /api/v2/alerts.", value=stats.posts)
+        yield CounterMetricFamily(f"{prefix}_errors", "Failed POSTs to /api/v2/alerts (each retry counts).",
+                                  value=stats.errors)
+        yield GaugeMetricFamily(f"{prefix}_consecutive_failures", "Failed POSTs since the last success.",
+                                value=stats.consecutive_failures)
+        yield GaugeMetricFamily(f"{prefix}_alerts_firing", "Alerts currently firing (sent or waiting to be).",
+                                value=len(notifier.firing))
+        if stats.last_success_at is not None:
+            yield GaugeMetricFamily(f"{prefix}_last_success_timestamp_seconds",
+                                    "Unix time of the last successful POST.", value=stats.last_success_at)
+
+
 def make_registry(service: Service) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(service))
+    registry.register(SloCollector(service))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

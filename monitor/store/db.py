@@ -21,8 +21,9 @@ from sqlalchemy.orm import Session
 
 from monitor.config import Config, instance_address
 from monitor.evaluate.fleet import OutcomeTally, Rollup
+from monitor.evaluate.slo_engine import SloEventRow
 from monitor.evaluate.windows import instance_figures
-from monitor.store.models import Instance, InstanceRollup, Pool, ScrapeOutcome
+from monitor.store.models import Instance, InstanceRollup, Pool, ScrapeOutcome, SloEvent
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +99,16 @@ class PendingOutcome:
     tally: OutcomeTally
 
 
+Pending = PendingRollup | PendingOutcome | SloEventRow
+
+
 class Store:
     """The service's one handle on the database."""
 
     def __init__(self, engine: Engine, *, max_pending: int = 200_000) -> None:
         self.engine = engine
         self._instance_ids: dict[str, int] = {}
-        self._pending: deque[PendingRollup | PendingOutcome] = deque()
+        self._pending: deque[Pending] = deque()
         self.max_pending = max_pending
         self.dropped = 0
         self.last_error: str | None = None
@@ -156,6 +160,16 @@ class Store:
             self._pending.append(PendingRollup(rollup))
         for instance, minute, tally in outcomes:
             self._pending.append(PendingOutcome(instance, minute, tally))
+        self._bound()
+
+    def queue_slo_events(self, rows: Iterable[SloEventRow]) -> None:
+        """Queue per-minute SLO event counts. A minute may be queued again as it fills up (the
+        current minute is written on every flush so a crash loses seconds, not the minute); the
+        newest version of a row replaces the older ones, in the batch and in the database."""
+        self._pending.extend(rows)
+        self._bound()
+
+    def _bound(self) -> None:
         while len(self._pending) > self.max_pending:
             self._pending.popleft()
             self.dropped += 1
@@ -180,10 +194,19 @@ class Store:
         self.last_error = None
         return len(batch)
 
-    def _write(self, batch: list[PendingRollup | PendingOutcome]) -> None:
+    def _write(self, batch: list[Pending]) -> None:
         rollups = [p.rollup for p in batch if isinstance(p, PendingRollup)]
         outcomes = [p for p in batch if isinstance(p, PendingOutcome)]
+        # the last queued version of each SLO minute wins (the batch is in queue order)
+        slo_rows = {(r.slo, r.pool, r.model_name, r.minute): r for r in batch if isinstance(r, SloEventRow)}
         with Session(self.engine) as session, session.begin():
+            if slo_rows:
+                keys3 = [(slo, pool, model, _dt(minute)) for slo, pool, model, minute in slo_rows]
+                for chunk in _chunks(keys3, 200):
+                    session.execute(delete(SloEvent).where(
+                        tuple_(SloEvent.slo, SloEvent.pool, SloEvent.model_name, SloEvent.minute).in_(chunk)))
+                session.add_all(SloEvent(slo=r.slo, pool=r.pool, model_name=r.model_name, minute=_dt(r.minute),
+                                         good=r.good, total=r.total) for r in slo_rows.values())
             rollup_rows = [self._rollup_row(r) for r in rollups if r.instance in self._instance_ids]
             outcome_rows = [self._outcome_row(o) for o in outcomes if o.instance in self._instance_ids]
             # a minute written again (a restart inside it) replaces the earlier row
@@ -264,6 +287,22 @@ class Store:
             if instance is not None:
                 query = query.join(Instance).where(Instance.address == instance)
             return list(session.scalars(query))
+
+    def slo_events(self, since: float | None = None) -> list[SloEventRow]:
+        """Stored SLO minutes (all SLOs, pools and models), for the engine to rebuild its series."""
+        with Session(self.engine) as session:
+            query = select(SloEvent.slo, SloEvent.pool, SloEvent.model_name, SloEvent.minute, SloEvent.good,
+                           SloEvent.total)
+            if since is not None:
+                query = query.where(SloEvent.minute >= _dt(since))
+            return [SloEventRow(slo, pool, model, _aware(minute).timestamp(), good, total)
+                    for slo, pool, model, minute, good, total in session.execute(query)]
+
+    def cleanup_slo_events(self, older_than: float) -> int:
+        """Delete SLO minutes older than the longest SLO window needs (kept apart from `cleanup`:
+        a 90d SLO must keep its events past a 30d `storage.retention`)."""
+        with Session(self.engine) as session, session.begin():
+            return session.execute(delete(SloEvent).where(SloEvent.minute < _dt(older_than))).rowcount
 
     def cleanup(self, older_than: float) -> int:
         """Delete history older than the retention horizon; returns rows deleted."""

@@ -86,3 +86,26 @@ class InstanceRollup(Base):
     # bucket increases per histogram ({"ttft": {"bounds": [...], "counts": [...]}}), so longer
     # windows and other quantiles can be computed later from stored minutes
     histograms: Mapped[dict] = mapped_column(JSON)
+
+
+class SloEvent(Base):
+    """Good and valid events of one SLO, pool (and model) over one minute: what error budgets and
+    the long burn-rate windows are rebuilt from after a restart, instead of 30 days in memory.
+
+    Keyed by names, not ids: an SLO exists only in the config, and a row must outlive a pool's
+    removal for as long as the budget window it belongs to. `model_name` is "" for the whole pool
+    (an empty string rather than NULL, because NULLs never collide in a unique constraint).
+    """
+
+    __tablename__ = "slo_events"
+    __table_args__ = (
+        UniqueConstraint("slo", "pool", "model_name", "minute", name="uq_slo_events_slo_pool_model_minute"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slo: Mapped[str] = mapped_column(String(100))
+    pool: Mapped[str] = mapped_column(String(100))
+    model_name: Mapped[str] = mapped_column(String(300))
+    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    good: Mapped[float] = mapped_column(Float)
+    total: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,240 @@
+"""Push burn-rate alerts to Alertmanager over its API v2 (`POST /api/v2/alerts`), as Prometheus does.
+
+One alert per SLO, pool (and model) and severity. Labels are stable while an alert fires, so
+Alertmanager sees one alert whose annotations (the current numbers) update, never a new one per
+evaluation: `alertname`, `slo`, `pool`, `severity` (`page` | `ticket`), `burnrate_tier` (`fast` for
+the page pairs 1h/5m and 6h/30m, `slow` for the ticket pairs 1d/2h and 3d/6h: the label an
+inhibit rule matches so a page silences the ticket of the same SLO) and `model_name` when the
+pool serves several models.
+
+Delivery follows Prometheus's notifier: every firing alert is re-sent each `resend_interval` with
+`endsAt` four intervals ahead, so an Alertmanager that restarted learns it again and an alert from
+a monitor that died expires by itself; a cleared alert is sent once more with `endsAt` = the time it
+cleared (and re-sent for a while, in case that POST was lost). Sending never blocks evaluation:
+the service runs it as a background task, each POST is bounded by `timeout`, and a failure is
+logged, counted on /metrics and retried with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+import httpx
+
+from monitor.evaluate.slo import PAIRS, WINDOW_NAMES
+from monitor.evaluate.slo_engine import SloStatus, format_duration
+
+log = logging.getLogger(__name__)
+
+ALERTNAME = "SloErrorBudgetBurn"
+TIERS = {"page": "fast", "ticket": "slow"}
+RESOLVED_RETENTION_S = 900.0  # Prometheus re-sends resolved alerts for 15 minutes
+ENDS_AT_INTERVALS = 4  # endsAt of a firing alert, in resend intervals from now (Prometheus: 4)
+
+
+@dataclass(slots=True)
+class _Alert:
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: float
+    resolved_at: float | None = None
+
+
+@dataclass(slots=True)
+class NotifierStats:
+    """What /metrics reports about delivery."""
+
+    posts: int = 0  # successful POSTs
+    errors: int = 0  # failed POSTs
+    consecutive_failures: int = 0
+    last_success_at: float | None = None
+    last_error: str | None = None
+    alerts_sent: int = 0  # alerts carried by successful POSTs (each resend counts)
+    last_latency_s: float | None = None
+
+
+def rfc3339(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _pct(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value * 100:.{digits}f}%"
+
+
+def _rate(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def alert_labels(status: SloStatus, severity: str) -> dict[str, str]:
+    labels = {
+        "alertname": ALERTNAME,
+        "slo": status.key.slo,
+        "pool": status.key.pool,
+        "severity": severity,
+        "burnrate_tier": TIERS[severity],
+    }
+    if status.model_name:
+        labels["model_name"] = status.model_name
+    return labels
+
+
+def alert_annotations(status: SloStatus, severity: str) -> dict[str, str]:
+    """summary and description with the numbers an on-call engineer needs first; runbook_url."""
+    ev = status.evaluation
+    slo = status.config
+    pairs = [p for p in PAIRS if p.severity == severity and p.name in ev.fired]
+    lead = pairs[0] if pairs else None
+    where = f"pool {status.key.pool}" + (f", model {status.model_name}" if status.model_name else "")
+    burn = ev.burn_rates.get(lead.long) if lead else None
+    summary = (f"SLO {status.key.slo} ({where}) is burning its error budget at {_rate(burn)}x "
+               f"({severity}: {lead.name if lead else '?'} above {ev.factors.get(lead.name, 0):.3g}x)"
+               if lead else f"SLO {status.key.slo} ({where}) is burning its error budget ({severity})")
+    fired = ", ".join(f"{p.name} (burn {_rate(ev.burn_rates.get(p.long))}/{_rate(ev.burn_rates.get(p.short))}"
+                      f" > {ev.factors.get(p.name, 0):.3g})" for p in pairs)
+    rates = ", ".join(f"{w}={_rate(ev.burn_rates.get(w))}" for w in WINDOW_NAMES)
+    exact = "" if ev.exact else " The SLI is interpolated inside a histogram bucket (exact: false)."
+    description = (
+        f"Objective {_pct(slo.objective)} over {format_duration(slo.window)}; SLI {_pct(ev.sli, 4)} "
+        f"({ev.good:.0f} good of {ev.total:.0f} events); error budget remaining {_pct(ev.error_budget_remaining, 1)}. "
+        f"Firing: {fired or 'none'}. Burn rates: {rates}.{exact}"
+    )
+    annotations = {"summary": summary, "description": description}
+    if slo.runbook_url:
+        annotations["runbook_url"] = slo.runbook_url
+    return annotations
+
+
+class AlertmanagerNotifier:
+    """Keeps the set of alerts to deliver and delivers it; one `send` at a time (the caller's job)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        resend_interval: float = 60.0,
+        timeout: float = 5.0,
+        resolved_retention: float = RESOLVED_RETENTION_S,
+        max_backoff: float | None = None,
+    ) -> None:
+        self.endpoint = url.rstrip("/") + "/api/v2/alerts"
+        self.resend_interval = resend_interval
+        self.timeout = timeout
+        self.resolved_retention = resolved_retention
+        # never wait longer than a resend interval (nor a minute) between tries
+        self.max_backoff = max_backoff if max_backoff is not None else min(60.0, resend_interval)
+        self.stats = NotifierStats()
+        self._alerts: dict[tuple[tuple[str, str], ...], _Alert] = {}
+        self._changed = False
+        self._last_sent_at: float | None = None
+        self._next_attempt_at = 0.0
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            headers={"User-Agent": "llm-slo-monitor"},
+            trust_env=False,
+            follow_redirects=False,
+        )
+
+    @classmethod
+    def from_config(cls, config: Any) -> AlertmanagerNotifier | None:
+        am = config.alertmanager
+        if not am.url:
+            return None
+        return cls(am.url, resend_interval=am.resend_interval, timeout=am.timeout)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def update(self, statuses: Iterable[SloStatus], now: float) -> None:
+        """Match the alert set to an evaluation: new alerts fire, missing ones resolve."""
+        wanted: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], dict[str, str]]] = {}
+        for status in statuses:
+            for severity in status.fired_severities():
+                labels = alert_labels(status, severity)
+                wanted[tuple(sorted(labels.items()))] = (labels, alert_annotations(status, severity))
+        for key, (labels, annotations) in wanted.items():
+            alert = self._alerts.get(key)
+            if alert is None or alert.resolved_at is not None:
+                self._alerts[key] = _Alert(labels, annotations, starts_at=now)
+                self._changed = True
+                log.warning("alert firing: %s", annotations["summary"])
+            else:
+                alert.annotations = annotations  # the numbers go out with the next resend
+        for key, alert in list(self._alerts.items()):
+            if key not in wanted and alert.resolved_at is None:
+                alert.resolved_at = now
+                self._changed = True
+                log.info("alert resolved: %s", alert.labels)
+            elif alert.resolved_at is not None and now - alert.resolved_at > self.resolved_retention:
+                del self._alerts[key]
+
+    @property
+    def firing(self) -> list[dict[str, str]]:
+        return [a.labels for a in self._alerts.values() if a.resolved_at is None]
+
+    def due(self, now: float) -> bool:
+        """A change to deliver, a resend that is due, or a retry whose backoff has passed."""
+        if not self._alerts or now < self._next_attempt_at:
+            return False
+        return self._changed or self._last_sent_at is None or now - self._last_sent_at >= self.resend_interval
+
+    def payload(self, now: float) -> list[dict[str, Any]]:
+        out = []
+        for alert in self._alerts.values():
+            ends = alert.resolved_at if alert.resolved_at is not None else now + ENDS_AT_INTERVALS * self.resend_interval
+            out.append({
+                "labels": alert.labels,
+                "annotations": alert.annotations,
+                "startsAt": rfc3339(alert.starts_at),
+                "endsAt": rfc3339(ends),
+            })
+        return out
+
+    # -- delivery ---------------------------------------------------------------------------------
+
+    async def tick(self, now: float) -> bool | None:
+        """Send if due; True/False for a POST that succeeded/failed, None when nothing was due."""
+        if not self.due(now):
+            return None
+        return await self.send(now)
+
+    async def send(self, now: float) -> bool:
+        """POST every alert (firing and recently resolved); never raises."""
+        payload = self.payload(now)
+        changed_before = self._changed
+        self._changed = False  # an update during the POST sets it again and is sent next tick
+        clock = time.perf_counter()
+        try:
+            response = await self._client.post(self.endpoint, json=payload)
+            error = None if 200 <= response.status_code < 300 else (
+                f"HTTP {response.status_code}: {response.text[:200].strip()}")
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        except OSError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        self.stats.last_latency_s = time.perf_counter() - clock
+        if error is None:
+            self.stats.posts += 1
+            self.stats.alerts_sent += len(payload)
+            self.stats.consecutive_failures = 0
+            self.stats.last_success_at = now
+            self.stats.last_error = None
+            self._last_sent_at = now
+            self._next_attempt_at = 0.0
+            return True
+        self._changed = self._changed or changed_before
+        self.stats.errors += 1
+        self.stats.consecutive_failures += 1
+        self.stats.last_error = error
+        backoff = min(self.max_backoff, 2.0 ** (self.stats.consecutive_failures - 1))
+        self._next_attempt_at = now + backoff
+        log.warning("alertmanager %s: POST of %d alerts failed (%d in a row), retrying in %gs: %s",
+                    self.endpoint, len(payload), self.stats.consecutive_failures, backoff, error)
+        return False

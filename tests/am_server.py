@@ -1,0 +1,100 @@
+"""A real Alertmanager (Debian's `prometheus-alertmanager`) on a loopback port, for the alerting tests.
+
+Own config and --storage.path under the test's tmp_path, clustering off (--cluster.listen-address=),
+so tests can run side by side and never talk to anything else. Tests that use it call
+conftest.require() first: with CI=true a missing binary fails them instead of skipping.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from conftest import free_port, require
+
+BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+
+# What README.md recommends: a page (burnrate_tier="fast") inhibits the ticket of the same SLO,
+# pool and model. Everything goes to a receiver with no integrations: the tests read the API.
+CONFIG = """
+route:
+  receiver: "null"
+  group_by: [alertname, slo, pool]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: "null"
+inhibit_rules:
+  - source_matchers: ['burnrate_tier="fast"']
+    target_matchers: ['burnrate_tier="slow"']
+    equal: [slo, pool, model_name]
+"""
+
+
+def require_alertmanager() -> str:
+    require(BINARY is not None, "prometheus-alertmanager is not installed (apt-get install prometheus-alertmanager)")
+    assert BINARY is not None
+    return BINARY
+
+
+class Alertmanager:
+    """Start with `with Alertmanager(tmp_path) as am:`; `am.url`, `am.alerts()`."""
+
+    def __init__(self, workdir: Path, port: int | None = None, config: str = CONFIG) -> None:
+        self.binary = require_alertmanager()
+        self.workdir = workdir / f"alertmanager-{port or 'any'}-{time.monotonic_ns()}"
+        self.workdir.mkdir(parents=True)
+        (self.workdir / "alertmanager.yml").write_text(config)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Alertmanager:
+        self.log = open(self.workdir / "alertmanager.log", "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [self.binary, f"--config.file={self.workdir / 'alertmanager.yml'}",
+             f"--storage.path={self.workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
+             "--cluster.listen-address=", "--log.level=warn"],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"alertmanager exited: {(self.workdir / 'alertmanager.log').read_text()}")
+            try:
+                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("alertmanager did not become ready in 15 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "log", None):
+            self.log.close()
+
+    def __enter__(self) -> Alertmanager:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def alerts(self, **labels: str) -> list[dict[str, Any]]:
+        """Alerts Alertmanager holds now (resolved ones are not listed), filtered by exact labels."""
+        params = [("filter", f'{k}="{v}"') for k, v in labels.items()]
+        response = httpx.get(f"{self.url}/api/v2/alerts", params=params, timeout=5)
+        response.raise_for_status()
+        return response.json()
