@@ -8,8 +8,10 @@ Alertmanager is notified from a background task, so an unreachable Alertmanager 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
+from collections import deque
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -17,19 +19,25 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
+from monitor.act.haproxy import AgentCheckServer
+from monitor.act.nginx import UpstreamWriter, WriteResult, render_file
 from monitor.collect.scraper import Scraper, targets_of
-from monitor.config import Config
-from monitor.evaluate.fleet import FleetView, minute_floor, take_outcomes
+from monitor.config import Config, LatencyIndicator
+from monitor.decide.health import FleetHealth
+from monitor.decide.scaling import FleetScaling
+from monitor.evaluate.fleet import FleetView, InstanceView, minute_floor, take_outcomes
 from monitor.evaluate.slo import MINUTE
 from monitor.evaluate.slo_engine import SloEngine
 from monitor.publish.alertmanager import AlertmanagerNotifier
 from monitor.samples import ScrapeResult
-from monitor.store.db import Store, upgrade
+from monitor.store.db import Decision, Store, upgrade
 
 log = logging.getLogger(__name__)
 
 PERSIST_EVERY_S = 15.0
 CLEANUP_EVERY_S = 3600.0
+HEALTH_STATE_KEY = "health"
+RECENT_DECISIONS = 1000
 
 
 class Service:
@@ -43,6 +51,20 @@ class Service:
         self.notifier = AlertmanagerNotifier.from_config(config)
         self._notify_task: asyncio.Task | None = None
         self.slo_errors = 0  # cycles whose SLO step failed (a bug, logged with its traceback)
+        self.health = FleetHealth(config)
+        self.scaling = FleetScaling(config)
+        self.decide_errors = 0
+        self.recent_decisions: deque[Decision] = deque(maxlen=RECENT_DECISIONS)  # newest last
+        self._desired: dict[str, int] = {}
+        self.fail_open: dict[str, str | None] = {}  # pool -> why decisions are failing open
+        n = config.nginx
+        self.nginx = UpstreamWriter(n.upstream_file, n.check, n.reload) if n.upstream_file else None
+        self._nginx_task: asyncio.Task | None = None
+        self._nginx_pending: str | None = None
+        self.agent: AgentCheckServer | None = None
+        if config.haproxy.agent_listen:
+            host, _, port = config.haproxy.agent_listen.rpartition(":")
+            self.agent = AgentCheckServer(self.health.find, host.strip("[]") or "127.0.0.1", int(port))
         self.targets = targets_of(config)
         self.scraper: Scraper | None = None
         self.started_at = time.time()
@@ -55,7 +77,23 @@ class Service:
         if self.store is not None:
             await asyncio.to_thread(self.store.sync_fleet, self.config, time.time())
             await self.reload_slo_events()
+            await self.restore_health()
         self.slo.evaluate(time.time())
+        if self.agent is not None:
+            await self.agent.start()
+
+    async def restore_health(self) -> None:
+        """Put back who was ejected and until when: a restart must not hand traffic back to an
+        instance that has not earned it."""
+        assert self.store is not None
+        try:
+            saved = await asyncio.to_thread(self.store.load_state, HEALTH_STATE_KEY)
+        except SQLAlchemyError as exc:
+            log.warning("health state not restored (starting fresh): %s", str(exc).splitlines()[0])
+            return
+        if saved:
+            self.health.restore(saved)
+            log.info("health state restored for %d pools", len(saved))
 
     async def reload_slo_events(self) -> None:
         """Rebuild the SLO series from the stored minutes, so budgets and the 1h..3d windows
@@ -72,8 +110,12 @@ class Service:
         log.info("SLO history: reloaded %d per-minute rows for %d SLOs", used, len(self.slo.slos))
 
     async def stop(self) -> None:
+        if self.agent is not None:
+            await self.agent.stop()
         if self.scraper is not None:
             await self.scraper.aclose()
+        if self._nginx_task is not None and not self._nginx_task.done():
+            await asyncio.wait({self._nginx_task}, timeout=35.0)
         if self._notify_task is not None and not self._notify_task.done():
             # a POST in flight is bounded by alertmanager.timeout; let it finish, don't resolve
             # anything on shutdown (firing alerts expire by their endsAt if nobody takes over)
@@ -81,6 +123,7 @@ class Service:
         if self.notifier is not None:
             await self.notifier.aclose()
         if self.store is not None:
+            self.store.queue_state(HEALTH_STATE_KEY, self.health.snapshot(), time.time())
             await self.persist(final=True)
 
     async def scrape_cycle(self) -> None:
@@ -91,7 +134,91 @@ class Service:
         self.evaluate_slos(results)
         self.fleet.last_cycle_at = time.time()
         self.fleet.last_cycle_duration_s = time.perf_counter() - started
+        self.decide(self.fleet.last_cycle_at)
         self.cycles += 1
+
+    def decide(self, now: float) -> None:
+        """Health verdicts, scaling recommendations, the audit log and the NGINX upstream file.
+
+        A bug here is logged and counted; collection and the SLOs go on, and the outputs keep the
+        last verdicts (which is what failing open means for the service itself).
+        """
+        try:
+            audit: list[Decision] = []
+            for decision in self.health.evaluate(self.fleet, now):
+                if decision.fail_open != self.fail_open.get(decision.pool):
+                    if decision.fail_open:
+                        log.warning("pool %s: failing open: %s", decision.pool, decision.fail_open)
+                    self.fail_open[decision.pool] = decision.fail_open
+                for t in decision.transitions:
+                    log.info("%s %s: %s -> %s (%s)", t.pool, t.instance, t.from_state, t.to_state, "; ".join(t.reasons))
+                    audit.append(Decision(t.at, "health", t.pool, t.instance, t.from_state, t.to_state, t.reasons,
+                                          t.signals))
+            changed_health = bool(audit)
+            recommendations = self.scaling.evaluate(
+                self.fleet, now, serving=self._serves, burn_rates=self._ttft_burn_rates())
+            for pool, rec in recommendations.items():
+                before = self._desired.get(pool)
+                if before != rec.desired_replicas:
+                    self._desired[pool] = rec.desired_replicas
+                    audit.append(Decision(now, "scaling", pool, "", "" if before is None else str(before),
+                                          str(rec.desired_replicas), (rec.reason,), rec.signals))
+            self.recent_decisions.extend(audit)
+            if self.store is not None:
+                self.store.queue_decisions(audit)
+                if changed_health:
+                    self.store.queue_state(HEALTH_STATE_KEY, self.health.snapshot(), now)
+            if self.nginx is not None:
+                self._write_upstreams_soon()
+        except Exception:  # noqa: BLE001
+            self.decide_errors += 1
+            log.exception("health/scaling decisions failed")
+
+    def _serves(self, pool: str, instance: str) -> bool:
+        verdict = self.health.verdict(pool, instance)
+        return verdict is None or verdict.serves_traffic
+
+    def _ttft_burn_rates(self) -> dict[str, float | None]:
+        """Per pool, the highest 5m burn rate among its TTFT latency SLOs (None without one)."""
+        out: dict[str, float | None] = {}
+        for status in self.slo.statuses:
+            indicator = status.config.indicator
+            if status.key.model_name or not (isinstance(indicator, LatencyIndicator) and indicator.metric == "ttft"):
+                continue
+            burn = status.evaluation.burn_rates.get("5m")
+            if burn is not None:
+                current = out.get(status.key.pool)
+                out[status.key.pool] = burn if current is None else max(current, burn)
+        return out
+
+    def views(self, now: float) -> list[InstanceView]:
+        """Per-instance views with the health verdict's state and reasons."""
+        out = []
+        for view in self.fleet.views(now):
+            verdict = self.health.verdict(view.pool, view.instance)
+            if verdict is not None:
+                view = dataclasses.replace(view, state=verdict.state, reasons=tuple(verdict.reasons))
+            out.append(view)
+        return out
+
+    def upstreams_file(self) -> str:
+        return render_file({p.name: self.health.pool_verdicts(p.name) for p in self.config.pools})
+
+    def _write_upstreams_soon(self) -> None:
+        """Render now; write, validate and reload in a worker thread. One write at a time: a render
+        made while one is in flight replaces any older waiting one."""
+        self._nginx_pending = self.upstreams_file()
+        if self._nginx_task is None or self._nginx_task.done():
+            self._nginx_task = asyncio.get_running_loop().create_task(self._write_upstreams())
+
+    async def _write_upstreams(self) -> None:
+        assert self.nginx is not None
+        while self._nginx_pending is not None:
+            content, self._nginx_pending = self._nginx_pending, None
+            result: WriteResult = await self.nginx.apply(content)
+            if result.changed or not result.ok:
+                level = logging.INFO if result.ok else logging.WARNING
+                log.log(level, "nginx upstreams: %s", result)
 
     def evaluate_slos(self, results: list[ScrapeResult]) -> None:
         """Count the cycle's SLO events, evaluate, and hand alerts to the notifier.

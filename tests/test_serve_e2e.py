@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -15,30 +14,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from conftest import free_port
-from vllm_pages import FakeVllmV1, PageServer
-
-
-class ClockedVllm:
-    """A V1 server whose counters advance with wall-clock time: `rps` requests a second finish, each
-    with 10 generated tokens and a TTFT drawn uniformly from `ttft`."""
-
-    def __init__(self, rps: float, ttft: tuple[float, float], kv: float, waiting: float, seed: int) -> None:
-        self.fake = FakeVllmV1(seed=seed)
-        self.fake.set_load(running=4, waiting=waiting, kv=kv)
-        self.rps, self.ttft = rps, ttft
-        self.started = time.monotonic()
-        self.done = 0
-        self.lock = threading.Lock()
-
-    def __call__(self, path: str) -> tuple[int, bytes]:
-        if path == "/health":
-            return 200, b""
-        with self.lock:
-            due = int((time.monotonic() - self.started) * self.rps)
-            if due > self.done:
-                self.fake.finish(due - self.done, ttft=self.ttft, output_tokens=10)
-                self.done = due
-            return 200, self.fake.render().encode()
+from vllm_pages import ClockedVllm, PageServer
 
 
 def hang(path: str) -> tuple[int, bytes]:
@@ -90,8 +66,11 @@ pools:
         assert fast["metrics"]["kv_cache_usage"] == 0.42 and slow["metrics"]["kv_cache_usage"] == 0.9
         assert fast["metrics"]["requests_waiting"] == 3 and slow["metrics"]["requests_waiting"] == 11
         assert fast["metrics"]["error_ratio"] == 0
+        assert fast["state"] == "healthy" and fast["reasons"] == []
+        # KV cache at its 0.9 threshold with 11 requests waiting: still serving, at a lower weight
+        assert slow["state"] == "degraded"
+        assert any("KV" in r or "kv" in r for r in slow["reasons"]), slow["reasons"]
         for row in (fast, slow):
-            assert row["state"] == "healthy" and row["reasons"] == []
             assert row["last_scrape"].endswith("Z")
             assert set(row["metrics"]) >= {"ttft_p99_s", "tpot_p99_s", "e2e_p99_s", "error_ratio", "kv_cache_usage",
                                            "requests_running", "requests_waiting", "generation_tokens_per_s"}

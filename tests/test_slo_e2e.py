@@ -19,12 +19,8 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -34,6 +30,7 @@ from conftest import free_port
 from monitor.config import parse_ratio
 from monitor.evaluate.slo_engine import SloEventRow
 from monitor.store.db import Store, upgrade
+from serve_proc import serve, stop, wait_until
 from vllm_pages import FakeVllmV1, PageServer
 
 RPS = 20.0
@@ -89,37 +86,8 @@ class FaultableVllm:
             return 200, self.fake.render().encode()
 
 
-def serve(config: Path, port: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "monitor", "serve", "--config", str(config),
-                             "--listen", f"127.0.0.1:{port}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def stop(proc: subprocess.Popen) -> str:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    output = proc.communicate(timeout=30)[0]
-    assert proc.returncode == 0, output
-    return output
-
-
 def slos(base: str) -> dict[str, dict]:
     return {row["name"]: row for row in httpx.get(f"{base}/api/v1/slos", timeout=2).json()}
-
-
-def wait_until(predicate, deadline_s: float, poll_s: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + deadline_s
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except httpx.TransportError as exc:
-            last = exc
-        time.sleep(poll_s)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def seed_history(url: str, slo: str, pool: str, days: float, now: float) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
@@ -143,3 +144,27 @@ class PageServer:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class ClockedVllm:
+    """A V1 server whose counters advance with wall-clock time: `rps` requests a second finish, each
+    with 10 generated tokens and a TTFT drawn uniformly from `ttft`."""
+
+    def __init__(self, rps: float, ttft: tuple[float, float], kv: float, waiting: float, seed: int) -> None:
+        """`ttft` may be changed while it runs (a latency fault)."""
+        self.fake = FakeVllmV1(seed=seed)
+        self.fake.set_load(running=4, waiting=waiting, kv=kv)
+        self.rps, self.ttft = rps, ttft
+        self.started = time.monotonic()
+        self.done = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, path: str) -> tuple[int, bytes]:
+        if path == "/health":
+            return 200, b""
+        with self.lock:
+            due = int((time.monotonic() - self.started) * self.rps)
+            if due > self.done:
+                self.fake.finish(due - self.done, ttft=self.ttft, output_tokens=10)
+                self.done = due
+            return 200, self.fake.render().encode()

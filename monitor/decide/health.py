@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Iterable, Literal, Mapping, Se
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from monitor.config import Duration, Ratio, instance_address
+from monitor.units import Duration, Ratio, instance_address
 
 if TYPE_CHECKING:
     from monitor.config import Config

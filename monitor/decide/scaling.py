@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, Mapping, Sequence
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from monitor.config import Ratio, instance_address, parse_duration
+from monitor.units import Ratio, instance_address, parse_duration
 
 if TYPE_CHECKING:
     from monitor.config import Config

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor.evaluate.slo import WINDOW_NAMES
@@ -124,7 +125,7 @@ def install_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/api/v1/instances", dependencies=[Depends(require_token)])
     async def instances(pool: str | None = None) -> JSONResponse:
-        views = service.fleet.views(time.time())
+        views = service.views(time.time())
         if pool is not None:
             if service.config.pool(pool) is None:
                 raise HTTPException(status_code=404, detail=f"no pool named {pool!r}")
@@ -144,3 +145,59 @@ def install_routes(app: FastAPI, service: Service) -> None:
                 raise HTTPException(status_code=404, detail=f"no SLO named {name!r}")
             statuses = [s for s in statuses if s.key.slo == name]
         return JSONResponse(slos_json(statuses))
+
+    # -- health checks for load balancers: open like /metrics (a load balancer sends no token) ----
+
+    @app.get("/upstreams/{pool}/nginx.conf")
+    async def upstream_block(pool: str) -> PlainTextResponse:
+        """The pool's NGINX upstream block as it would be rendered now."""
+        from monitor.act.nginx import render_upstream
+
+        if service.config.pool(pool) is None:
+            return PlainTextResponse(f"no pool named {pool}\n", status_code=404)
+        return PlainTextResponse(render_upstream(pool, service.health.pool_verdicts(pool)))
+
+    @app.get("/upstreams/{pool}/{instance}")
+    async def upstream_check(pool: str, instance: str) -> PlainTextResponse:
+        """200 while the instance should receive traffic (healthy, degraded, unknown: fail open),
+        503 when ejected, 404 when it is not in the pool; a one-line reason in the body."""
+        verdict = service.health.verdict(pool, instance)
+        if verdict is None:
+            return PlainTextResponse(f"unknown instance {instance} in pool {pool}\n", status_code=404)
+        return PlainTextResponse(verdict.reason_line + "\n", status_code=verdict.http_status)
+
+    @app.get("/api/v1/pools/{pool}/scaling", dependencies=[Depends(require_token)])
+    async def scaling(pool: str) -> JSONResponse:
+        if service.config.pool(pool) is None:
+            raise HTTPException(status_code=404, detail=f"no pool named {pool!r}")
+        decision = service.scaling.decision(pool)
+        if decision is None:
+            targets = len(service.config.pool(pool).targets)
+            return JSONResponse({"pool": pool, "current_replicas": targets, "desired_replicas": targets,
+                                 "reason": "no evaluation yet", "signals": {}})
+        body = decision.to_json()
+        body["at"] = rfc3339(decision.at)
+        return JSONResponse(body)
+
+    @app.get("/api/v1/decisions", dependencies=[Depends(require_token)])
+    async def decisions(pool: str | None = None, instance: str | None = None, kind: str | None = None,
+                        limit: int = 100) -> JSONResponse:
+        """The audit log, newest first: health state changes and scaling recommendation changes."""
+        limit = max(1, min(limit, 1000))
+        if service.store is not None and service.store.last_error is None:
+
+            found = await asyncio.to_thread(service.store.decisions, pool=pool, instance=instance, kind=kind,
+                                            limit=limit)
+            # entries not flushed yet are in memory only
+            pending = [d for d in service.recent_decisions if d.at > (found[0].at if found else 0.0)]
+        else:
+            found, pending = [], list(service.recent_decisions)
+        pending = [d for d in pending if (pool is None or d.pool == pool) and
+                   (instance is None or d.instance == instance) and (kind is None or d.kind == kind)]
+        rows = sorted(pending, key=lambda d: d.at, reverse=True) + found
+        out = []
+        for d in rows[:limit]:
+            item = d.to_json()
+            item["at"] = rfc3339(d.at)
+            out.append(item)
+        return JSONResponse(out)

@@ -48,7 +48,7 @@ class FleetCollector(Collector):
     def collect(self) -> Iterator:
         fleet = self.service.fleet
         now = time.time()
-        views = fleet.views(now)
+        views = self.service.views(now)
         labels = ["pool", "instance", "model_name"]
         quantiles = {k: GaugeMetricFamily(f"{NAMESPACE}_{name}", doc, labels=labels + ["quantile"])
                      for k, (name, doc) in _QUANTILE_FIGURES.items()}
@@ -106,6 +106,54 @@ class FleetCollector(Collector):
                                       "Rows dropped because the write buffer was full.", value=store.dropped)
             yield GaugeMetricFamily(f"{NAMESPACE}_storage_up", "0 while database writes are failing.",
                                     value=0.0 if store.last_error else 1.0)
+
+
+class DecisionCollector(Collector):
+    """Health weights, scaling recommendations (for KEDA's prometheus scaler / an HPA external
+    metric) and the NGINX writer's state."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator:
+        service = self.service
+        weight = GaugeMetricFamily(f"{NAMESPACE}_instance_weight_ratio",
+                                   "Share of a healthy server's traffic the instance should get (0 when ejected).",
+                                   labels=["pool", "instance"])
+        ejected_until = GaugeMetricFamily(f"{NAMESPACE}_instance_ejected_until_timestamp_seconds",
+                                          "When the current ejection may end (Unix time).", labels=["pool", "instance"])
+        for pool in service.config.pools:
+            for verdict in service.health.pool_verdicts(pool.name):
+                weight.add_metric([pool.name, verdict.instance], verdict.weight)
+                if verdict.ejected_until is not None:
+                    ejected_until.add_metric([pool.name, verdict.instance], verdict.ejected_until)
+        yield weight
+        yield ejected_until
+        desired = GaugeMetricFamily(f"{NAMESPACE}_pool_desired_replicas",
+                                    "Recommended replicas for the pool (HPA formula with stabilisation).",
+                                    labels=["pool"])
+        current = GaugeMetricFamily(f"{NAMESPACE}_pool_current_replicas", "Replicas the recommendation started from.",
+                                    labels=["pool"])
+        for pool in service.config.pools:
+            decision = service.scaling.decision(pool.name)
+            if decision is not None:
+                desired.add_metric([pool.name], decision.desired_replicas)
+                current.add_metric([pool.name], decision.current_replicas)
+        yield desired
+        yield current
+        fail_open = GaugeMetricFamily(f"{NAMESPACE}_pool_fail_open",
+                                      "1 while the pool's health decisions are failing open (nothing newly ejected).",
+                                      labels=["pool"])
+        for pool in service.config.pools:
+            fail_open.add_metric([pool.name], 1.0 if service.fail_open.get(pool.name) else 0.0)
+        yield fail_open
+        yield CounterMetricFamily(f"{NAMESPACE}_decision_errors", "Scrape cycles whose decision step failed.",
+                                  value=service.decide_errors)
+        if service.nginx is not None:
+            last = service.nginx.last_result
+            yield GaugeMetricFamily(f"{NAMESPACE}_nginx_last_apply_ok",
+                                    "1 when the last upstream write/validate/reload succeeded.",
+                                    value=1.0 if last is None or last.ok else 0.0)
 
 
 class SloCollector(Collector):
@@ -174,6 +222,7 @@ class SloCollector(Collector):
 def make_registry(service: Service) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(service))
+    registry.register(DecisionCollector(service))
     registry.register(SloCollector(service))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)

@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from sqlalchemy import Engine, create_engine, delete, event, select, tuple_
 from sqlalchemy.engine import make_url
@@ -23,7 +23,15 @@ from monitor.config import Config, instance_address
 from monitor.evaluate.fleet import OutcomeTally, Rollup
 from monitor.evaluate.slo_engine import SloEventRow
 from monitor.evaluate.windows import instance_figures
-from monitor.store.models import Instance, InstanceRollup, Pool, ScrapeOutcome, SloEvent
+from monitor.store.models import (
+    DecisionRecord,
+    Instance,
+    InstanceRollup,
+    Pool,
+    ScrapeOutcome,
+    ServiceState,
+    SloEvent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +107,33 @@ class PendingOutcome:
     tally: OutcomeTally
 
 
-Pending = PendingRollup | PendingOutcome | SloEventRow
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One audit entry: a health state change or a changed scaling recommendation."""
+
+    at: float
+    kind: str  # health | scaling
+    pool: str
+    instance: str  # "" for pool-level decisions
+    from_state: str
+    to_state: str
+    reasons: tuple[str, ...]
+    signals: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": self.at, "kind": self.kind, "pool": self.pool, "instance": self.instance or None,
+                "from": self.from_state, "to": self.to_state, "reasons": list(self.reasons),
+                "signals": dict(self.signals)}
+
+
+@dataclass(frozen=True, slots=True)
+class PendingState:
+    key: str
+    value: Mapping[str, Any]
+    at: float
+
+
+Pending = PendingRollup | PendingOutcome | SloEventRow | Decision | PendingState
 
 
 class Store:
@@ -169,6 +203,15 @@ class Store:
         self._pending.extend(rows)
         self._bound()
 
+    def queue_decisions(self, decisions: Iterable[Decision]) -> None:
+        self._pending.extend(decisions)
+        self._bound()
+
+    def queue_state(self, key: str, value: Mapping[str, Any], at: float) -> None:
+        """Save a piece of decision state; only the newest queued version of a key is written."""
+        self._pending.append(PendingState(key, value, at))
+        self._bound()
+
     def _bound(self) -> None:
         while len(self._pending) > self.max_pending:
             self._pending.popleft()
@@ -199,7 +242,18 @@ class Store:
         outcomes = [p for p in batch if isinstance(p, PendingOutcome)]
         # the last queued version of each SLO minute wins (the batch is in queue order)
         slo_rows = {(r.slo, r.pool, r.model_name, r.minute): r for r in batch if isinstance(r, SloEventRow)}
+        decisions = [p for p in batch if isinstance(p, Decision)]
+        states = {p.key: p for p in batch if isinstance(p, PendingState)}
         with Session(self.engine) as session, session.begin():
+            session.add_all(DecisionRecord(at=_dt(d.at), kind=d.kind, pool=d.pool, instance=d.instance,
+                                           from_state=d.from_state, to_state=d.to_state, reasons=list(d.reasons),
+                                           signals=_jsonable(d.signals)) for d in decisions)
+            for state in states.values():
+                row = session.get(ServiceState, state.key)
+                if row is None:
+                    session.add(ServiceState(key=state.key, value=_jsonable(state.value), updated_at=_dt(state.at)))
+                else:
+                    row.value, row.updated_at = _jsonable(state.value), _dt(state.at)
             if slo_rows:
                 keys3 = [(slo, pool, model, _dt(minute)) for slo, pool, model, minute in slo_rows]
                 for chunk in _chunks(keys3, 200):
@@ -310,7 +364,40 @@ class Store:
         with Session(self.engine) as session, session.begin():
             deleted = session.execute(delete(InstanceRollup).where(InstanceRollup.minute < cutoff)).rowcount
             deleted += session.execute(delete(ScrapeOutcome).where(ScrapeOutcome.minute < cutoff)).rowcount
+            deleted += session.execute(delete(DecisionRecord).where(DecisionRecord.at < cutoff)).rowcount
         return deleted
+
+    def decisions(self, *, pool: str | None = None, instance: str | None = None, kind: str | None = None,
+                  since: float | None = None, limit: int = 100) -> list[Decision]:
+        """Newest first."""
+        with Session(self.engine) as session:
+            query = select(DecisionRecord).order_by(DecisionRecord.at.desc(), DecisionRecord.id.desc()).limit(limit)
+            if pool is not None:
+                query = query.where(DecisionRecord.pool == pool)
+            if instance is not None:
+                query = query.where(DecisionRecord.instance == instance)
+            if kind is not None:
+                query = query.where(DecisionRecord.kind == kind)
+            if since is not None:
+                query = query.where(DecisionRecord.at >= _dt(since))
+            return [Decision(_aware(r.at).timestamp(), r.kind, r.pool, r.instance, r.from_state, r.to_state,
+                             tuple(r.reasons), r.signals) for r in session.scalars(query)]
+
+    def load_state(self, key: str) -> dict[str, Any] | None:
+        with Session(self.engine) as session:
+            row = session.get(ServiceState, key)
+            return dict(row.value) if row is not None else None
+
+
+def _jsonable(value: Any) -> Any:
+    """Signals hold floats that may be inf/nan, which JSON columns refuse: store those as strings."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
 
 
 def _aware(dt: datetime) -> datetime:

@@ -109,3 +109,30 @@ class SloEvent(Base):
     minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     good: Mapped[float] = mapped_column(Float)
     total: Mapped[float] = mapped_column(Float)
+
+
+class DecisionRecord(Base):
+    """The audit log: every health state change and every change of a pool's scaling recommendation,
+    with the reasons and the signal values it was made on (what an operator asks after an ejection)."""
+
+    __tablename__ = "decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # health | scaling
+    pool: Mapped[str] = mapped_column(String(100), index=True)
+    instance: Mapped[str] = mapped_column(String(300))  # "" for a pool-level decision
+    from_state: Mapped[str] = mapped_column(String(40))
+    to_state: Mapped[str] = mapped_column(String(40))
+    reasons: Mapped[list] = mapped_column(JSON)
+    signals: Mapped[dict] = mapped_column(JSON)
+
+
+class ServiceState(Base):
+    """Small pieces of decision state that must survive a restart (e.g. who is ejected, until when)."""
+
+    __tablename__ = "service_state"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[dict] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
