@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
 # Commands contributed by other parts of the package: each registers its own subparser.
 EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
+from monitor.gpu.exporter import register as _register_exporter  # noqa: E402 - registers `exporter`
+EXTRA_COMMANDS.append(_register_exporter)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()

@@ -26,11 +26,14 @@ from pydantic import (
 )
 
 from monitor.decide.health import HealthSettings
+from monitor.gpu.config import GpuConfig, check_gpu_config
+from monitor.otlp.config import TracesConfig
 from monitor.decide.scaling import ScalingSettings
 from monitor.units import (  # noqa: F401 - re-exported: the config's value types
     Duration,
     HttpUrl,
     Listen,
+    Name,
     Ratio,
     Size,
     instance_address,
@@ -41,7 +44,6 @@ from monitor.units import (  # noqa: F401 - re-exported: the config's value type
     parse_size,
 )
 
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
 
 
 def _none_if_empty(value: Any) -> Any:
@@ -160,10 +162,6 @@ class ApiConfig(_Section):
     max_body_size: Size = 4 * 2**20
 
 
-class GpuConfig(_Section):
-    exporters: list[HttpUrl] = Field(default_factory=list)
-
-
 class AlertmanagerConfig(_Section):
     url: OptionalUrl = None
     # While an alert fires it is re-sent this often, with endsAt a few intervals ahead, so an
@@ -200,6 +198,7 @@ class Config(_Section):
     alertmanager: AlertmanagerConfig = AlertmanagerConfig()
     nginx: NginxConfig = NginxConfig()
     haproxy: HaproxyConfig = HaproxyConfig()
+    traces: TracesConfig = TracesConfig()
 
     @model_validator(mode="after")
     def _cross_references(self) -> Config:
@@ -224,6 +223,7 @@ class Config(_Section):
             for j, pool in enumerate(slo.pools or []):
                 if pool not in pool_names:
                     problems.append(f"slos[{i}].pools[{j}]: no pool named {pool!r}")
+        problems.extend(check_gpu_config(self.gpu, self.pools))
         if problems:
             raise ConfigError(problems)
         return self

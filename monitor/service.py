@@ -28,6 +28,12 @@ from monitor.decide.scaling import FleetScaling
 from monitor.evaluate.fleet import FleetView, InstanceView, minute_floor, take_outcomes
 from monitor.evaluate.slo import MINUTE
 from monitor.evaluate.slo_engine import SloEngine
+from monitor.gpu.collect import GpuScraper
+from monitor.gpu.health import GpuTracker
+from monitor.gpu.mapping import GpuMapper
+from monitor.otlp.receiver import TraceReceiver
+from monitor.otlp.records import Routing
+from monitor.otlp.store import TraceStore
 from monitor.publish.alertmanager import AlertmanagerNotifier
 from monitor.samples import ScrapeResult
 from monitor.store.db import Decision, Store, upgrade
@@ -65,6 +71,14 @@ class Service:
         if config.haproxy.agent_listen:
             host, _, port = config.haproxy.agent_listen.rpartition(":")
             self.agent = AgentCheckServer(self.health.find, host.strip("[]") or "127.0.0.1", int(port))
+        gpu = config.gpu
+        self.gpu_scraper = GpuScraper.from_config(config) if gpu.exporters else None
+        self.gpus = GpuTracker(GpuMapper.from_config(config), memory_threshold=gpu.memory_threshold,
+                               xid_hold_s=gpu.xid_hold, stale_after_s=gpu.stale_after, exporters=gpu.exporters)
+        self.traces = TraceStore(retention_s=config.traces.retention,
+                                 max_records_per_pool=config.traces.max_records_per_pool)
+        self.receiver = TraceReceiver(self.traces.add, Routing.from_config(config, model_of=self._model_of),
+                                      max_body=config.traces.max_body_size)
         self.targets = targets_of(config)
         self.scraper: Scraper | None = None
         self.started_at = time.time()
@@ -114,6 +128,8 @@ class Service:
             await self.agent.stop()
         if self.scraper is not None:
             await self.scraper.aclose()
+        if self.gpu_scraper is not None:
+            await self.gpu_scraper.aclose()
         if self._nginx_task is not None and not self._nginx_task.done():
             await asyncio.wait({self._nginx_task}, timeout=35.0)
         if self._notify_task is not None and not self._notify_task.done():
@@ -129,7 +145,13 @@ class Service:
     async def scrape_cycle(self) -> None:
         assert self.scraper is not None
         started = time.perf_counter()
-        results = await self.scraper.scrape_all(self.targets)
+        if self.gpu_scraper is not None:
+            results, gpu_scrapes = await asyncio.gather(self.scraper.scrape_all(self.targets),
+                                                        self.gpu_scraper.scrape_all())
+            for scrape in gpu_scrapes:
+                self.gpus.observe(scrape, time.time())
+        else:
+            results = await self.scraper.scrape_all(self.targets)
         self.fleet.ingest(results)
         self.evaluate_slos(results)
         self.fleet.last_cycle_at = time.time()
@@ -145,7 +167,8 @@ class Service:
         """
         try:
             audit: list[Decision] = []
-            for decision in self.health.evaluate(self.fleet, now):
+            external = (lambda pool, instance: self.gpus.reasons(pool, instance, now)) if self.gpu_scraper else None
+            for decision in self.health.evaluate(self.fleet, now, external=external):
                 if decision.fail_open != self.fail_open.get(decision.pool):
                     if decision.fail_open:
                         log.warning("pool %s: failing open: %s", decision.pool, decision.fail_open)
@@ -173,6 +196,15 @@ class Service:
         except Exception:  # noqa: BLE001
             self.decide_errors += 1
             log.exception("health/scaling decisions failed")
+
+    def _model_of(self, pool: str, instance: str | None) -> str | None:
+        """The model an instance serves, for vLLM V1 spans that do not name it: the scraped one."""
+        track = self.fleet.tracks.get(instance) if instance else None
+        models = [m for m in (track.samples if track else {}) if m]
+        if len(models) == 1:
+            return models[0]
+        pool_models = {m for t in self.fleet.tracks.values() if t.pool == pool for m in t.samples if m}
+        return next(iter(pool_models)) if len(pool_models) == 1 else None
 
     def _serves(self, pool: str, instance: str) -> bool:
         verdict = self.health.verdict(pool, instance)

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Annotated, Any, Iterable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterable, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -48,6 +48,7 @@ STATES = (HEALTHY, DEGRADED, EJECTED, UNKNOWN)
 # told `down` rather than `drain` (there is nothing in flight worth letting finish).
 UNREACHABLE, HEALTH_CHECK, HANG = "unreachable", "health_check", "hang"
 LATENCY, ERRORS, SATURATED, OUTLIER = "latency", "errors", "saturated", "outlier"
+GPU = "gpu"
 HARD_KINDS = frozenset({UNREACHABLE, HEALTH_CHECK, HANG})
 
 FAIL_OPEN_PREFIX = "failing open: "
@@ -167,6 +168,9 @@ class InstanceSignals:
     requests_waiting: float | None = None
     generation_tokens_total: float | None = None  # cumulative counter at observed_at
     window_s: float | None = None
+    # reasons from outside the metrics page (GPU memory, XID events): they degrade, never eject,
+    # because a GPU reading alone cannot tell a fault from vLLM's normal 90% memory reservation
+    external_reasons: tuple[str, ...] = ()
 
     @property
     def failed(self) -> bool:
@@ -346,6 +350,8 @@ class InstanceHealth:
                 "degrade", SATURATED,
                 f"KV cache {_pct(sig.kv_cache_usage)} >= {_pct(s.kv_cache_threshold)} with "
                 f"{_num(sig.requests_waiting)} requests waiting", sig.kv_cache_usage / s.kv_cache_threshold))
+        for reason in sig.external_reasons:
+            out.append(Finding("degrade", GPU, reason, 1.0))
         return out
 
 
@@ -674,7 +680,9 @@ class FleetHealth:
             self.pools[pool.name] = PoolHealth(pool.name, addresses, chosen, config.scrape.interval)
             self.pool_of.update(dict.fromkeys(addresses, pool.name))
 
-    def evaluate(self, fleet: FleetView, now: float) -> list[PoolDecision]:
+    def evaluate(self, fleet: FleetView, now: float, *,
+                 external: Callable[[str, str], tuple[str, ...]] | None = None) -> list[PoolDecision]:
+        """external(pool, instance): reasons from other sources (GPU telemetry) that degrade."""
         from monitor.evaluate.windows import merge_stats
 
         decisions = []
@@ -687,6 +695,8 @@ class FleetHealth:
                     continue
                 merged = merge_stats(list(fleet.stats(track, now, window).values()))
                 signals[instance] = signals_from_track(track, merged, window)
+                if external is not None and (extra := external(name, instance)):
+                    signals[instance] = replace(signals[instance], external_reasons=tuple(extra))
             decisions.append(pool.evaluate(signals, now, data_at=fleet.last_cycle_at,
                                            cycle_duration_s=fleet.last_cycle_duration_s))
         return decisions

@@ -114,6 +114,9 @@ def install_routes(app: FastAPI, service: Service) -> None:
             raise HTTPException(status_code=401, detail="missing or wrong bearer token",
                                 headers={"WWW-Authenticate": "Bearer"})
 
+    # OTLP/HTTP traces, as vLLM's --otlp-traces-endpoint sends them (token in OTEL_EXPORTER_OTLP_HEADERS)
+    app.include_router(service.receiver.router(dependencies=[Depends(require_token)]))
+
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         fleet = service.fleet
@@ -201,3 +204,27 @@ def install_routes(app: FastAPI, service: Service) -> None:
             item["at"] = rfc3339(d.at)
             out.append(item)
         return JSONResponse(out)
+
+    @app.get("/api/v1/gpus", dependencies=[Depends(require_token)])
+    async def gpus() -> JSONResponse:
+        from monitor.gpu.publish import gpus_json
+
+        return JSONResponse(gpus_json(service.gpus, time.time()))
+
+    @app.get("/api/v1/pools/{pool}/goodput", dependencies=[Depends(require_token)])
+    async def goodput(pool: str, window: str | None = None) -> JSONResponse:
+        """Requests from traces that met every latency SLO of the pool at once, over `window`."""
+        from monitor.config import parse_duration
+        from monitor.otlp.goodput import goodput_report, latency_objectives
+
+        if service.config.pool(pool) is None:
+            raise HTTPException(status_code=404, detail=f"no pool named {pool!r}")
+        try:
+            window_s = parse_duration(window) if window else service.config.traces.goodput_window
+        except ValueError as exc:
+            raise HTTPException(status_code=400, detail=f"window: {exc}") from None
+        window_s = min(window_s, service.config.traces.retention)
+        now = time.time()
+        records = service.traces.records(pool, since=now - window_s)
+        return JSONResponse(goodput_report(records, latency_objectives(service.config.slos, pool), pool=pool, now=now,
+                                           window_s=window_s, first_at=service.traces.first_at(pool)))

@@ -223,6 +223,12 @@ def make_registry(service: Service) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(service))
     registry.register(DecisionCollector(service))
+    from monitor.gpu.publish import GpuMetricsCollector
+    from monitor.otlp.publish import TraceMetricsCollector
+
+    registry.register(GpuMetricsCollector(service.gpus))
+    registry.register(TraceMetricsCollector(service.traces, service.config.slos,
+                                            window_s=service.config.traces.goodput_window, receiver=service.receiver))
     registry.register(SloCollector(service))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)

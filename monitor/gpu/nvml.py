@@ -1,0 +1,404 @@
+"""Reading every local GPU through NVML (`pynvml`, from NVIDIA's nvidia-ml-py package).
+
+What can go wrong is the normal case on a fleet, so each failure has its own narrow consequence:
+- no package, no library or no driver: one log line saying which, an empty page, never a crash; the
+  reader retries quietly (a node whose driver loads after the exporter starts is picked up);
+- a field the GPU does not support (`NVMLError_NotSupported`): that field is absent, the others are
+  read, and it is not asked again (support does not come back on the same device);
+- any other error on one field: that field is absent this time, logged once per GPU and field;
+- a GPU that drops off the bus (`NVMLError_GpuIsLost`, or gone from a new enumeration): marked lost
+  and kept on the page as lost until the exporter restarts, so an alert sees it instead of a series
+  that silently vanished.
+
+XID events come from an NVML event set drained (without blocking) at each read: no thread, and the
+last XID and the per-XID counts over `xid_window_s` are what dcgm-exporter publishes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from types import ModuleType
+from typing import Any, Callable
+
+from monitor.gpu.readings import MIB, GpuReading
+
+log = logging.getLogger("monitor.gpu")
+
+XID_WINDOW_S = 300.0  # dcgm-exporter's default --xid-count-window-size (5 minutes)
+RETRY_INIT_S = 60.0
+_MAX_EVENTS_PER_READ = 1024  # bounds one drain if a GPU floods events
+
+
+class _GpuLost(Exception):
+    pass
+
+
+@dataclass
+class _Gpu:
+    """What the reader keeps per GPU between reads."""
+
+    index: int
+    handle: Any
+    uuid: str
+    name: str | None
+    pci_bus_id: str | None
+    lost: bool = False
+    unsupported: set[str] = field(default_factory=set)
+    warned: set[str] = field(default_factory=set)
+    xid_supported: bool = False
+    xid_last: int = 0
+    xid_events: deque = field(default_factory=deque)  # (monotonic time, xid)
+
+
+class NvmlReader:
+    """The local GPUs as `GpuReading`s. Thread-safe: the HTTP server may call `read` concurrently.
+
+    `hostname` is what the page's `Hostname` label will say (dcgm-exporter: `$NODE_NAME`, else the
+    OS hostname). `clock` is monotonic seconds (XID windows, init retries); tests pass their own.
+    """
+
+    def __init__(
+        self,
+        hostname: str,
+        *,
+        xid_window_s: float = XID_WINDOW_S,
+        retry_init_s: float = RETRY_INIT_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.hostname = hostname
+        self.xid_window_s = xid_window_s
+        self.retry_init_s = retry_init_s
+        self.clock = clock
+        self.problem: str | None = "not started"  # why no GPU can be read, None while NVML works
+        self.driver_version: str | None = None
+        self._nvml: ModuleType | None = None
+        self._gpus: list[_Gpu] = []
+        self._event_set: Any = None
+        self._next_init = 0.0
+        self._logged_problem: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def available(self) -> bool:
+        return self.problem is None
+
+    # -- lifecycle
+
+    def start(self) -> bool:
+        """Initialise NVML and enumerate the GPUs; False (and one log line) when NVML is unusable."""
+        with self._lock:
+            return self._start()
+
+    def _start(self) -> bool:
+        self._next_init = self.clock() + self.retry_init_s
+        try:
+            nvml = importlib.import_module("pynvml")
+        except ImportError:
+            return self._unavailable("the nvidia-ml-py package (module pynvml) is not installed")
+        try:
+            nvml.nvmlInit()
+        except nvml.NVMLError as exc:
+            return self._unavailable(f"nvmlInit failed: {type(exc).__name__}: {exc}")
+        self._nvml = nvml
+        try:
+            self.driver_version = _text(nvml.nvmlSystemGetDriverVersion())
+        except nvml.NVMLError:
+            self.driver_version = None
+        try:
+            count = nvml.nvmlDeviceGetCount()
+        except nvml.NVMLError as exc:
+            self._shutdown()
+            return self._unavailable(f"nvmlDeviceGetCount failed: {type(exc).__name__}: {exc}")
+        self._event_set = self._create_event_set()
+        self._gpus = [self._enumerate(i) for i in range(count)]
+        self.problem = None
+        self._logged_problem = None
+        log.info("NVML: driver %s, %d GPU(s)%s", self.driver_version or "unknown", count,
+                 "".join(f"; {g.index}: {g.name} {g.uuid}" for g in self._gpus))
+        return True
+
+    def _unavailable(self, problem: str) -> bool:
+        self.problem = problem
+        if problem != self._logged_problem:  # one line per distinct cause, not one per retry
+            log.warning("no GPU telemetry: %s; serving an empty page (is the NVIDIA driver installed "
+                        "and loaded on this node?)", problem)
+            self._logged_problem = problem
+        return False
+
+    def close(self) -> None:
+        with self._lock:
+            self._shutdown()
+            self.problem = "closed"
+
+    def _shutdown(self) -> None:
+        nvml, self._nvml = self._nvml, None
+        if nvml is None:
+            return
+        if self._event_set is not None:
+            try:
+                nvml.nvmlEventSetFree(self._event_set)
+            except nvml.NVMLError:
+                pass
+            self._event_set = None
+        try:
+            nvml.nvmlShutdown()
+        except nvml.NVMLError:
+            pass
+
+    # -- enumeration
+
+    def _create_event_set(self) -> Any:
+        nvml = self._nvml
+        try:
+            return nvml.nvmlEventSetCreate()
+        except (nvml.NVMLError, AttributeError) as exc:
+            log.info("NVML: XID events unavailable (%s)", exc)
+            return None
+
+    def _enumerate(self, index: int) -> _Gpu:
+        """Handle and identity of GPU `index`; a GPU already lost at start is listed as lost."""
+        nvml = self._nvml
+        try:
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            uuid = _text(nvml.nvmlDeviceGetUUID(handle))
+        except nvml.NVMLError as exc:
+            log.warning("GPU %d: cannot be opened (%s: %s); reported as lost", index, type(exc).__name__, exc)
+            return _Gpu(index, None, "", None, None, lost=True)
+        name = self._identity(lambda: _text(nvml.nvmlDeviceGetName(handle)))
+        pci = self._identity(lambda: _text(nvml.nvmlDeviceGetPciInfo(handle).busId))
+        gpu = _Gpu(index, handle, uuid, name, pci)
+        if self._event_set is not None:
+            try:
+                nvml.nvmlDeviceRegisterEvents(handle, nvml.nvmlEventTypeXidCriticalError, self._event_set)
+                gpu.xid_supported = True
+            except nvml.NVMLError as exc:
+                log.info("GPU %d: XID events not available (%s)", index, exc)
+        return gpu
+
+    def _identity(self, call: Callable[[], str]) -> str | None:
+        try:
+            return call()
+        except self._nvml.NVMLError:
+            return None
+
+    def _reenumerate(self, count: int) -> None:
+        """The GPU count changed: GPUs no longer enumerated are lost, new ones are added."""
+        nvml = self._nvml
+        found: dict[str, int] = {}
+        for i in range(count):
+            try:
+                found[_text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i)))] = i
+            except nvml.NVMLError:
+                continue
+        for gpu in self._gpus:
+            if not gpu.lost and gpu.uuid not in found:
+                gpu.lost = True
+                log.error("%s: no longer enumerated by NVML; marked lost", _name(gpu))
+        known = {g.uuid for g in self._gpus}
+        for uuid, i in found.items():
+            if uuid not in known:
+                self._gpus.append(self._enumerate(i))
+                log.info("GPU %d (%s) appeared", i, uuid)
+
+    # -- reading
+
+    def read(self) -> list[GpuReading]:
+        """Every GPU's reading now; [] while NVML is unavailable (retried every `retry_init_s`)."""
+        with self._lock:
+            if self._nvml is None:
+                if self.problem == "closed" or self.clock() < self._next_init or not self._start():
+                    return []
+            nvml = self._nvml
+            try:
+                count = nvml.nvmlDeviceGetCount()
+                if count != sum(1 for g in self._gpus if not g.lost):
+                    self._reenumerate(count)
+            except nvml.NVMLError as exc:
+                log.warning("nvmlDeviceGetCount failed (%s); reading the known GPUs", exc)
+            self._drain_xid_events()
+            now = self.clock()
+            return [self._read_gpu(gpu, now) for gpu in self._gpus]
+
+    def _read_gpu(self, gpu: _Gpu, now: float) -> GpuReading:
+        base = GpuReading(uuid=gpu.uuid, index=gpu.index, host=self.hostname, model_name=gpu.name,
+                          pci_bus_id=gpu.pci_bus_id, driver_version=self.driver_version, lost=gpu.lost)
+        if gpu.lost:
+            return base
+        try:
+            values = self._fields(gpu)
+        except _GpuLost:
+            gpu.lost = True
+            log.error("%s: NVML reports the GPU lost (fallen off the bus?); marked lost", _name(gpu))
+            return replace(base, lost=True)
+        if gpu.xid_supported:
+            while gpu.xid_events and gpu.xid_events[0][0] <= now - self.xid_window_s:
+                gpu.xid_events.popleft()
+            recent: dict[int, int] = {}
+            for _, xid in gpu.xid_events:
+                recent[xid] = recent.get(xid, 0) + 1
+            values["xid_last"] = gpu.xid_last
+            values["xid_recent"] = recent
+        return replace(base, **values)
+
+    def _fields(self, gpu: _Gpu) -> dict[str, Any]:
+        """Each field read on its own: one unsupported or failing call costs only its own fields."""
+        nvml, h = self._nvml, gpu.handle
+        out: dict[str, Any] = {}
+
+        def get(name: str, call: Callable[[], Any]) -> Any:
+            if name in gpu.unsupported:
+                return None
+            try:
+                return call()
+            except nvml.NVMLError_NotSupported:
+                gpu.unsupported.add(name)
+                log.debug("%s: %s not supported", _name(gpu), name)
+            except nvml.NVMLError_GpuIsLost:
+                raise _GpuLost() from None
+            except nvml.NVMLError as exc:
+                if name not in gpu.warned:
+                    gpu.warned.add(name)
+                    log.warning("%s: reading %s failed (%s: %s); skipped", _name(gpu), name, type(exc).__name__, exc)
+            return None
+
+        util = get("utilization", lambda: nvml.nvmlDeviceGetUtilizationRates(h))
+        if util is not None:
+            out["util_pct"], out["mem_copy_util_pct"] = float(util.gpu), float(util.memory)
+        mem = get("memory", lambda: self._memory_info(h))
+        if mem is not None:
+            out["fb_total_mib"] = float(mem.total // MIB)
+            out["fb_free_mib"] = float(mem.free // MIB)
+            out["fb_used_mib"] = float(mem.used // MIB)
+            reserved = getattr(mem, "reserved", None)
+            if reserved is not None:
+                out["fb_reserved_mib"] = float(reserved // MIB)
+        out["gpu_temp_c"] = _float(get("temperature", lambda: self._temperature(h)))
+        out["memory_temp_c"] = _float(get("memory_temperature", lambda: self._memory_temperature(h)))
+        power = get("power", lambda: nvml.nvmlDeviceGetPowerUsage(h))
+        out["power_w"] = power / 1000.0 if power is not None else None
+        limit = get("power_limit", lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(h))
+        out["power_limit_w"] = limit / 1000.0 if limit is not None else None
+        out["energy_mj"] = _float(get("energy", lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(h)))
+        out["sm_clock_mhz"] = _float(get("sm_clock", lambda: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM)))
+        out["mem_clock_mhz"] = _float(get("mem_clock", lambda: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_MEM)))
+        out["throttle_reasons"] = _float(get("throttle_reasons", lambda: self._throttle_reasons(h)))
+        out["pcie_replays"] = _float(get("pcie_replays", lambda: nvml.nvmlDeviceGetPcieReplayCounter(h)))
+        for attr, kind, counter in (
+            ("ecc_sbe_volatile", "NVML_MEMORY_ERROR_TYPE_CORRECTED", "NVML_VOLATILE_ECC"),
+            ("ecc_dbe_volatile", "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", "NVML_VOLATILE_ECC"),
+            ("ecc_sbe_aggregate", "NVML_MEMORY_ERROR_TYPE_CORRECTED", "NVML_AGGREGATE_ECC"),
+            ("ecc_dbe_aggregate", "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", "NVML_AGGREGATE_ECC"),
+        ):
+            out[attr] = _float(get(attr, lambda k=kind, c=counter: nvml.nvmlDeviceGetTotalEccErrors(
+                h, getattr(nvml, k), getattr(nvml, c))))
+        return {k: v for k, v in out.items() if v is not None}
+
+    # NVML calls with a newer and an older form: the newer is tried first, the older where the
+    # driver lacks it (NVMLError_FunctionNotFound) or the binding is too old (AttributeError).
+
+    def _memory_info(self, h: Any) -> Any:
+        nvml = self._nvml
+        v2 = getattr(nvml, "nvmlMemory_v2", None)
+        if v2 is not None:
+            try:
+                return nvml.nvmlDeviceGetMemoryInfo(h, version=v2)
+            except (nvml.NVMLError_FunctionNotFound, _version_mismatch(nvml)):
+                pass
+        return nvml.nvmlDeviceGetMemoryInfo(h)
+
+    def _temperature(self, h: Any) -> Any:
+        nvml = self._nvml
+        if hasattr(nvml, "nvmlDeviceGetTemperatureV"):
+            try:
+                return nvml.nvmlDeviceGetTemperatureV(h, nvml.NVML_TEMPERATURE_GPU)
+            except nvml.NVMLError_FunctionNotFound:
+                pass
+        return nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU)
+
+    def _memory_temperature(self, h: Any) -> Any:
+        """HBM temperature, only through field values (NVML_FI_DEV_MEMORY_TEMP); per-field status."""
+        nvml = self._nvml
+        field_id = getattr(nvml, "NVML_FI_DEV_MEMORY_TEMP", None)
+        if field_id is None or not hasattr(nvml, "nvmlDeviceGetFieldValues"):
+            raise nvml.NVMLError(nvml.NVML_ERROR_NOT_SUPPORTED)
+        value = nvml.nvmlDeviceGetFieldValues(h, [field_id])[0]
+        if value.nvmlReturn != nvml.NVML_SUCCESS:
+            raise nvml.NVMLError(value.nvmlReturn)
+        return _field_value(nvml, value)
+
+    def _throttle_reasons(self, h: Any) -> Any:
+        nvml = self._nvml
+        if hasattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons"):
+            try:
+                return nvml.nvmlDeviceGetCurrentClocksEventReasons(h)
+            except nvml.NVMLError_FunctionNotFound:
+                pass
+        return nvml.nvmlDeviceGetCurrentClocksThrottleReasons(h)
+
+    def _drain_xid_events(self) -> None:
+        """Take every pending XID event without blocking (timeout 0 → NVMLError_Timeout when none)."""
+        nvml = self._nvml
+        if self._event_set is None:
+            return
+        wait = getattr(nvml, "nvmlEventSetWait_v2", None) or nvml.nvmlEventSetWait
+        for _ in range(_MAX_EVENTS_PER_READ):
+            try:
+                data = wait(self._event_set, 0)
+            except nvml.NVMLError_Timeout:
+                return
+            except nvml.NVMLError as exc:
+                log.warning("reading XID events failed (%s); retried at the next read", exc)
+                return
+            if not data.eventType & nvml.nvmlEventTypeXidCriticalError:
+                continue
+            gpu = self._gpu_of(data.device)
+            if gpu is None:
+                log.warning("XID %d on a GPU NVML cannot name", data.eventData)
+                continue
+            gpu.xid_last = int(data.eventData)
+            gpu.xid_events.append((self.clock(), gpu.xid_last))
+            log.error("%s: XID %d", _name(gpu), gpu.xid_last)
+
+    def _gpu_of(self, device: Any) -> _Gpu | None:
+        for gpu in self._gpus:
+            if gpu.handle is device:
+                return gpu
+        try:  # real pynvml returns a new pointer object per event: compare by UUID
+            uuid = _text(self._nvml.nvmlDeviceGetUUID(device))
+        except self._nvml.NVMLError:
+            return None
+        return next((g for g in self._gpus if g.uuid == uuid), None)
+
+
+def _version_mismatch(nvml: ModuleType) -> type[Exception]:
+    return getattr(nvml, "NVMLError_ArgumentVersionMismatch", nvml.NVMLError_FunctionNotFound)
+
+
+def _field_value(nvml: ModuleType, value: Any) -> float:
+    """The number in an nvmlFieldValue_t union, by its valueType."""
+    member = {
+        getattr(nvml, "NVML_VALUE_TYPE_DOUBLE", 0): "dVal",
+        getattr(nvml, "NVML_VALUE_TYPE_UNSIGNED_INT", 1): "uiVal",
+        getattr(nvml, "NVML_VALUE_TYPE_UNSIGNED_LONG", 2): "ulVal",
+        getattr(nvml, "NVML_VALUE_TYPE_UNSIGNED_LONG_LONG", 3): "ullVal",
+        getattr(nvml, "NVML_VALUE_TYPE_SIGNED_LONG_LONG", 4): "sllVal",
+        getattr(nvml, "NVML_VALUE_TYPE_SIGNED_INT", 5): "siVal",
+    }.get(value.valueType, "uiVal")
+    return float(getattr(value.value, member))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _name(gpu: _Gpu) -> str:
+    return f"GPU {gpu.index} ({gpu.uuid or 'uuid unknown'})"
