@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
-from typing import Callable, Sequence
+from typing import Sequence
 
 from monitor import config as config_mod
 
@@ -93,16 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
     db_upgrade.add_argument("--config")
     db_upgrade.set_defaults(func=cmd_db_upgrade)
 
-    for register in EXTRA_COMMANDS:
-        register(sub)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 
-# Commands contributed by other parts of the package: each registers its own subparser.
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
-
-from monitor.gpu.exporter import register as _register_exporter  # noqa: E402 - registers `exporter`
-EXTRA_COMMANDS.append(_register_exporter)
+# Commands that live beside their step of the flow; each module has `register(subparsers)`.
+COMMAND_MODULES = (
+    "monitor.demo.cli",  # demo
+    "monitor.sim.cli",  # simulate
+    "monitor.loadgen.cli",  # load
+    "monitor.generate.cli",  # generate
+    "monitor.gpu.exporter",  # exporter
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
