@@ -56,13 +56,23 @@ def pages() -> dict[str, str]:
             'vllm:num_requests_waiting 2\n'
         ),
     }
-    try:  # the simulator's own pages, both metric versions
-        from monitor.sim import exposition_samples  # type: ignore[attr-defined]
-
-        found.update(exposition_samples())
-    except ImportError:
-        pass
+    found.update(simulator_pages())
     return found
+
+
+def simulator_pages() -> dict[str, str]:
+    """The simulator's own /metrics pages, V1 and V0, after some traffic."""
+    from monitor.sim.metrics import FinishedStats, StepStats, VllmMetrics
+
+    out = {}
+    for version in ("v1", "v0"):
+        metrics = VllmMetrics(version, "sim-model", 4096, {"block_size": "16", "num_gpu_blocks": "2000"})
+        metrics.bind_scheduler(lambda: 3.0, lambda: 1.0, lambda: 0.42)
+        metrics.step(StepStats(512, 128, 40, 1, (0.12, 0.31), (0.02,) * 40, 512, 128))
+        for reason in ("stop", "length", "abort", "error"):
+            metrics.finished(FinishedStats(reason, 1.5, 0.1, 0.2, 1.4, 1.2, 300, 64, 128, 200, 0.02))
+        out[f"simulator-{version}"] = metrics.render().decode()
+    return out
 
 
 @pytest.mark.parametrize("name", sorted(pages()))
