@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from monitor.decide.health import HealthSettings
+from monitor.evaluate.cost import CostConfig
 from monitor.gpu.config import GpuConfig, check_gpu_config
 from monitor.otlp.config import TracesConfig
 from monitor.decide.scaling import ScalingSettings
@@ -98,6 +99,7 @@ class PoolConfig(_Section):
     targets: list[HttpUrl] = Field(min_length=1)
     health: HealthSettings = HealthSettings()
     scaling: ScalingSettings = ScalingSettings()
+    cost: CostConfig | None = Field(default=None, description="GPU-hour price: cost per token and request")
 
     @field_validator("targets")
     @classmethod
@@ -187,8 +189,64 @@ class HaproxyConfig(_Section):
         default=None, description="HOST:PORT of the HAProxy agent-check listener; off when unset")
 
 
+_MATCHER = r'\s*[A-Za-z_][A-Za-z0-9_]*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*'
+_SELECTOR = re.compile(rf"{_MATCHER}(?:,{_MATCHER})*,?\s*")
+
+
+class SourceConfig(_Section):
+    """Where the per-instance signals come from.
+
+    `scrape` (default): the service GETs every target's /metrics and /health itself. `prometheus`:
+    it asks a Prometheus-compatible API (Prometheus, Thanos Query, Mimir, VictoriaMetrics) for the
+    raw vLLM series that backend already scrapes, so a fleet large enough to need sharded
+    Prometheus does not need a second set of scrapers, and several monitor replicas add no load
+    on the vLLM servers.
+    """
+
+    type: Literal["scrape", "prometheus"] = "scrape"
+    url: OptionalUrl = Field(default=None, description="base URL of the Prometheus HTTP API (…/api/v1/query is added)")
+    instance_label: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "instance"
+    selector: OptionalStr = Field(default=None, description='extra label matchers, e.g. job="vllm"')
+    timeout: Duration | None = Field(default=None, description="per query; default scrape.timeout")
+    max_response_size: Size = 64 * 2**20
+    max_instances_per_query: int = Field(default=100, ge=1, le=10_000)
+    max_age: Duration = Field(default=60.0, description="an instance whose last sample is older is reported stale")
+    headers: dict[str, str] = Field(default_factory=dict, description="e.g. X-Scope-OrgID for Mimir")
+    bearer_token: OptionalStr = None
+
+    @field_validator("selector")
+    @classmethod
+    def _matchers_only(cls, value: str | None) -> str | None:
+        # pasted into every selector of the query: only matchers, so it can never change the query's shape
+        if value is not None and not _SELECTOR.fullmatch(value):
+            raise ValueError('must be PromQL label matchers separated by commas, e.g. job="vllm", env=~"prod|canary"')
+        return value.strip().rstrip(",").strip() if value else None
+
+    @model_validator(mode="after")
+    def _url_matches_type(self) -> SourceConfig:
+        if self.type == "prometheus" and not self.url:
+            raise ValueError("type prometheus needs url (e.g. http://prometheus:9090)")
+        if self.type == "scrape" and self.url:
+            raise ValueError("url is only used with type: prometheus")
+        return self
+
+
+class HaConfig(_Section):
+    """Several replicas on one database: a lease row elects the one that writes the NGINX file,
+    pages Alertmanager and writes history; the others evaluate the same data and answer the API."""
+
+    enabled: bool = False
+    lease: Duration = Field(default=15.0, description="a leader that stops renewing is replaced after this")
+    renew_interval: Duration | None = Field(default=None, description="default: min(scrape.interval, lease / 3)")
+    replica_id: OptionalStr = Field(default=None, max_length=200, description="default: hostname-pid")
+
+    def renew_every(self, scrape_interval: float) -> float:
+        return self.renew_interval or min(scrape_interval, self.lease / 3.0)
+
+
 class Config(_Section):
     storage: StorageConfig = StorageConfig()
+    source: SourceConfig = SourceConfig()
     scrape: ScrapeConfig = ScrapeConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     pools: list[PoolConfig] = Field(min_length=1)
@@ -199,10 +257,16 @@ class Config(_Section):
     nginx: NginxConfig = NginxConfig()
     haproxy: HaproxyConfig = HaproxyConfig()
     traces: TracesConfig = TracesConfig()
+    ha: HaConfig = HaConfig()
 
     @model_validator(mode="after")
     def _cross_references(self) -> Config:
         problems: list[str] = []
+        if self.source.timeout is not None and self.source.timeout > self.scrape.interval:
+            problems.append("source.timeout: must not exceed scrape.interval (queries would overlap)")
+        if self.ha.enabled and self.ha.renew_every(self.scrape.interval) * 2 > self.ha.lease:
+            problems.append("ha.lease: must be at least two renew intervals "
+                            f"({self.ha.renew_every(self.scrape.interval):g}s each), or one late renewal loses it")
         pool_names = [p.name for p in self.pools]
         for i, name in enumerate(pool_names):
             if name in pool_names[:i]:

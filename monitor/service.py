@@ -3,6 +3,8 @@
 APScheduler drives the loop inside uvicorn's event loop, so scraping (async I/O) and the API share
 one thread; database writes run in a worker thread and can never stall a scrape cycle, and
 Alertmanager is notified from a background task, so an unreachable Alertmanager cannot either.
+With `ha`, every replica collects and evaluates, but only the one holding the database lease
+(monitor/store/lease.py) acts on it: writes the NGINX file, pages Alertmanager, writes history.
 """
 
 from __future__ import annotations
@@ -21,22 +23,25 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from monitor.act.haproxy import AgentCheckServer
 from monitor.act.nginx import UpstreamWriter, WriteResult, render_file
+from monitor.collect.promql import PrometheusSource
 from monitor.collect.scraper import Scraper, targets_of
 from monitor.config import Config, LatencyIndicator
 from monitor.decide.health import FleetHealth
 from monitor.decide.scaling import FleetScaling
 from monitor.evaluate.fleet import FleetView, InstanceView, minute_floor, take_outcomes
 from monitor.evaluate.slo import MINUTE
-from monitor.evaluate.slo_engine import SloEngine
+from monitor.evaluate.slo_engine import SloEngine, SloEventRow
 from monitor.gpu.collect import GpuScraper
 from monitor.gpu.health import GpuTracker
 from monitor.gpu.mapping import GpuMapper
+from monitor.gpu.rollup import GpuRollups
 from monitor.otlp.receiver import TraceReceiver
 from monitor.otlp.records import Routing
 from monitor.otlp.store import TraceStore
 from monitor.publish.alertmanager import AlertmanagerNotifier
 from monitor.samples import ScrapeResult
 from monitor.store.db import Decision, Store, upgrade
+from monitor.store.lease import LeaderLease, Leadership, default_replica_id
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,12 @@ PERSIST_EVERY_S = 15.0
 CLEANUP_EVERY_S = 3600.0
 HEALTH_STATE_KEY = "health"
 RECENT_DECISIONS = 1000
+# A follower keeps this much recent history unwritten, so that when it takes over it rewrites the
+# minutes a crashed leader may not have flushed (at most PERSIST_EVERY_S plus the minute filling)
+STANDBY_KEEP_S = 120.0
+# Prometheus samples reach the `prometheus` source up to one Prometheus scrape interval after
+# their timestamp: a minute is rolled up only once they have had time to arrive
+PROMETHEUS_SETTLE_S = 30.0
 
 
 class Service:
@@ -74,24 +85,39 @@ class Service:
         gpu = config.gpu
         self.gpu_scraper = GpuScraper.from_config(config) if gpu.exporters else None
         self.gpus = GpuTracker(GpuMapper.from_config(config), memory_threshold=gpu.memory_threshold,
-                               xid_hold_s=gpu.xid_hold, stale_after_s=gpu.stale_after, exporters=gpu.exporters)
+                               xid_hold_s=gpu.xid_hold, stale_after_s=gpu.stale_after, exporters=gpu.exporters,
+                               rollups=GpuRollups() if store is not None else None)  # stored per GPU per minute
         self.traces = TraceStore(retention_s=config.traces.retention,
                                  max_records_per_pool=config.traces.max_records_per_pool)
         self.receiver = TraceReceiver(self.traces.add, Routing.from_config(config, model_of=self._model_of),
                                       max_body=config.traces.max_body_size)
+        if config.traces.exact_slis:  # latency minutes the traces cover are recounted from them, exactly
+            self.slo.use_traces(self.traces, time.time())
         self.targets = targets_of(config)
-        self.scraper: Scraper | None = None
+        self.scraper: Scraper | PrometheusSource | None = None
+        self.leadership: Leadership | None = None
+        if config.ha.enabled:
+            if store is None:
+                raise ValueError("ha.enabled needs a database shared by the replicas (storage.url)")
+            self.leadership = Leadership(LeaderLease(store.engine), config.ha.replica_id or default_replica_id(),
+                                         config.ha.lease)
+        self._acting_term: int | None = None  # the lease term this replica last took over in
+        self._standby_slo_rows: dict[tuple[str, str, str, float], SloEventRow] = {}
         self.started_at = time.time()
         self.cycles = 0
         self._rolled_up_to = minute_floor(self.started_at)
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
-        self.scraper = Scraper.from_config(self.config)
+        if self.config.source.type == "prometheus":
+            self.scraper = PrometheusSource.from_config(self.config)
+        else:
+            self.scraper = Scraper.from_config(self.config)
         if self.store is not None:
             await asyncio.to_thread(self.store.sync_fleet, self.config, time.time())
             await self.reload_slo_events()
             await self.restore_health()
+        await self.renew_lease()
         self.slo.evaluate(time.time())
         if self.agent is not None:
             await self.agent.start()
@@ -139,8 +165,54 @@ class Service:
         if self.notifier is not None:
             await self.notifier.aclose()
         if self.store is not None:
-            self.store.queue_state(HEALTH_STATE_KEY, self.health.snapshot(), time.time())
+            if self.is_leader():
+                self.store.queue_state(HEALTH_STATE_KEY, self.health.snapshot(), time.time())
             await self.persist(final=True)
+        if self.leadership is not None:
+            await asyncio.to_thread(self.leadership.release)
+
+    # -- leadership (ha.enabled: several replicas on one database) --------------------------------
+
+    def is_leader(self) -> bool:
+        """Whether this replica acts: writes NGINX, pages Alertmanager, writes history. Always True
+        without `ha`; with it, only while the lease this replica last renewed is surely still its."""
+        return self.leadership is None or self.leadership.is_leader()
+
+    async def renew_lease(self) -> None:
+        """One election round (every renew interval, and once at start before the first cycle)."""
+        if self.leadership is None:
+            return
+        await asyncio.to_thread(self.leadership.renew)
+        lease = self.leadership
+        if lease.is_leader():
+            if self._acting_term != lease.term:
+                self._elected()
+        elif self._acting_term is not None:
+            self._acting_term = None
+            if lease.holder != lease.replica_id:
+                log.warning("leadership lost: %s holds the lease (term %d); this replica (%s) follows",
+                            lease.holder, lease.term, lease.replica_id)
+            else:
+                log.warning("leadership suspended: the lease could not be renewed in time (%s)", lease.last_error)
+
+    def _elected(self) -> None:
+        """Take over: whatever the previous leader may not have delivered is delivered again."""
+        assert self.leadership is not None
+        self._acting_term = self.leadership.term
+        log.warning("leader: replica %s holds the lease (term %d, %gs)", self.leadership.replica_id,
+                    self.leadership.term, self.leadership.duration_s)
+        if self.store is not None:
+            self.store.queue_slo_events(list(self._standby_slo_rows.values()))
+            self._standby_slo_rows.clear()
+            if self.cycles:
+                self.store.queue_state(HEALTH_STATE_KEY, self.health.snapshot(), time.time())
+        if self.notifier is not None:
+            self.notifier.resend_all()
+            if self.cycles:
+                self._notify_soon()
+        if self.nginx is not None and self.cycles:
+            self.nginx.last_applied = None  # the file may have been written by the previous leader
+            self._write_upstreams_soon()
 
     async def scrape_cycle(self) -> None:
         assert self.scraper is not None
@@ -187,11 +259,12 @@ class Service:
                     audit.append(Decision(now, "scaling", pool, "", "" if before is None else str(before),
                                           str(rec.desired_replicas), (rec.reason,), rec.signals))
             self.recent_decisions.extend(audit)
-            if self.store is not None:
+            leader = self.is_leader()
+            if self.store is not None and leader:
                 self.store.queue_decisions(audit)
                 if changed_health:
                     self.store.queue_state(HEALTH_STATE_KEY, self.health.snapshot(), now)
-            if self.nginx is not None:
+            if self.nginx is not None and leader:
                 self._write_upstreams_soon()
         except Exception:  # noqa: BLE001
             self.decide_errors += 1
@@ -248,6 +321,8 @@ class Service:
         while self._nginx_pending is not None:
             content, self._nginx_pending = self._nginx_pending, None
             result: WriteResult = await self.nginx.apply(content)
+            if result.skipped:  # unchanged, or a failure already logged that waits for its retry
+                continue
             if result.changed or not result.ok:
                 level = logging.INFO if result.ok else logging.WARNING
                 log.log(level, "nginx upstreams: %s", result)
@@ -263,8 +338,9 @@ class Service:
             now = time.time()
             statuses = self.slo.evaluate(now)
             if self.notifier is not None:
-                self.notifier.update(statuses, now)
-                self._notify_soon()
+                self.notifier.update(statuses, now)  # followers keep the alert set, to send on a takeover
+                if self.is_leader():
+                    self._notify_soon()
         except Exception:  # noqa: BLE001
             self.slo_errors += 1
             log.exception("SLO evaluation failed")
@@ -287,8 +363,14 @@ class Service:
             return
         async with self._lock:
             now = time.time()
+            if not self.is_leader():
+                self._stand_by(now)
+                return
             # a scrape started before a minute's end may finish up to `timeout` later
-            ready_before = now if final else now - self.config.scrape.timeout - 1.0
+            settle = self.config.scrape.timeout + 1.0
+            if self.config.source.type == "prometheus":
+                settle += PROMETHEUS_SETTLE_S
+            ready_before = now if final else now - settle
             rollups = []
             while self._rolled_up_to + 60.0 <= ready_before:
                 rollups.extend(self.fleet.rollups(self._rolled_up_to))
@@ -298,10 +380,26 @@ class Service:
             outcomes = take_outcomes(self.fleet.tracks.values(), float("inf") if final else self._rolled_up_to)
             self.store.queue(rollups, outcomes)
             self.store.queue_slo_events(self.slo.take_rows())
+            if self.gpus.rollups is not None:
+                self.store.queue_gpu_rollups(self.gpus.rollups.take(float("inf") if final else self._rolled_up_to))
             await asyncio.to_thread(self.store.flush)
 
+    def _stand_by(self, now: float) -> None:
+        """A follower writes nothing (the leader writes the same history), but keeps the last
+        STANDBY_KEEP_S of it ready: on a takeover those minutes are written again, covering what
+        the previous leader had not flushed when it died."""
+        keep_from = minute_floor(now) - STANDBY_KEEP_S
+        self._rolled_up_to = max(self._rolled_up_to, keep_from)
+        take_outcomes(self.fleet.tracks.values(), self._rolled_up_to)  # older tallies: the leader's
+        if self.gpus.rollups is not None:
+            self.gpus.rollups.take(self._rolled_up_to)  # older GPU minutes: the leader's too
+        for row in self.slo.take_rows():
+            self._standby_slo_rows[(row.slo, row.pool, row.model_name, row.minute)] = row
+        for key in [k for k in self._standby_slo_rows if k[3] < keep_from]:
+            del self._standby_slo_rows[key]
+
     async def cleanup(self) -> None:
-        if self.store is None:
+        if self.store is None or not self.is_leader():
             return
         now = time.time()
         deleted = await asyncio.to_thread(self.store.cleanup, now - self.config.storage.retention)
@@ -332,8 +430,12 @@ def create_app(config: Config, *, store: Store | None = None, migrate: bool = Tr
                               coalesce=True, id="persist")
             scheduler.add_job(service.cleanup, "interval", seconds=CLEANUP_EVERY_S, next_run_time=_now(),
                               max_instances=1, coalesce=True, id="cleanup")
+        if service.leadership is not None:
+            scheduler.add_job(service.renew_lease, "interval", seconds=config.ha.renew_every(interval),
+                              max_instances=1, coalesce=True, id="lease")
         scheduler.start()
-        log.info("scraping %d targets in %d pools every %gs", len(service.targets), len(config.pools), interval)
+        log.info("%s %d targets in %d pools every %gs", "querying prometheus for" if config.source.type == "prometheus"
+                 else "scraping", len(service.targets), len(config.pools), interval)
         try:
             yield
         finally:
@@ -342,7 +444,9 @@ def create_app(config: Config, *, store: Store | None = None, migrate: bool = Tr
             if store is not None:
                 store.close()
 
-    app = FastAPI(title="llm-slo-monitor", lifespan=lifespan)
+    # no open /docs, /redoc or /openapi.json: they would describe the API to callers without the
+    # token (the schema is served under the token at /api/v1/openapi.json)
+    app = FastAPI(title="llm-slo-monitor", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
     app.state.service = service
     install_routes(app, service)
     return app

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BeforeValidator, Field
 
@@ -106,6 +106,15 @@ Size = Annotated[int, BeforeValidator(parse_size)]
 HttpUrl = Annotated[str, BeforeValidator(parse_http_url)]
 Listen = Annotated[str, BeforeValidator(parse_listen)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
+
+def redact_url(url: str) -> str:
+    """The URL with any user:password@ replaced by `***@`, for logs and error messages: an
+    Alertmanager (or target) URL may carry basic-auth credentials, which must never be printed."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
 
 def instance_address(url: str) -> str:
     """The ``host:port`` that names an instance in the API, NGINX and traces."""

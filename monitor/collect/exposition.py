@@ -47,12 +47,18 @@ def samples(text: str, prefix: str = "vllm:") -> Iterator[tuple[str, dict[str, s
     """
     for line in text.split("\n"):
         if not line.startswith(prefix):
-            continue
+            # the format allows blanks before a sample (Go's reference parser and prometheus_client
+            # skip them); checked only on lines that start with one, so the common case stays cheap
+            if not line or line[0] not in " \t":
+                continue
+            line = line.lstrip(" \t")
+            if not line.startswith(prefix):
+                continue
         if line.endswith("\r"):
             line = line[:-1]
         brace = line.find("{")
         if brace >= 0:
-            name = line[:brace]
+            name = line[:brace].rstrip(" \t")  # `name {labels}` is allowed as well
             close = line.rfind("}")
             if close < brace:
                 raise ExpositionError(f"unclosed label set in line: {line[:200]!r}")

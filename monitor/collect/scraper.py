@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from dataclasses import dataclass
 
 import httpx
 
 from monitor.collect.vllm import PageError, parse_page
 from monitor.config import Config, instance_address
+from monitor.units import redact_url
 from monitor.samples import ScrapeResult
 
 ACCEPT = "text/plain;version=0.0.4;q=0.9,*/*;q=0.1"
@@ -38,6 +40,15 @@ class BodyTooLarge(Exception):
     pass
 
 
+class BodyUndecodable(Exception):
+    """A Content-Encoding we did not ask for, or a compressed body that does not decode."""
+
+
+# Only what BoundedDecoder can inflate under a cap; httpx would otherwise advertise br/zstd too
+# when those packages happen to be installed.
+ACCEPT_ENCODING = "gzip"
+
+
 @dataclass(frozen=True, slots=True)
 class _Fetched:
     target: Target
@@ -50,17 +61,95 @@ class _Fetched:
     health_error: str | None
 
 
+class BoundedDecoder:
+    """Undoes a Content-Encoding (identity, gzip, deflate) without ever holding more than `limit`
+    decoded bytes.
+
+    httpx's own decoders inflate each network chunk in one call with no bound on the output: one
+    64 KiB chunk of a gzip bomb becomes ~64 MB, and `Content-Encoding: gzip, gzip` gigabytes, before
+    any size check could run (measured: 268 MB for a 591-byte body against a 1 MiB cap). Here zlib's
+    `max_length` bounds every step, so a bomb costs at most `limit` + one step of memory.
+    """
+
+    def __init__(self, content_encoding: str | None, limit: int) -> None:
+        encoding = (content_encoding or "").strip().lower()
+        self.limit = limit
+        self.size = 0
+        self._fed = False
+        self._head = b""  # deflate: the input so far, while nothing came out (see feed)
+        if encoding in ("", "identity"):
+            self._wbits: int | None = None
+        elif encoding in ("gzip", "x-gzip"):
+            self._wbits = 16 + zlib.MAX_WBITS
+        elif encoding == "deflate":
+            self._wbits = zlib.MAX_WBITS
+        else:
+            raise BodyUndecodable(f"unsupported Content-Encoding {encoding!r:.60} (asked for {ACCEPT_ENCODING})")
+        self._inflater = zlib.decompressobj(self._wbits) if self._wbits is not None else None
+
+    def feed(self, data: bytes) -> bytes:
+        if not data:
+            return b""
+        self._fed = True
+        if self._inflater is None:
+            self._count(len(data))
+            return data
+        # `deflate` is meant to be zlib-wrapped, but some servers send raw deflate; which one it is
+        # shows only once the header fails, so the input is kept until the first output to start over
+        guessing = self._wbits == zlib.MAX_WBITS and self.size == 0 and len(self._head) < 65536
+        if guessing:
+            self._head += data
+        try:
+            return self._inflate(data)
+        except zlib.error as exc:
+            if guessing:
+                self._wbits = -zlib.MAX_WBITS
+                self._inflater = zlib.decompressobj(self._wbits)
+                try:
+                    return self._inflate(self._head)
+                except zlib.error as again:
+                    exc = again
+            raise BodyUndecodable(f"body does not decode as its Content-Encoding: {exc}") from None
+
+    def _inflate(self, data: bytes) -> bytes:
+        assert self._inflater is not None and self._wbits is not None
+        out: list[bytes] = []
+        while data:
+            # at most one byte past the cap per step (max_length 0 would mean unbounded: never 0)
+            piece = self._inflater.decompress(data, self.limit - self.size + 1)
+            self._count(len(piece))  # raises once past the cap, so the loop cannot spin
+            out.append(piece)
+            if self._inflater.eof:
+                data = self._inflater.unused_data
+                if data and self._wbits != 16 + zlib.MAX_WBITS:
+                    raise BodyUndecodable("data after the end of the deflate stream")
+                if data:  # gzip allows several members one after the other
+                    self._inflater = zlib.decompressobj(self._wbits)
+            else:
+                data = self._inflater.unconsumed_tail
+        return b"".join(out)
+
+    def finish(self) -> None:
+        """Refuse a compressed body that stopped before its end."""
+        if self._inflater is not None and self._fed and not self._inflater.eof:
+            raise BodyUndecodable("compressed body is truncated (the stream ends early)")
+
+    def _count(self, n: int) -> None:
+        self.size += n
+        if self.size > self.limit:
+            raise BodyTooLarge(self.size)
+
+
 async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    """The decoded body, at most `limit` bytes; BodyTooLarge past it, BodyUndecodable for bad encodings."""
     declared = response.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(int(declared))
+    decoder = BoundedDecoder(response.headers.get("content-encoding"), limit)
     chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(size)
-        chunks.append(chunk)
+    async for raw in response.aiter_raw():
+        chunks.append(decoder.feed(raw))
+    decoder.finish()
     return b"".join(chunks)
 
 
@@ -94,7 +183,7 @@ class Scraper:
             client = self._clients[target.url] = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.timeout),
                 limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
-                headers={"Accept": ACCEPT, "User-Agent": "llm-slo-monitor"},
+                headers={"Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING, "User-Agent": "llm-slo-monitor"},
                 follow_redirects=False,
                 trust_env=False,
                 verify=self._tls,
@@ -163,12 +252,14 @@ class Scraper:
             async with asyncio.timeout(self.timeout):
                 async with self._client_for(target).stream("GET", url) as response:
                     if response.status_code != 200:
-                        return None, "http_status", f"HTTP {response.status_code} from {url}"
+                        return None, "http_status", f"HTTP {response.status_code} from {redact_url(url)}"
                     return await _read_capped(response, self.max_body_size), None, None
         except (TimeoutError, httpx.TimeoutException):
             return None, "timeout", f"timed out after {self.timeout:g}s"
         except BodyTooLarge as exc:
             return None, "oversized", f"body larger than {self.max_body_size} bytes ({exc.args[0]}+ read)"
+        except BodyUndecodable as exc:
+            return None, "malformed", str(exc)
         except httpx.HTTPError as exc:
             return None, "down", f"cannot connect: {type(exc).__name__}: {exc}".rstrip(": ")
         except OSError as exc:

@@ -77,6 +77,15 @@ def parse_page(text: str) -> list[ModelSample]:
         raise PageError(f"malformed metrics page: {exc}") from None
     if not values:
         raise PageError("not a vLLM endpoint (no vllm: metrics on the page)")
+    return samples_by_model(values)
+
+
+def samples_by_model(values: Mapping[str, Mapping[str, list[tuple[dict[str, str], float]]]]) -> list[ModelSample]:
+    """One sample per `model_name` from series grouped as name -> model -> [(other labels, value)].
+
+    Shared by the page parser and the PromQL source (monitor/collect/promql.py), so a series read
+    from Prometheus is normalised exactly as the same series read from the page.
+    """
     models = sorted({m for per_model in values.values() for m in per_model if m})
     if not models:
         models = [""]

@@ -239,6 +239,19 @@ class EventSeries:
             self.prune(t)
         self._bump(minute - self._first, good, total)
 
+    def set_minute(self, t: float, good: float, total: float) -> None:
+        """Replace the events of the minute holding `t` by a better count of the same minute (an
+        exact one from traces instead of a histogram's interpolation)."""
+        if total < 0 or good < 0 or good > total * (1 + 1e-9):
+            raise ValueError(f"impossible events: good={good}, total={total}")
+        minute = _minute(t)
+        if self._good and self._first <= minute <= self._last:
+            i = minute - self._first
+            self._bump(i, good - self._good[i], total - self._total[i])
+            self._good[i], self._total[i] = good, total  # exactly, not old + (new - old)
+        else:
+            self.add(t, good, total)
+
     def add_events(self, t: float, events: Events) -> None:
         """`add` for an `Events`; exactness is not stored (rows hold counts only), see `evaluate`."""
         self.add(t, events.good, events.total)

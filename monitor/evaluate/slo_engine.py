@@ -17,6 +17,15 @@ Persistence: every minute an event lands in is marked dirty; the service drains 
 into the store's buffered writes (`take_rows`), the minute still filling included, so a crash loses
 at most one flush interval. On start `load` rebuilds the series from the stored minutes, which is
 what keeps a 30-day budget and the 1h..3d windows across restarts without 30 days in memory.
+
+Exact latency SLIs from traces (`use_traces`): histograms only say how many requests fell in each
+bucket, so a threshold between bucket bounds is interpolated. Where vLLM's per-request spans reach
+the service, every latency minute of a pool is recounted from them once it has settled (`settle`
+after its end, when late spans and scrapes are in), provided the spans hold at least `min_coverage`
+of the requests the histograms counted in that minute; otherwise the histogram count stays. The
+key's `source` then says "traces" and `exact` is true. Two consequences worth knowing: the last
+minute or so is counted from histograms until it settles, and a TPOT SLO counts per-token intervals
+from histograms but requests (each with its mean TPOT) from traces, as vLLM's serving benchmark does.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Protocol, Sequence
 
 from monitor.config import AvailabilityIndicator, Config, LatencyIndicator, SloConfig
 from monitor.evaluate.slo import (
@@ -39,12 +48,29 @@ from monitor.evaluate.slo import (
     instance_available,
     retention_for,
 )
-from monitor.evaluate.windows import stats_over
+from monitor.evaluate.windows import WindowStats, stats_over
 from monitor.samples import ModelSample, ScrapeResult
+
+if TYPE_CHECKING:
+    from monitor.otlp.records import RequestRecord
 
 log = logging.getLogger(__name__)
 
 POOL_WIDE = ""  # the model_name of a key that covers every model a pool serves
+# where each indicator's events come from, for the API's `source` (latency: "traces" once they cover it)
+SOURCES = {"latency": "histograms", "error_ratio": "counters", "saturation": "gauges", "availability": "scrapes"}
+TRACED = "traces"
+# samples reach the `prometheus` source up to a Prometheus scrape interval late (service.PROMETHEUS_SETTLE_S)
+PROMETHEUS_LAG_S = 30.0
+# traced minutes remembered so a late histogram increase is not added on top of their exact count
+TRACED_MINUTES_KEPT = 360
+MAX_MINUTES_PER_PASS = 1440  # a first pass long after `use_traces` looks back at most a day
+
+
+class TraceRecords(Protocol):
+    """What the engine reads traces from (`monitor.otlp.store.TraceStore`)."""
+
+    def records(self, pool: str, *, since: float = ..., model: str | None = None) -> list[RequestRecord]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +102,7 @@ class SloStatus:
     config: SloConfig
     evaluation: SloEvaluation
     evaluated_at: float
+    source: str = "histograms"  # where the events came from: SOURCES, or "traces" (exact latency)
 
     @property
     def model_name(self) -> str | None:
@@ -101,10 +128,28 @@ def predicted_exact(slo: SloConfig) -> bool:
     return threshold_warning(slo.indicator.metric, slo.indicator.threshold) is None
 
 
+def portions(start: float, end: float, earliest: float = float("-inf")) -> list[tuple[float, float]]:
+    """Where one scrape interval's events are filed: (time, share) pairs. Up to a minute long, all at
+    the interval's midpoint (as EventSeries asks); a longer one (scrapes failed in between, the
+    increase covers the gap) spread evenly over the minutes it spans, from `earliest` on, so a
+    10-minute gap does not pile 10 minutes of errors into one and spike the 5m window."""
+    if end - start <= MINUTE:
+        return [((start + end) / 2.0, 1.0)]
+    span = end - start
+    out = []
+    minute = math.floor(max(start, earliest) / MINUTE) * MINUTE
+    while minute < end:
+        lo, hi = max(minute, start), min(minute + MINUTE, end)
+        if hi > lo:
+            out.append(((lo + hi) / 2.0, (hi - lo) / span))
+        minute += MINUTE
+    return out
+
+
 class _Track:
     """One key's series, exactness and the minutes not yet written to the database."""
 
-    __slots__ = ("key", "config", "series", "predicted_exact", "observed_exact", "dirty")
+    __slots__ = ("key", "config", "series", "predicted_exact", "observed_exact", "dirty", "source", "traced")
 
     def __init__(self, key: SloKey, config: SloConfig, keep_rows: bool) -> None:
         self.key = key
@@ -115,34 +160,50 @@ class _Track:
         # minute numbers (unix seconds // 60) not yet handed to the store; None without a store,
         # where nobody would ever drain it
         self.dirty: set[int] | None = set() if keep_rows else None
+        self.source = SOURCES[config.indicator.type]
+        self.traced: set[int] = set()  # minutes recounted from traces
 
     @property
     def exact(self) -> bool:
+        if self.source == TRACED:
+            return True
         return self.predicted_exact if self.observed_exact is None else self.observed_exact
 
+    def use_trace_minute(self, minute: int, records: Sequence[RequestRecord], requests: float,
+                         min_coverage: float) -> None:
+        """Recount one settled minute from its trace records if they cover the `requests` the
+        histograms counted in it; otherwise keep the histogram count and say so. Only records that
+        carry the SLO's metric count towards coverage (spans without `time_in_queue` cannot cover a
+        queue SLO)."""
+        from monitor.otlp.goodput import LatencyObjective, latency_counts
+
+        indicator = self.config.indicator
+        assert isinstance(indicator, LatencyIndicator)
+        good, total = latency_counts(records, LatencyObjective(self.config.name, indicator.metric,
+                                                               indicator.threshold)) if records else (0, 0)
+        if total == 0 or total < min_coverage * requests:
+            if records or requests > 0:
+                self.source = SOURCES["latency"]
+            return
+        self.series.set_minute(minute * MINUTE, float(good), float(total))
+        self.traced.add(minute)
+        if self.dirty is not None:
+            self.dirty.add(minute)
+        self.source = TRACED
+
     def file(self, start: float, end: float, events: Events) -> None:
-        """Add one interval's events. Up to a minute long they go to the minute holding the
-        interval's midpoint (as EventSeries asks); a longer one (scrapes failed in between, the
-        increase covers the gap) is spread evenly over the minutes it spans, so a 10-minute gap
-        does not pile 10 minutes of errors into one and spike the 5m window."""
+        """Add one interval's events, filed where `portions` says."""
         if events.total <= 0:
             return
         self.observed_exact = events.exact if self.observed_exact is None else self.observed_exact and events.exact
         good = min(events.good, events.total)
-        if end - start <= MINUTE:
-            self._add((start + end) / 2.0, good, events.total)
-            return
-        span = end - start
-        first = max(start, end - self.series.retention - MINUTE)  # older minutes would be pruned anyway
-        minute = math.floor(first / MINUTE) * MINUTE
-        while minute < end:
-            lo, hi = max(minute, start), min(minute + MINUTE, end)
-            if hi > lo:
-                share = (hi - lo) / span
-                self._add((lo + hi) / 2.0, good * share, events.total * share)
-            minute += MINUTE
+        # older minutes would be pruned anyway
+        for t, share in portions(start, end, earliest=end - self.series.retention - MINUTE):
+            self._add(t, good * share, events.total * share)
 
     def _add(self, t: float, good: float, total: float) -> None:
+        if self.traced and math.floor(t / MINUTE) in self.traced:
+            return  # a late histogram increase for a minute already counted exactly from traces
         self.series.add(t, good, total)
         if self.dirty is not None:
             self.dirty.add(math.floor(t / MINUTE))
@@ -155,7 +216,8 @@ class SloEngine:
         """`keep_rows`: remember changed minutes for `take_rows` (False when nothing persists)."""
         self.keep_rows = keep_rows
         self.slos: tuple[SloConfig, ...] = tuple(config.slos)
-        self.health_checked = config.scrape.health_path is not None
+        # the prometheus source cannot see /health (Prometheus does not probe it): `up` alone decides
+        self.health_checked = config.scrape.health_path is not None and config.source.type == "scrape"
         pool_names = [p.name for p in config.pools]
         self._slo_order = {s.name: i for i, s in enumerate(self.slos)}
         self._pool_order = {name: i for i, name in enumerate(pool_names)}
@@ -171,6 +233,16 @@ class SloEngine:
         self.multi_model: set[str] = set()  # pools seen serving more than one model_name
         self.statuses: list[SloStatus] = []
         self.evaluated_at: float | None = None
+        # exact SLIs from traces (`use_traces`)
+        traces = config.traces
+        self.trace_settle_s = max(traces.settle, config.scrape.interval + config.scrape.timeout
+                                  + (PROMETHEUS_LAG_S if config.source.type == "prometheus" else 0.0))
+        self.trace_min_coverage = traces.min_coverage
+        self._traces: TraceRecords | None = None
+        self._traces_checked_to: int | None = None  # the newest minute already compared with traces
+        # requests the histograms counted, per (pool, model_name or POOL_WIDE) and minute: the
+        # denominator of a minute's trace coverage
+        self._requests: dict[tuple[str, str], dict[int, float]] = {}
 
     # -- counting ---------------------------------------------------------------------------------
 
@@ -199,6 +271,9 @@ class SloEngine:
                 if stats is None:
                     continue
                 per_model = result.pool in self.multi_model
+                if self._traces is not None:
+                    self._count_requests(result.pool, sample.model_name if per_model else None, previous[0], t,
+                                         stats)
                 for slo in slos:
                     if isinstance(slo.indicator, AvailabilityIndicator):
                         continue
@@ -206,6 +281,19 @@ class SloEngine:
                     self._track(SloKey(slo.name, result.pool)).file(previous[0], t, events)
                     if per_model:
                         self._track(SloKey(slo.name, result.pool, sample.model_name)).file(previous[0], t, events)
+
+    def _count_requests(self, pool: str, model: str | None, start: float, end: float, stats: WindowStats) -> None:
+        """File an interval's finished requests (e2e histogram count, else the finished counters) by
+        minute, as the latency events are filed, so a minute's trace coverage compares like with like."""
+        e2e = stats.histograms.get("e2e")
+        n = e2e.count if e2e is not None else stats.finished_total
+        if n <= 0:
+            return
+        for key in ((pool, POOL_WIDE), (pool, model)) if model is not None else ((pool, POOL_WIDE),):
+            minutes = self._requests.setdefault(key, {})
+            for t, share in portions(start, end, earliest=end - MAX_MINUTES_PER_PASS * MINUTE):
+                minute = math.floor(t / MINUTE)
+                minutes[minute] = minutes.get(minute, 0.0) + n * share
 
     def _note_models(self, results: Sequence[ScrapeResult]) -> None:
         """A pool serves several models once one cycle shows more than one `model_name` in it.
@@ -232,16 +320,57 @@ class SloEngine:
 
     def evaluate(self, now: float) -> list[SloStatus]:
         """Evaluate every key at `now`; the result is also kept in `statuses` for the outputs."""
+        if self._traces is not None:
+            self._recount_from_traces(now)
         statuses = []
         for key in sorted(self._tracks, key=self._sort_key):
             track = self._tracks[key]
             slo = track.config
             evaluation = evaluate(track.series, now, slo.objective, slo.window, exact=track.exact,
                                   min_bad_events=slo.min_bad_events)
-            statuses.append(SloStatus(key, slo, evaluation, now))
+            statuses.append(SloStatus(key, slo, evaluation, now, track.source))
         self.statuses = statuses
         self.evaluated_at = now
         return statuses
+
+    # -- exact latency SLIs from traces -------------------------------------------------------------
+
+    def use_traces(self, traces: TraceRecords, now: float) -> None:
+        """Recount latency minutes from `traces` from the minute holding `now` on (see the module doc)."""
+        self._traces = traces
+        self._traces_checked_to = math.floor(now / MINUTE) - 1
+
+    def _recount_from_traces(self, now: float) -> None:
+        """Compare every latency key's newly settled minutes with the pool's trace records."""
+        assert self._traces is not None and self._traces_checked_to is not None
+        last = math.floor((now - self.trace_settle_s) / MINUTE) - 1  # the newest minute that has settled
+        first = max(self._traces_checked_to + 1, last - MAX_MINUTES_PER_PASS + 1)
+        if last < first:
+            return
+        self._traces_checked_to = last
+        by_pool: dict[str, list[_Track]] = {}
+        for track in self._tracks.values():
+            if isinstance(track.config.indicator, LatencyIndicator):
+                by_pool.setdefault(track.key.pool, []).append(track)
+        for pool, tracks in by_pool.items():
+            minutes: dict[int, list[RequestRecord]] = {}
+            for record in self._traces.records(pool, since=first * MINUTE - 1e-6):
+                minute = math.floor(record.at / MINUTE)
+                if first <= minute <= last:
+                    minutes.setdefault(minute, []).append(record)
+            for track in tracks:
+                model = track.key.model_name
+                counted = self._requests.get((pool, model), {})
+                for minute in range(first, last + 1):
+                    records = minutes.get(minute, [])
+                    if model:
+                        records = [r for r in records if r.model == model]
+                    track.use_trace_minute(minute, records, counted.get(minute, 0.0), self.trace_min_coverage)
+                if len(track.traced) > TRACED_MINUTES_KEPT:
+                    track.traced = {m for m in track.traced if m > last - TRACED_MINUTES_KEPT}
+        for counted in self._requests.values():
+            for minute in [m for m in counted if m <= last]:
+                del counted[minute]
 
     def _sort_key(self, key: SloKey) -> tuple[int, int, str]:
         return self._slo_order[key.slo], self._pool_order.get(key.pool, 1 << 30), key.model_name

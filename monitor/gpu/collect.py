@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from monitor.collect.scraper import ACCEPT_ENCODING, BodyTooLarge, BodyUndecodable, _read_capped
 from monitor.gpu.health import ExporterScrape
 from monitor.gpu.parse import GpuPageError, parse_gpu_page
 
@@ -54,7 +55,8 @@ class GpuScraper:
         client = self._clients.get(url)
         if client is None:
             client = self._clients[url] = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.timeout), headers={"Accept": ACCEPT, "User-Agent": "llm-slo-monitor"},
+                timeout=httpx.Timeout(self.timeout),
+                headers={"Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING, "User-Agent": "llm-slo-monitor"},
                 follow_redirects=False, trust_env=False,
                 limits=httpx.Limits(max_connections=2, max_keepalive_connections=2))
         return client
@@ -74,18 +76,18 @@ class GpuScraper:
             error = f"timed out after {self.timeout:g}s"
         except _TooLarge:
             error = f"body larger than {self.max_body_size} bytes"
+        except BodyUndecodable as exc:
+            error = f"malformed page: {exc}"
         except (httpx.HTTPError, OSError) as exc:
             error = f"cannot connect: {type(exc).__name__}: {exc}".rstrip(": ")
         return url, started, time.perf_counter() - clock, body, error
 
     async def _read(self, response: httpx.Response) -> bytes:
-        chunks, size = [], 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > self.max_body_size:
-                raise _TooLarge()
-            chunks.append(chunk)
-        return b"".join(chunks)
+        """The body under the cap, decompressed step by step (a gzip bomb is cut off at the cap)."""
+        try:
+            return await _read_capped(response, self.max_body_size)
+        except BodyTooLarge:
+            raise _TooLarge() from None
 
     @staticmethod
     def _finish(url: str, started: float, duration: float, body: bytes | None, error: str | None) -> ExporterScrape:

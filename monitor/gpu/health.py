@@ -22,6 +22,7 @@ from typing import Iterable, Sequence
 from monitor.gpu.mapping import GpuMapper, GpuPlacement
 from monitor.gpu.parse import GpuPage
 from monitor.gpu.readings import GpuReading, xid_message
+from monitor.gpu.rollup import GpuRollups
 
 MEMORY_THRESHOLD = 0.9
 XID_HOLD_S = 300.0
@@ -117,12 +118,17 @@ class ExporterStatus:
 
 class GpuTracker:
     """Per-GPU state across scrapes, and the reasons for each instance. Feed it every exporter
-    scrape (`observe`), then ask `reasons(pool, instance, now)` when evaluating health."""
+    scrape (`observe`), then ask `reasons(pool, instance, now)` when evaluating health.
+
+    `rollups` (the service passes one when it has a database) receives every reading, to be stored
+    per GPU per minute.
+    """
 
     def __init__(self, mapper: GpuMapper, *, memory_threshold: float = MEMORY_THRESHOLD,
                  xid_hold_s: float = XID_HOLD_S, stale_after_s: float = STALE_AFTER_S,
-                 exporters: Sequence[str] = ()) -> None:
+                 exporters: Sequence[str] = (), rollups: GpuRollups | None = None) -> None:
         self.mapper = mapper
+        self.rollups = rollups
         self.memory_threshold = memory_threshold
         self.xid_hold_s = xid_hold_s
         self.stale_after_s = stale_after_s
@@ -152,11 +158,17 @@ class GpuTracker:
                 state.reading, state.seen_at, state.vanished = reading, at, False
                 state.placement, state.exporter = self.mapper.place(reading), scrape.url
             state.xid_events = [e for e in state.xid_events if at - e.at < self.xid_hold_s] + events
+            if self.rollups is not None:
+                self.rollups.add(reading, at, pool=state.placement.pool, instance=state.placement.instance,
+                                 xid_events=len(events))
         for key, state in self.gpus.items():
             if state.exporter == scrape.url and key not in present and not state.vanished:
                 # dcgm-exporter drops a GPU it can no longer read; our exporter says `lost` itself
                 state.vanished = True
                 state.reading = replace(state.reading, lost=True)
+                if self.rollups is not None:
+                    self.rollups.add(state.reading, at, pool=state.placement.pool,
+                                     instance=state.placement.instance)
 
     def reasons(self, pool: str, instance: str, now: float) -> tuple[str, ...]:
         """Reasons from every GPU mapped to this instance, in GPU order."""

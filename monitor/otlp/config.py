@@ -6,15 +6,23 @@ traces:
   goodput_window: 5m         # default window of /api/v1/pools/{pool}/goodput (?window= overrides)
   retention: 1h              # records kept in memory; must cover the longest window asked for
   max_records_per_pool: 500000
+  exact_slis: true           # latency SLIs of a pool its traces cover are counted from them (exact)
+  settle: 20s                # a minute's spans are taken as complete this long after it ends
+  min_coverage: 90%          # traces cover a minute when they hold this share of its requests
 ```
 Every key has a default, so a config without `traces:` runs the receiver with these.
+
+Exact SLIs: each latency SLO minute of a pool is recounted from the pool's trace records once it has
+settled, if the records number at least `min_coverage` of the requests the histograms counted in it
+(spans are lost when a sender's queue overflows or tracing is off on some instances; then the
+histograms' interpolated count stays). See `monitor.evaluate.slo_engine.SloEngine.use_traces`.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from monitor.units import Duration, Size
+from monitor.units import Duration, Ratio, Size
 
 
 class TracesConfig(BaseModel):
@@ -24,6 +32,9 @@ class TracesConfig(BaseModel):
     goodput_window: Duration = 300.0
     retention: Duration = 3600.0
     max_records_per_pool: int = Field(default=500_000, ge=1000)
+    exact_slis: bool = True
+    settle: Duration = Field(default=20.0, description="how long after a minute ends its spans are complete")
+    min_coverage: Ratio = Field(default=0.9, description="share of the histograms' requests traces must hold")
 
     @model_validator(mode="after")
     def _window_fits(self) -> TracesConfig:

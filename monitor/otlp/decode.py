@@ -125,6 +125,8 @@ def parse_request(body: bytes, fmt: str) -> ExportTraceServiceRequest:
         raise MalformedPayload("JSON body is not valid UTF-8") from None
     except json.JSONDecodeError as exc:
         raise MalformedPayload(f"body is not valid JSON: {exc}") from None
+    except RecursionError:  # `[[[[...` a few thousand deep: Python's decoder recurses per level
+        raise MalformedPayload("JSON body is nested too deeply") from None
     if not isinstance(document, dict):
         raise MalformedPayload(f"JSON body must be an object with resourceSpans, not {type(document).__name__}")
     _ids_hex_to_base64(document)
@@ -132,6 +134,8 @@ def parse_request(body: bytes, fmt: str) -> ExportTraceServiceRequest:
         return json_format.ParseDict(document, ExportTraceServiceRequest(), ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, AttributeError) as exc:
         raise MalformedPayload(f"JSON body is not an OTLP ExportTraceServiceRequest: {exc}") from None
+    except RecursionError:  # AnyValue arrays/kvlists nested hundreds deep
+        raise MalformedPayload("JSON body is nested too deeply") from None
 
 
 _ID_BYTES = {"traceId": 16, "trace_id": 16, "spanId": 8, "span_id": 8, "parentSpanId": 8, "parent_span_id": 8}

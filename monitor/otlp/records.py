@@ -108,7 +108,10 @@ class Routing:
         """(pool, instance or None), or a message saying why the span belongs nowhere."""
         if instance_id:
             text = instance_id.strip()
-            address = instance_address(text) if "://" in text else text.lower()
+            try:
+                address = instance_address(text) if "://" in text else text.lower()
+            except ValueError:  # a URL that does not parse (port 99999, `http://[::1`): no target's
+                address = text.lower()
             pool = self._pool_of.get(address)
             if pool is not None:
                 return pool, address

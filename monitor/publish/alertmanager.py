@@ -17,6 +17,7 @@ logged, counted on /metrics and retried with exponential backoff.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import httpx
 
 from monitor.evaluate.slo import PAIRS, WINDOW_NAMES
 from monitor.evaluate.slo_engine import SloStatus, format_duration
+from monitor.units import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,7 @@ class AlertmanagerNotifier:
         max_backoff: float | None = None,
     ) -> None:
         self.endpoint = url.rstrip("/") + "/api/v2/alerts"
+        self.shown_endpoint = redact_url(self.endpoint)  # for logs: basic-auth credentials never printed
         self.resend_interval = resend_interval
         self.timeout = timeout
         self.resolved_retention = resolved_retention
@@ -175,6 +178,12 @@ class AlertmanagerNotifier:
             elif alert.resolved_at is not None and now - alert.resolved_at > self.resolved_retention:
                 del self._alerts[key]
 
+    def resend_all(self) -> None:
+        """Send the whole set at the next tick, backoff or not: a replica that has just become the
+        leader cannot know what its predecessor delivered before it died."""
+        self._changed = True
+        self._next_attempt_at = 0.0
+
     @property
     def firing(self) -> list[dict[str, str]]:
         return [a.labels for a in self._alerts.values() if a.resolved_at is None]
@@ -212,9 +221,14 @@ class AlertmanagerNotifier:
         self._changed = False  # an update during the POST sets it again and is sent next tick
         clock = time.perf_counter()
         try:
-            response = await self._client.post(self.endpoint, json=payload)
-            error = None if 200 <= response.status_code < 300 else (
-                f"HTTP {response.status_code}: {response.text[:200].strip()}")
+            # httpx's timeout bounds each read, not the exchange: an Alertmanager (or a proxy) that
+            # trickles its answer a byte at a time would hold this task, and every later alert, forever
+            async with asyncio.timeout(self.timeout):
+                async with self._client.stream("POST", self.endpoint, json=payload) as response:
+                    error = None if 200 <= response.status_code < 300 else (
+                        f"HTTP {response.status_code}: {await _head(response, 200)}")
+        except TimeoutError:
+            error = f"TimeoutError: no complete answer within {self.timeout:g}s"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}".rstrip(": ")
         except OSError as exc:
@@ -236,5 +250,16 @@ class AlertmanagerNotifier:
         backoff = min(self.max_backoff, 2.0 ** (self.stats.consecutive_failures - 1))
         self._next_attempt_at = now + backoff
         log.warning("alertmanager %s: POST of %d alerts failed (%d in a row), retrying in %gs: %s",
-                    self.endpoint, len(payload), self.stats.consecutive_failures, backoff, error)
+                    self.shown_endpoint, len(payload), self.stats.consecutive_failures, backoff, error)
         return False
+
+
+async def _head(response: httpx.Response, limit: int) -> str:
+    """The start of an error answer for the log, reading no more than `limit` bytes of it (raw: an
+    error body is text, and inflating a compressed one is not worth a bomb)."""
+    data = b""
+    async for chunk in response.aiter_raw():
+        data += chunk
+        if len(data) >= limit:
+            break
+    return data[:limit].decode("utf-8", errors="replace").strip()

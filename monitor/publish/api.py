@@ -11,16 +11,22 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
 
 from monitor.evaluate.slo import WINDOW_NAMES
 from monitor.evaluate.slo_engine import SloStatus, format_duration
 from monitor.publish.metrics import make_registry
+from monitor.units import redact_url
 
 if TYPE_CHECKING:
     from monitor.evaluate.fleet import InstanceView
     from monitor.service import Service
 
 # the fields interfaces.md promises in `metrics`; more may be added, none removed
+# How long the audit-log endpoint waits for the database before answering from memory: a database
+# that is down or hung must cost the API an answer no later than this, never a 500 or a hang.
+DB_READ_TIMEOUT_S = 2.0
+
 METRIC_FIELDS = ("ttft_p99_s", "tpot_p99_s", "e2e_p99_s", "error_ratio", "kv_cache_usage",
                  "requests_running", "requests_waiting", "generation_tokens_per_s")
 
@@ -35,7 +41,7 @@ def instance_json(view: InstanceView) -> dict[str, Any]:
     return {
         "pool": view.pool,
         "instance": view.instance,
-        "url": view.url,
+        "url": redact_url(view.url),  # a target URL may carry basic-auth credentials
         "state": view.state,
         "reasons": list(view.reasons),
         "last_scrape": rfc3339(view.last_scrape),
@@ -55,6 +61,7 @@ def _evaluation_json(status: SloStatus) -> dict[str, Any]:
     return {
         "sli": ev.sli,
         "exact": ev.exact,
+        "source": status.source,  # latency: "traces" (exact, per request) or "histograms"
         "good": ev.good,
         "total": ev.total,
         "error_budget_remaining": ev.error_budget_remaining,
@@ -117,10 +124,20 @@ def install_routes(app: FastAPI, service: Service) -> None:
     # OTLP/HTTP traces, as vLLM's --otlp-traces-endpoint sends them (token in OTEL_EXPORTER_OTLP_HEADERS)
     app.include_router(service.receiver.router(dependencies=[Depends(require_token)]))
 
+    @app.get("/api/v1/openapi.json", dependencies=[Depends(require_token)], include_in_schema=False)
+    async def openapi_schema() -> JSONResponse:
+        """The OpenAPI description, under the token (FastAPI's open /openapi.json and /docs are off)."""
+        return JSONResponse(app.openapi())
+
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         fleet = service.fleet
-        return {"status": "ok", "cycles": service.cycles, "last_cycle": rfc3339(fleet.last_cycle_at)}
+        body = {"status": "ok", "cycles": service.cycles, "last_cycle": rfc3339(fleet.last_cycle_at),
+                "leader": service.is_leader()}
+        if service.leadership is not None:  # ha: which replica this is and which one leads
+            body.update(replica=service.leadership.replica_id, leader_id=service.leadership.holder,
+                        term=service.leadership.term)
+        return body
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -187,10 +204,15 @@ def install_routes(app: FastAPI, service: Service) -> None:
                         limit: int = 100) -> JSONResponse:
         """The audit log, newest first: health state changes and scaling recommendation changes."""
         limit = max(1, min(limit, 1000))
+        found: list | None = None
         if service.store is not None and service.store.last_error is None:
-
-            found = await asyncio.to_thread(service.store.decisions, pool=pool, instance=instance, kind=kind,
-                                            limit=limit)
+            try:
+                found = await asyncio.wait_for(asyncio.to_thread(
+                    service.store.decisions, pool=pool, instance=instance, kind=kind, limit=limit),
+                    DB_READ_TIMEOUT_S)
+            except (SQLAlchemyError, TimeoutError):
+                found = None  # the database went away since the last flush: answer from memory
+        if found is not None:
             # entries not flushed yet are in memory only
             pending = [d for d in service.recent_decisions if d.at > (found[0].at if found else 0.0)]
         else:
@@ -210,6 +232,18 @@ def install_routes(app: FastAPI, service: Service) -> None:
         from monitor.gpu.publish import gpus_json
 
         return JSONResponse(gpus_json(service.gpus, time.time()))
+
+    @app.get("/api/v1/pools/{pool}/cost", dependencies=[Depends(require_token)])
+    async def cost(pool: str) -> JSONResponse:
+        """GPU cost per hour, per million generated tokens, per request (and per good request)."""
+        from monitor.evaluate.cost import service_pool_cost
+
+        if service.config.pool(pool) is None:
+            raise HTTPException(status_code=404, detail=f"no pool named {pool!r}")
+        found = service_pool_cost(service, pool)
+        if found is None:
+            raise HTTPException(status_code=404, detail=f"pool {pool!r} has no `cost` (gpu_hour) in the config")
+        return JSONResponse(found.to_json())
 
     @app.get("/api/v1/pools/{pool}/goodput", dependencies=[Depends(require_token)])
     async def goodput(pool: str, window: str | None = None) -> JSONResponse:

@@ -149,6 +149,17 @@ class DecisionCollector(Collector):
         yield fail_open
         yield CounterMetricFamily(f"{NAMESPACE}_decision_errors", "Scrape cycles whose decision step failed.",
                                   value=service.decide_errors)
+        yield GaugeMetricFamily(f"{NAMESPACE}_leader", "1 while this replica leads (writes NGINX, pages Alertmanager, "
+                                                       "writes history); always 1 without ha.",
+                                value=1.0 if service.is_leader() else 0.0)
+        lease = service.leadership
+        if lease is not None:
+            yield GaugeMetricFamily(f"{NAMESPACE}_leader_term", "Term of the leader lease as last read "
+                                                                "(goes up at every change of leader).", value=lease.term)
+            yield CounterMetricFamily(f"{NAMESPACE}_leader_elections", "Times this replica became the leader.",
+                                      value=lease.elections)
+            yield CounterMetricFamily(f"{NAMESPACE}_leader_lease_errors", "Lease renewals that failed.",
+                                      value=lease.errors)
         if service.nginx is not None:
             last = service.nginx.last_result
             yield GaugeMetricFamily(f"{NAMESPACE}_nginx_last_apply_ok",
@@ -230,6 +241,9 @@ def make_registry(service: Service) -> CollectorRegistry:
     registry.register(TraceMetricsCollector(service.traces, service.config.slos,
                                             window_s=service.config.traces.goodput_window, receiver=service.receiver))
     registry.register(SloCollector(service))
+    from monitor.evaluate.cost import CostCollector
+
+    registry.register(CostCollector(service))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

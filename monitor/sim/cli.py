@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 
 log = logging.getLogger("monitor.sim")
@@ -32,6 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics-version", choices=["v1", "v0"], default="v1",
                    help="V1 metric names (vLLM 0.16, default) or V0 names (vLLM 0.8.5 V0 engine)")
     p.add_argument("--ground-truth", metavar="FILE", help="write one JSON line per finished request")
+    p.add_argument("--otlp-endpoint", metavar="URL",
+                   help="send one vLLM V1-shaped `llm_request` span per finished request to this OTLP/HTTP "
+                        "traces URL (e.g. http://127.0.0.1:9470/v1/traces)")
+    p.add_argument("--otlp-service-name", metavar="NAME",
+                   help="service.name of the spans (default $OTEL_SERVICE_NAME, else vllm)")
     p.add_argument("--model", help="served model name (default meta-llama/Llama-3.1-8B-Instruct)")
     p.add_argument("--speed", type=_list(float), default=(), help="per-instance speed factors, e.g. 1,1,0.5")
     p.add_argument("--kv-blocks", type=_list(int), default=(), help="per-instance KV cache blocks (16 tokens each)")
@@ -72,12 +78,32 @@ def fleet_params(args: argparse.Namespace):
     return [spec.params(i) for i in range(args.instances)]
 
 
+def _otlp_endpoint(url: str | None) -> str | None:
+    """The `--otlp-endpoint` URL, checked here so a typo is one clear line, not an exporter's retry log.
+    A URL without a path gets OTLP/HTTP's `/v1/traces`, as OTEL_EXPORTER_OTLP_ENDPOINT does."""
+    from urllib.parse import urlsplit
+
+    from monitor.cli import BadInput
+    from monitor.units import parse_http_url
+
+    if not url:
+        return None
+    try:
+        checked = parse_http_url(url)
+    except ValueError as exc:
+        raise BadInput(f"--otlp-endpoint: {exc}") from None
+    return checked if urlsplit(checked).path not in ("", "/") else checked + "/v1/traces"
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from monitor.cli import BadInput
     from monitor.sim.fleet import SimFleet
 
     params = fleet_params(args)
-    fleet = SimFleet(params, version=args.metrics_version, host=args.host, ground_truth=args.ground_truth)
+    endpoint = _otlp_endpoint(args.otlp_endpoint)
+    fleet = SimFleet(params, version=args.metrics_version, host=args.host, ground_truth=args.ground_truth,
+                     otlp_endpoint=endpoint,
+                     otlp_service_name=args.otlp_service_name or os.environ.get("OTEL_SERVICE_NAME"))
     ports = [0] * len(params) if args.base_port == 0 else [args.base_port + i for i in range(len(params))]
 
     async def main() -> None:
@@ -93,6 +119,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
               flush=True)
         for url in urls:
             print(f"  {url}", flush=True)
+        if endpoint:
+            print(f"sending llm_request spans to {endpoint}", flush=True)
         try:
             await _status_loop(fleet, stop, args.status_every)
         finally:

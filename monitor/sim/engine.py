@@ -23,13 +23,16 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from monitor.sim.groundtruth import GroundTruth
 from monitor.sim.kv import KvCache
 from monitor.sim.metrics import FinishedStats, StepStats, VllmMetrics
 from monitor.sim.params import Faults, InstanceParams
 from monitor.sim.tokens import block_hashes
+
+if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only when spans are sent
+    from monitor.sim.tracing import InstanceTracer
 
 
 class EngineDeadError(Exception):
@@ -85,6 +88,7 @@ class Engine:
         self.metrics = metrics
         self.name = name  # host:port, set once the server is bound
         self.ground_truth = ground_truth
+        self.tracing: InstanceTracer | None = None  # `--otlp-endpoint`: set once the instance has its name
         self.clock = clock
         self.faults = Faults()
         self.kv = KvCache(params.num_gpu_blocks, params.block_size, params.prefix_caching)
@@ -332,6 +336,8 @@ class Engine:
             self.metrics.finished(self._finished_stats(req, now))
         if self.ground_truth is not None:
             self.ground_truth.write(self._truth_row(req))
+        if self.tracing is not None and counted:
+            self.tracing.finished(req)
         req.event.set()
 
     def _finished_stats(self, req: SimRequest, now: float) -> FinishedStats:

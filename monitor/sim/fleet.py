@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import socket
 from pathlib import Path
-from typing import AsyncIterator, Iterator, Sequence
+from typing import TYPE_CHECKING, AsyncIterator, Iterator, Sequence
 
 import uvicorn
 
@@ -20,6 +20,9 @@ from monitor.sim.groundtruth import GroundTruth
 from monitor.sim.metrics import MetricsVersion, VllmMetrics
 from monitor.sim.params import Faults, InstanceParams
 from monitor.sim.server import SimInstance
+
+if TYPE_CHECKING:
+    from monitor.sim.tracing import SpanSender
 
 
 class QuietServer(uvicorn.Server):
@@ -70,10 +73,18 @@ class SimFleet:
     """N instances on one host; `start()` binds and serves them, `stop()` ends every one of them."""
 
     def __init__(self, params: Sequence[InstanceParams], *, version: MetricsVersion = "v1",
-                 host: str = "127.0.0.1", ground_truth: str | Path | None = None) -> None:
+                 host: str = "127.0.0.1", ground_truth: str | Path | None = None,
+                 otlp_endpoint: str | None = None, otlp_service_name: str | None = None) -> None:
+        """`otlp_endpoint`: send vLLM V1-shaped `llm_request` spans there (OTLP/HTTP, e.g.
+        `http://monitor:9470/v1/traces`); `otlp_service_name` is their `service.name`."""
         self.host = host
         self.version = version
         self.ground_truth = GroundTruth(ground_truth) if ground_truth else None
+        self.spans: SpanSender | None = None
+        if otlp_endpoint:
+            from monitor.sim.tracing import DEFAULT_SERVICE_NAME, SpanSender
+
+            self.spans = SpanSender(otlp_endpoint, service_name=otlp_service_name or DEFAULT_SERVICE_NAME)
         self.instances = [build_instance(p, version, self.ground_truth) for p in params]
         self._servers: list[QuietServer] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -100,6 +111,8 @@ class SimFleet:
         for instance, sock in zip(self.instances, self._sockets, strict=True):
             port = sock.getsockname()[1]
             instance.engine.name = f"{host}:{port}"
+            if self.spans is not None:
+                instance.engine.tracing = self.spans.tracer(instance.engine.name)
             self.urls.append(f"http://{host}:{port}")
         return self.urls
 
@@ -137,6 +150,8 @@ class SimFleet:
         self._sockets.clear()
         if self.ground_truth is not None:
             self.ground_truth.close()
+        if self.spans is not None:  # flushes the last spans: blocking HTTP, so off the event loop
+            await asyncio.to_thread(self.spans.shutdown)
 
     def instance(self, name_or_url: str) -> SimInstance:
         for instance, url in zip(self.instances, self.urls, strict=True):

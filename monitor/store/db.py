@@ -6,15 +6,17 @@ rows wait in memory and are written once it answers again.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import threading
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from sqlalchemy import Engine, create_engine, delete, event, select, tuple_
+from sqlalchemy import Engine, create_engine, delete, event, select, text, tuple_
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -23,8 +25,10 @@ from monitor.config import Config, instance_address
 from monitor.evaluate.fleet import OutcomeTally, Rollup
 from monitor.evaluate.slo_engine import SloEventRow
 from monitor.evaluate.windows import instance_figures
+from monitor.gpu.rollup import GpuRollup
 from monitor.store.models import (
     DecisionRecord,
+    GpuRollupRecord,
     Instance,
     InstanceRollup,
     Pool,
@@ -46,6 +50,9 @@ def migrations_dir() -> Path:
     return Path(monitor.migrations.__file__).parent
 
 
+PG_CONNECT_TIMEOUT_S = 5
+
+
 def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -61,7 +68,12 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # Without a connect timeout psycopg waits for ever on a server that accepts the connection and
+    # never answers (a hung database, a proxy in front of a dead one): the flush would hang in its
+    # worker thread, every later flush would be skipped behind it, /metrics would go on saying
+    # storage_up 1, and the shutdown's final flush would never return. A URL may set its own.
+    connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=connect_args)
 
 
 def upgrade(url_or_engine: str | Engine, revision: str = "head") -> None:
@@ -73,10 +85,23 @@ def upgrade(url_or_engine: str | Engine, revision: str = "head") -> None:
     engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
     cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
     with engine.begin() as connection:
+        serialize(connection)  # replicas started together must not run the same migration twice
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
     if isinstance(url_or_engine, str):
         engine.dispose()
+
+
+# pg_advisory_xact_lock key ("SLOM"): held by a transaction that several replicas starting at once
+# would otherwise run side by side (migrations, the first insert of pools and instances)
+_ADVISORY_LOCK = 0x534C4F4D
+
+
+def serialize(connection: Any) -> None:
+    """On PostgreSQL, wait for any other replica's transaction holding the monitor's lock, and hold
+    it until this transaction ends. SQLite serialises writers by itself."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK})
 
 
 def _dt(t: float) -> datetime:
@@ -133,7 +158,7 @@ class PendingState:
     at: float
 
 
-Pending = PendingRollup | PendingOutcome | SloEventRow | Decision | PendingState
+Pending = PendingRollup | PendingOutcome | SloEventRow | Decision | PendingState | GpuRollup
 
 
 class Store:
@@ -144,6 +169,7 @@ class Store:
         self._instance_ids: dict[str, int] = {}
         self._pending: deque[Pending] = deque()
         self.max_pending = max_pending
+        self._pending_lock = threading.Lock()  # queue/_bound on the event loop, flush in a worker thread
         self.dropped = 0
         self.last_error: str | None = None
 
@@ -160,6 +186,7 @@ class Store:
         """Make the pools and instances tables match the config; instances no longer configured are
         kept (their history stays) but marked inactive."""
         with Session(self.engine) as session, session.begin():
+            serialize(session.connection())  # two replicas inserting the same new pool: one waits
             pools = {p.name: p for p in session.scalars(select(Pool))}
             wanted: set[tuple[int, str]] = set()
             for pool_cfg in config.pools:
@@ -212,10 +239,16 @@ class Store:
         self._pending.append(PendingState(key, value, at))
         self._bound()
 
+    def queue_gpu_rollups(self, rows: Iterable[GpuRollup]) -> None:
+        """Queue GPU minutes; a minute written again (a restart inside it) replaces the stored row."""
+        self._pending.extend(rows)
+        self._bound()
+
     def _bound(self) -> None:
-        while len(self._pending) > self.max_pending:
-            self._pending.popleft()
-            self.dropped += 1
+        with self._pending_lock:
+            while len(self._pending) > self.max_pending:
+                self._pending.popleft()
+                self.dropped += 1
 
     @property
     def pending(self) -> int:
@@ -225,15 +258,21 @@ class Store:
         """Write everything queued; on a database error keep it for the next try. Returns rows written."""
         if not self._pending:
             return 0
-        batch = list(self._pending)
+        with self._pending_lock:
+            batch = list(self._pending)
         try:
             self._write(batch)
         except SQLAlchemyError as exc:
             self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
             log.warning("database write failed, %d rows held for retry: %s", len(batch), self.last_error)
             return 0
-        for _ in batch:
-            self._pending.popleft()
+        # Take out what was written, by identity: while the write ran (flush runs in a worker thread),
+        # a full buffer may have dropped its oldest rows, and popping len(batch) would then take newer
+        # rows that were never written, silently. The lock keeps `_bound` out while we compare and pop.
+        with self._pending_lock:
+            for item in batch:
+                if self._pending and self._pending[0] is item:
+                    self._pending.popleft()
         self.last_error = None
         return len(batch)
 
@@ -245,6 +284,7 @@ class Store:
         decisions = [p for p in batch if isinstance(p, Decision)]
         states = {p.key: p for p in batch if isinstance(p, PendingState)}
         with Session(self.engine) as session, session.begin():
+            self._write_gpu_rollups(session, [p for p in batch if isinstance(p, GpuRollup)])
             session.add_all(DecisionRecord(at=_dt(d.at), kind=d.kind, pool=d.pool, instance=d.instance,
                                            from_state=d.from_state, to_state=d.to_state, reasons=list(d.reasons),
                                            signals=_jsonable(d.signals)) for d in decisions)
@@ -284,6 +324,18 @@ class Store:
                     inst = session.get(Instance, instance_id)
                     if inst is not None and (inst.last_seen is None or _aware(inst.last_seen) < seen):
                         inst.last_seen = seen
+
+    @staticmethod
+    def _write_gpu_rollups(session: Session, rows: list[GpuRollup]) -> None:
+        latest = {r.key: r for r in rows}  # the last queued version of a GPU minute wins
+        if not latest:
+            return
+        keys = [(host, uuid, mig, _dt(minute)) for host, uuid, mig, minute in latest]
+        for chunk in _chunks(keys, 200):
+            session.execute(delete(GpuRollupRecord).where(tuple_(
+                GpuRollupRecord.host, GpuRollupRecord.uuid, GpuRollupRecord.mig_instance, GpuRollupRecord.minute
+            ).in_(chunk)))
+        session.add_all(GpuRollupRecord(**{**dataclasses.asdict(r), "minute": _dt(r.minute)}) for r in latest.values())
 
     def _rollup_row(self, rollup: Rollup) -> InstanceRollup:
         stats = rollup.stats
@@ -342,6 +394,20 @@ class Store:
                 query = query.join(Instance).where(Instance.address == instance)
             return list(session.scalars(query))
 
+    def gpu_rollups(self, *, since: float | None = None, host: str | None = None,
+                    pool: str | None = None) -> list[GpuRollupRecord]:
+        """Stored GPU minutes, oldest first (then by node and GPU)."""
+        with Session(self.engine) as session:
+            query = select(GpuRollupRecord).order_by(GpuRollupRecord.minute, GpuRollupRecord.host,
+                                                     GpuRollupRecord.gpu_index, GpuRollupRecord.uuid)
+            if since is not None:
+                query = query.where(GpuRollupRecord.minute >= _dt(since))
+            if host is not None:
+                query = query.where(GpuRollupRecord.host == host)
+            if pool is not None:
+                query = query.where(GpuRollupRecord.pool == pool)
+            return list(session.scalars(query))
+
     def slo_events(self, since: float | None = None) -> list[SloEventRow]:
         """Stored SLO minutes (all SLOs, pools and models), for the engine to rebuild its series."""
         with Session(self.engine) as session:
@@ -365,6 +431,7 @@ class Store:
             deleted = session.execute(delete(InstanceRollup).where(InstanceRollup.minute < cutoff)).rowcount
             deleted += session.execute(delete(ScrapeOutcome).where(ScrapeOutcome.minute < cutoff)).rowcount
             deleted += session.execute(delete(DecisionRecord).where(DecisionRecord.at < cutoff)).rowcount
+            deleted += session.execute(delete(GpuRollupRecord).where(GpuRollupRecord.minute < cutoff)).rowcount
         return deleted
 
     def decisions(self, *, pool: str | None = None, instance: str | None = None, kind: str | None = None,

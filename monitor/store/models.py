@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -136,3 +136,59 @@ class ServiceState(Base):
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[dict] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LeaderLease(Base):
+    """Who leads the replicas sharing this database, and until when (migration 0004).
+
+    One row per lease name. Times are Unix seconds from the *database's* clock, never a replica's,
+    so replicas whose clocks disagree still agree on when a lease has expired. `term` goes up by
+    one at every change of holder: a fencing number for logs and /metrics.
+    """
+
+    __tablename__ = "leader_lease"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    term: Mapped[int] = mapped_column(Integer)
+    acquired_at: Mapped[float] = mapped_column(Float)
+    renewed_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
+class GpuRollupRecord(Base):
+    """One GPU over one minute (migration 0005): means and maxima of its readings, energy used, throttle
+    reasons and XID events, in /metrics' base units. Keyed by the GPU's node, UUID and MIG instance
+    ("" for a whole GPU), not by instance: a GPU outlives the vLLM process it served, and its mapping
+    (`pool`, `instance`, both nullable) is a label of the minute, as it was then."""
+
+    __tablename__ = "gpu_rollups"
+    __table_args__ = (
+        UniqueConstraint("host", "uuid", "mig_instance", "minute", name="uq_gpu_rollups_gpu_minute"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    host: Mapped[str] = mapped_column(String(300))
+    uuid: Mapped[str] = mapped_column(String(200))
+    mig_instance: Mapped[str] = mapped_column(String(100))
+    gpu_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    model_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    pool: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+    instance: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    samples: Mapped[int] = mapped_column(Integer)
+    lost: Mapped[bool] = mapped_column(Boolean)
+    utilization_mean: Mapped[float | None] = mapped_column(Float, nullable=True)
+    utilization_max: Mapped[float | None] = mapped_column(Float, nullable=True)
+    memory_used_bytes_mean: Mapped[float | None] = mapped_column(Float, nullable=True)
+    memory_used_bytes_max: Mapped[float | None] = mapped_column(Float, nullable=True)
+    memory_total_bytes: Mapped[float | None] = mapped_column(Float, nullable=True)
+    memory_used_ratio_max: Mapped[float | None] = mapped_column(Float, nullable=True)
+    power_watts_mean: Mapped[float | None] = mapped_column(Float, nullable=True)
+    power_watts_max: Mapped[float | None] = mapped_column(Float, nullable=True)
+    energy_joules: Mapped[float | None] = mapped_column(Float, nullable=True)
+    temperature_celsius_max: Mapped[float | None] = mapped_column(Float, nullable=True)
+    sm_clock_hertz_mean: Mapped[float | None] = mapped_column(Float, nullable=True)
+    throttle_reasons: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    xid_events: Mapped[int] = mapped_column(Integer)
+    xid_last: Mapped[int | None] = mapped_column(Integer, nullable=True)

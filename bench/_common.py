@@ -1,0 +1,278 @@
+"""Helpers shared by the benchmarks: child processes, /proc readings, waiting, ports, tables."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PYTHON = sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PROMETHEUS = "/usr/bin/prometheus"
+ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
+NGINX = "/usr/sbin/nginx"
+
+
+class Proc:
+    """A child process whose output is kept (for error messages) and which is stopped by its pid."""
+
+    def __init__(self, args: list[str], name: str | None = None, **kwargs: Any) -> None:
+        self.args = [str(a) for a in args]
+        self.name = name or Path(self.args[0]).name
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"}, **kwargs)
+        self.pid = self.proc.pid
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def output(self, n: int = 40) -> str:
+        return "\n".join(self.lines[-n:])
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def check(self) -> None:
+        if not self.alive():
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.output()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
+python_module = lambda *args: [PYTHON, "-m", "monitor", *args]  # noqa: E731
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, procs: Iterable[Proc] = (), poll: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        for p in procs:
+            p.check()
+        try:
+            last = check()
+            if last:
+                return last
+        except (httpx.HTTPError, OSError, ValueError, KeyError) as exc:
+            last = exc
+        time.sleep(poll)
+    raise RuntimeError(f"timed out after {timeout:g}s waiting for {what}; last: {last!r}")
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_range(start: int, count: int, limit: int = 32767) -> int:
+    """The first base port >= start such that base..base+count-1 are all free (below the ephemeral range)."""
+    base = start
+    while base + count - 1 <= limit:
+        busy = next((p for p in range(base, base + count) if not port_free(p)), None)
+        if busy is None:
+            return base
+        base = busy + 1
+    raise RuntimeError(f"no {count} free ports from {start} below {limit}")
+
+
+def ready(url: str) -> bool:
+    return httpx.get(url, timeout=1).status_code == 200
+
+
+class ProcStat:
+    """CPU seconds (all threads, user + system) and memory of a running process, from /proc."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def cpu_s(self) -> float:
+        text = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = text[text.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14 and 15)
+
+    def status(self) -> dict[str, int]:
+        out = {}
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM", "Threads"):
+                out[key] = int(value.split()[0])
+        return out
+
+    def rss_mib(self) -> float:
+        return self.status()["VmRSS"] / 1024
+
+    def hwm_mib(self) -> float:
+        return self.status()["VmHWM"] / 1024
+
+
+class Sampler:
+    """Samples CPU and RSS of some pids every `every` seconds in a thread, from start() to stop()."""
+
+    def __init__(self, pids: dict[str, int], every: float = 1.0) -> None:
+        self.stats = {name: ProcStat(pid) for name, pid in pids.items()}
+        self.every = every
+        self.rss: dict[str, list[float]] = {name: [] for name in pids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Sampler:
+        self.t0 = time.monotonic()
+        self.cpu0 = {name: s.cpu_s() for name, s in self.stats.items()}
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            for name, s in self.stats.items():
+                try:
+                    self.rss[name].append(s.rss_mib())
+                except OSError:
+                    pass
+
+    def stop(self) -> dict[str, dict[str, float]]:
+        self._stop.set()
+        self._thread.join()
+        elapsed = time.monotonic() - self.t0
+        out = {}
+        for name, s in self.stats.items():
+            rss = self.rss[name] or [s.rss_mib()]
+            out[name] = {"cpu_share": (s.cpu_s() - self.cpu0[name]) / elapsed, "rss_mib": rss[-1],
+                         "rss_max_mib": max(rss), "hwm_mib": s.hwm_mib(), "elapsed_s": elapsed}
+        return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Exact quantile by the nearest-rank method (q in 0..1)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, -(-q * len(ordered) // 1))  # ceil(q * n), at least 1
+    return ordered[int(rank) - 1]
+
+
+def table(rows: list[tuple], header: tuple) -> str:
+    cells = [tuple(str(c) for c in header)] + [tuple(str(c) for c in r) for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = []
+    for k, r in enumerate(cells):
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def ratio(ours: float, baseline: float) -> str:
+    if not baseline or ours != ours or baseline != baseline:
+        return "-"
+    return f"{ours / baseline:.2f}"
+
+
+def load_average() -> str:
+    return "load average " + " ".join(Path("/proc/loadavg").read_text().split()[:3]) + f" on {os.cpu_count()} cores"
+
+
+AM_CONFIG = """
+route:
+  receiver: "null"
+  group_by: [alertname, slo, pool]
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: "null"
+inhibit_rules:
+  - source_matchers: ['burnrate_tier="fast"']
+    target_matchers: ['burnrate_tier="slow"']
+    equal: [slo, pool, model_name]
+"""
+
+
+def start_alertmanager(workdir: Path, port: int) -> tuple[Proc, str]:
+    """Debian's Alertmanager on a loopback port, clustering off, its state under `workdir`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "alertmanager.yml").write_text(AM_CONFIG)
+    proc = Proc([ALERTMANAGER, f"--config.file={workdir / 'alertmanager.yml'}", f"--storage.path={workdir / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"],
+                name=f"alertmanager:{port}")
+    url = f"http://127.0.0.1:{port}"
+    wait_for("Alertmanager ready", lambda: ready(url + "/-/ready"), 30, [proc])
+    return proc, url
+
+
+class Nginx:
+    """NGINX under its own prefix in `root` (`daemon off`), proxying to the upstream `pool` of an
+    included file; every answer says which server it came from (`X-Upstream`)."""
+
+    def __init__(self, root: Path, upstream_file: Path, port: int, pool: str) -> None:
+        self.root, self.port = root, port
+        root.mkdir(parents=True, exist_ok=True)
+        self.conf, self.error_log = root / "nginx.conf", root / "error.log"
+        for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (root / sub).mkdir(exist_ok=True)
+        self.conf.write_text(f"""
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log {self.error_log} warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/client_body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    include {upstream_file};
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://{pool};
+            proxy_http_version 1.1;
+            proxy_buffering off;
+            proxy_read_timeout 600s;
+            add_header X-Upstream $upstream_addr always;
+        }}
+    }}
+}}
+""")
+        self.base = [NGINX, "-e", str(self.error_log), "-p", str(root), "-c", str(self.conf)]
+        self.proc: Proc | None = None
+        self.url = f"http://127.0.0.1:{port}"
+
+    def command(self, *args: str) -> str:
+        return " ".join([*self.base, *args])
+
+    def start(self) -> Proc:
+        self.proc = Proc([*self.base, "-g", "daemon off;"], name="nginx")
+        wait_for("NGINX listening", lambda: socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                 or True, 15, [self.proc])
+        return self.proc
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop(signal.SIGQUIT)
