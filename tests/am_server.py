@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from procs import start_ready
 from conftest import free_port, require
 
 BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
@@ -56,24 +57,12 @@ class Alertmanager:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Alertmanager:
-        self.log = open(self.workdir / "alertmanager.log", "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
+        self.proc, self.log = start_ready(
             [self.binary, f"--config.file={self.workdir / 'alertmanager.yml'}",
              f"--storage.path={self.workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
              "--cluster.listen-address=", "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"alertmanager exited: {(self.workdir / 'alertmanager.log').read_text()}")
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("alertmanager did not become ready in 15 s")
+            self.workdir / "alertmanager.log", f"{self.url}/-/ready", "alertmanager")
+        return self
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

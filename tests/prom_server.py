@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from procs import start_ready
 from conftest import free_port, require
 
 BINARY = shutil.which("prometheus")
@@ -48,24 +49,12 @@ scrape_configs:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Prometheus:
-        self.log = open(self.workdir / "prometheus.log", "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
+        self.proc, self.log = start_ready(
             [self.binary, f"--config.file={self.workdir / 'prometheus.yml'}",
              f"--storage.tsdb.path={self.workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
              "--storage.tsdb.retention.time=1h", "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {(self.workdir / 'prometheus.log').read_text()}")
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("prometheus did not become ready in 15 s")
+            self.workdir / "prometheus.log", f"{self.url}/-/ready", "prometheus")
+        return self
 
     def wait_for_targets(self, timeout_s: float = 20.0) -> None:
         """Until every target has been scraped once (up is 1 or 0 for each)."""

@@ -1,0 +1,34 @@
+"""Starting the real servers tests use (Prometheus, Alertmanager, ...) and waiting until they answer."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+
+def start_ready(argv: list[str], log_path: Path, ready_url: str, name: str,
+                timeout_s: float = 15.0) -> tuple[subprocess.Popen, IO[str]]:
+    """Start `argv` with its output in `log_path`; return once `ready_url` answers 200.
+
+    Output goes to a file, never a pipe: a server whose pipe nobody reads blocks when it fills.
+    """
+    log = open(log_path, "w")  # noqa: SIM115 - the caller closes it when it stops the process
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log.close()
+            raise RuntimeError(f"{name} exited: {log_path.read_text()}")
+        try:
+            if httpx.get(ready_url, timeout=1).status_code == 200:
+                return proc, log
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    log.close()
+    raise RuntimeError(f"{name} did not become ready in {timeout_s:g} s")
