@@ -24,9 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,11 +32,11 @@ from pathlib import Path
 
 import httpx
 
+from nginx_server import NGINX, NginxServer
 from conftest import free_port, require
 from monitor.act.nginx import HEADER, UpstreamServer, render_file
 from monitor.decide.health import HEALTHY
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 INTERVAL = 0.5  # scrape interval, s
 WINDOW = 2.0  # evaluation window, s
@@ -83,75 +81,11 @@ def _monitor(*args: str) -> list[str]:
     return [sys.executable, "-m", "monitor", *args]
 
 
-class _Nginx:
-    """NGINX under its own prefix in `root`, as a child process (`daemon off`), proxying to upstream `llama`."""
-
-    def __init__(self, root: Path, upstream_file: Path) -> None:
-        root.mkdir()
-        self.root = root
-        self.port = free_port()
-        self.conf = root / "nginx.conf"
-        self.error_log = root / "error.log"
-        for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (root / sub).mkdir()
-        # notice level: the master logs "signal 1 (SIGHUP) received ..., reconfiguring" on each reload
-        self.conf.write_text(f"""
-worker_processes 1;
-pid {root}/nginx.pid;
-error_log {self.error_log} notice;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {root}/client_body;
-    proxy_temp_path {root}/proxy;
-    fastcgi_temp_path {root}/fastcgi;
-    uwsgi_temp_path {root}/uwsgi;
-    scgi_temp_path {root}/scgi;
-    include {upstream_file};
-    server {{
-        listen 127.0.0.1:{self.port};
-        location / {{
-            proxy_pass http://llama;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-            proxy_read_timeout 60s;
-        }}
-    }}
-}}
-""")
-        self.base = [NGINX, "-e", str(self.error_log), "-p", f"{root}/", "-c", str(self.conf)]
-        self.process: subprocess.Popen | None = None
-
-    def command(self, *args: str) -> str:
-        return " ".join([*self.base, *args])
-
-    def start(self) -> None:
-        self.process = subprocess.Popen([*self.base, "-g", "daemon off;"], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"nginx exited: {self.error_log.read_text() if self.error_log.exists() else ''}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(POLL)
-        raise RuntimeError("nginx did not start listening")
-
-    def reloads(self) -> int:
-        """How many reloads the master has carried out (each SIGHUP it logs as `reconfiguring`)."""
-        return self.error_log.read_text(errors="replace").count("reconfiguring") if self.error_log.exists() else 0
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGQUIT)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+def _nginx(root: Path, upstream_file: Path) -> NginxServer:
+    """NGINX proxying to upstream `llama`, streaming answers as they come."""
+    return NginxServer(root, upstream_file, "llama", free_port(), location=(
+        'proxy_http_version 1.1;\n            proxy_set_header Connection "";\n'
+        "            proxy_buffering off;\n            proxy_read_timeout 60s;"))
 
 
 # --- reading what happened ----------------------------------------------------------------------
@@ -185,7 +119,7 @@ def _wait(predicate, timeout: float, what: str, poll: float = POLL):
 
 
 class _Scene:
-    def __init__(self, base: str, addresses: list[str], urls: list[str], nginx: _Nginx, upstream_file: Path,
+    def __init__(self, base: str, addresses: list[str], urls: list[str], nginx: NginxServer, upstream_file: Path,
                  truth: Path) -> None:
         self.base = base
         self.addresses = addresses
@@ -226,7 +160,7 @@ def test_nginx_follows_ejections_under_load(tmp_path):
     started = time.monotonic()
     truth = tmp_path / "truth.jsonl"
     procs: list[_Proc] = []
-    nginx: _Nginx | None = None
+    nginx: NginxServer | None = None
     scene: _Scene | None = None
     try:
         sim = _Proc("simulate", _monitor("simulate", "--instances", "3", "--base-port", "0", "--status-every", "0",
@@ -239,7 +173,7 @@ def test_nginx_follows_ejections_under_load(tmp_path):
         upstream_file = tmp_path / "conf.d" / "llm-upstreams.conf"
         upstream_file.parent.mkdir()
         upstream_file.write_text(render_file({"llama": [UpstreamServer(a, HEALTHY) for a in addresses]}))
-        nginx = _Nginx(tmp_path / "nginx", upstream_file)
+        nginx = _nginx(tmp_path / "nginx", upstream_file)
         nginx.start()
 
         port = free_port()

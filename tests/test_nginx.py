@@ -8,9 +8,6 @@ with its own prefix, config, pid file and logs in tmp_path, so nothing of the ma
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import threading
 import time
@@ -20,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from nginx_server import NGINX, NginxServer
 from conftest import free_port, require
 from monitor.act.nginx import HEADER, UpstreamServer, UpstreamWriter, render_file, render_upstream
 from monitor.decide.health import DEGRADED, EJECTED, HEALTHY, UNKNOWN, InstanceVerdict
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
 # --- rendering ----------------------------------------------------------------------------------
@@ -190,54 +187,11 @@ class _NamedBackend:
         self.server.server_close()
 
 
-class _Nginx:
-    """NGINX under its own prefix in tmp_path, as a child process (`daemon off`)."""
+class _Nginx(NginxServer):
+    """The shared NGINX runner, proxying to upstream `p`, with a plain client."""
 
     def __init__(self, root: Path, upstream_file: Path) -> None:
-        self.root = root
-        self.port = free_port()
-        self.conf = root / "nginx.conf"
-        self.error_log = root / "error.log"
-        for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (root / sub).mkdir()
-        self.conf.write_text(f"""
-worker_processes 1;
-pid {root}/nginx.pid;
-error_log {self.error_log} warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {root}/client_body;
-    proxy_temp_path {root}/proxy;
-    fastcgi_temp_path {root}/fastcgi;
-    uwsgi_temp_path {root}/uwsgi;
-    scgi_temp_path {root}/scgi;
-    include {upstream_file};
-    server {{
-        listen 127.0.0.1:{self.port};
-        location / {{ proxy_pass http://p; }}
-    }}
-}}
-""")
-        self.base = [NGINX, "-e", str(self.error_log), "-p", str(root), "-c", str(self.conf)]
-        self.process: subprocess.Popen | None = None
-
-    def command(self, *args: str) -> str:
-        return " ".join([*self.base, *args])
-
-    def start(self) -> None:
-        self.process = subprocess.Popen([*self.base, "-g", "daemon off;"], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"nginx exited: {self.process.stderr.read().decode()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("nginx did not start listening")
+        super().__init__(root, upstream_file, "p", free_port(), worker_connections=64)
 
     def get(self) -> str:
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}/", headers={"Connection": "close"})
@@ -246,15 +200,6 @@ http {{
 
     def names(self, n: int = 20) -> list[str]:
         return [self.get() for _ in range(n)]
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGQUIT)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 @pytest.fixture
