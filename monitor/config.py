@@ -161,7 +161,6 @@ class SloConfig(_Section):
 class ApiConfig(_Section):
     listen: Listen = "127.0.0.1:9470"
     token: OptionalStr = None
-    max_body_size: Size = 4 * 2**20
 
 
 class AlertmanagerConfig(_Section):
