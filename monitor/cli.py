@@ -39,7 +39,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from monitor.server import GracefulServer
     from monitor.service import create_app
-    from monitor.store.db import Store
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from monitor.store.db import Store, upgrade
 
     loaded = _load_config(args.config)
     cfg = loaded.config
@@ -52,7 +54,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for warning in loaded.warnings:
         logging.getLogger("monitor").warning("config: %s", warning)
     host, _, port = cfg.api.listen.rpartition(":")
-    app = create_app(cfg, store=Store.open(cfg.storage.url))
+    store = Store.open(cfg.storage.url)
+    try:
+        # migrate before listening: a database that is unreachable at start is one clear line and
+        # exit 1, not a traceback from inside the ASGI lifespan
+        upgrade(store.engine)
+    except SQLAlchemyError as exc:
+        print(f"error: database {_safe_url(cfg.storage.url)}: {str(exc.orig or exc).splitlines()[0]}",
+              file=sys.stderr)
+        store.close()
+        return EXIT_ERROR
+    app = create_app(cfg, store=store, migrate=False)
     server = GracefulServer(uvicorn.Config(app, host=host.strip("[]") or "127.0.0.1", port=int(port),
                                            log_level=args.log_level.lower(), access_log=False))
     server.run()
