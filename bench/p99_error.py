@@ -214,12 +214,14 @@ def main() -> None:
         out.append((name, cell(e["ours"]), cell(e["prom"]), ratio, cell(e["upper"]), cell(e["interp"])))
     print(table(out, ("p99", "ours", "baseline: Prometheus histogram_quantile", "ours/baseline (median)",
                       "naive upper bucket bound", "interpolated, exact buckets")))
-    agree = [abs(o - p) / p for _, _, pairs in readings for o, p in pairs.values() if o and p and not math.isnan(p)]
-    if agree:
-        print(f"ours vs Prometheus on the same readings: median difference {statistics.median(agree):.1%}, "
-              f"max {max(agree):.1%}")
-    print("examples (instance, metric, requests in window, exact, ours, Prometheus, upper bound):")
-    for d in detail[:: max(1, len(detail) // 6)][:6]:
+    for field in METRICS:
+        agree = [abs(pairs[field][0] - pairs[field][1]) / pairs[field][1] for _, _, pairs in readings
+                 if pairs[field][0] and pairs[field][1] and not math.isnan(pairs[field][1])]
+        if agree:
+            print(f"{field}: ours vs Prometheus on the same readings: median difference {statistics.median(agree):.1%}, "
+                  f"max {max(agree):.1%}")
+    print("the last reading (instance, metric, requests in window, exact p99, ours, Prometheus, upper bucket bound):")
+    for d in detail[-3 * args.instances:]:
         print("  " + ", ".join(f"{x:.4f}" if isinstance(x, float) else str(x) for x in d))
     print(load_average())
 
