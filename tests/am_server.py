@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from procs import start_ready
+from procs import start_ready, stop_process
 from conftest import free_port, require
 
 BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
@@ -65,15 +65,7 @@ class Alertmanager:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if getattr(self, "log", None):
-            self.log.close()
+        stop_process(self.proc, getattr(self, "log", None))
 
     def __enter__(self) -> Alertmanager:
         return self.start()

@@ -32,3 +32,16 @@ def start_ready(argv: list[str], log_path: Path, ready_url: str, name: str,
     proc.kill()
     log.close()
     raise RuntimeError(f"{name} did not become ready in {timeout_s:g} s")
+
+
+def stop_process(proc: subprocess.Popen | None, log: IO[str] | None) -> None:
+    """Terminate (then kill after 10 s) and close its log."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if log is not None:
+        log.close()

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from procs import start_ready
+from procs import start_ready, stop_process
 from conftest import free_port, require
 
 BINARY = shutil.which("prometheus")
@@ -71,15 +71,7 @@ scrape_configs:
         return response.json()["data"]["result"]
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if getattr(self, "log", None):
-            self.log.close()
+        stop_process(self.proc, getattr(self, "log", None))
 
     def __enter__(self) -> Prometheus:
         return self.start()

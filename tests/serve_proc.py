@@ -27,7 +27,9 @@ def stop(proc: subprocess.Popen) -> str:
     return output
 
 
-def wait_until(predicate, deadline_s: float, poll_s: float = 0.1, what: str = "condition"):
+def wait_until(predicate, deadline_s: float, poll_s: float = 0.1, what: str = "condition",
+               not_yet: tuple[type[BaseException], ...] = (httpx.TransportError,)):
+    """Poll until `predicate()` is truthy and return its value; errors in `not_yet` count as not yet."""
     deadline = time.monotonic() + deadline_s
     last = None
     while time.monotonic() < deadline:
@@ -35,7 +37,7 @@ def wait_until(predicate, deadline_s: float, poll_s: float = 0.1, what: str = "c
             last = predicate()
             if last:
                 return last
-        except httpx.TransportError as exc:
+        except not_yet as exc:
             last = exc
         time.sleep(poll_s)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+    raise AssertionError(f"timed out after {deadline_s:g}s waiting for {what}; last: {last!r}")

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import httpx
 
+from serve_proc import wait_until
 from nginx_server import NGINX, NginxServer
 from conftest import free_port, require
 from monitor.act.nginx import HEADER, UpstreamServer, render_file
@@ -104,18 +105,7 @@ def _arrivals(rows: list[dict], instance: str, after: float, before: float = flo
 
 
 def _wait(predicate, timeout: float, what: str, poll: float = POLL):
-    """Poll until `predicate()` is truthy; returns its value. Transport errors count as not yet."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except (httpx.TransportError, OSError, ValueError) as exc:
-            last = exc
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last: {last!r}")
+    return wait_until(predicate, timeout, poll, what, not_yet=(httpx.TransportError, OSError, ValueError))
 
 
 class _Scene:
