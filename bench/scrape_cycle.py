@@ -185,26 +185,40 @@ def main() -> None:
         Path(f.name).unlink()
 
 
-async def cycles(args: argparse.Namespace) -> None:
-    targets = [Target("bench", f"http://127.0.0.1:{args.base_port + i}") for i in range(args.targets)]
-    scraper = Scraper(timeout=5.0, max_body_size=16 * 2**20)
-    await scraper.scrape_all(targets)  # connections warm, as in steady state
+class HttpxScraper(Scraper):
+    """The baseline: the same scraper with every target through httpx, as before monitor/http1.py."""
+
+    def _get(self, target, path):
+        return self._client_for(target).stream("GET", target.url + path)
+
+
+async def measure(scraper: Scraper, targets: list[Target], n_cycles: int) -> tuple[float, float]:
+    """(median wall, median CPU) seconds of one cycle, connections warm as in steady state."""
+    await scraper.scrape_all(targets)
     walls, cpus = [], []
-    for _ in range(args.cycles):
+    for _ in range(n_cycles):
         cpu0, wall0 = time.process_time(), time.perf_counter()
         results = await scraper.scrape_all(targets)
         walls.append(time.perf_counter() - wall0)
         cpus.append(time.process_time() - cpu0)
         assert all(r.ok for r in results), [r.error for r in results if not r.ok][:3]
     await scraper.aclose()
-    wall, cpu = sorted(walls)[len(walls) // 2], sorted(cpus)[len(cpus) // 2]
+    return sorted(walls)[len(walls) // 2], sorted(cpus)[len(cpus) // 2]
+
+
+async def cycles(args: argparse.Namespace) -> None:
+    targets = [Target("bench", f"http://127.0.0.1:{args.base_port + i}") for i in range(args.targets)]
+    rows = []
+    for name, cls in (("ours (monitor/http1.py)", Scraper), ("baseline: httpx per target", HttpxScraper)):
+        wall, cpu = await measure(cls(timeout=5.0, max_body_size=16 * 2**20), targets, args.cycles)
+        rows.append((name, wall, cpu))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print()
-    print(f"scrape cycle, {args.targets} targets (median of {args.cycles}): wall {wall * 1000:.0f} ms, "
-          f"CPU {cpu * 1000:.0f} ms = {cpu / args.targets * 1000:.2f} ms CPU per target "
-          f"(/metrics + /health + parse); max RSS {rss:.0f} MiB")
-    print(f"at a 5 s interval one core would carry about {int(5.0 / (cpu / args.targets))} targets")
-
+    print(f"scrape cycle, {args.targets} targets, /metrics + /health + parse (median of {args.cycles} cycles):")
+    for name, wall, cpu in rows:
+        print(f"  {name:28} wall {wall * 1000:6.0f} ms  CPU {cpu * 1000:6.0f} ms = {cpu / args.targets * 1000:5.2f} ms "
+              f"per target -> one core carries ~{int(5.0 / (cpu / args.targets))} targets at 5 s")
+    print(f"max RSS {rss:.0f} MiB (both runs)")
 
 if __name__ == "__main__":
     main()

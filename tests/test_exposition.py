@@ -95,3 +95,36 @@ def test_malformed_lines_are_refused_like_prometheus_client(line):
         list(samples(line + "\n"))
     with pytest.raises(Exception):
         list(text_string_to_metric_families(line + "\n"))
+
+
+def _normalised_by_prometheus_client(text: str):
+    from collections import defaultdict
+
+    from monitor.collect.vllm import samples_by_model
+
+    values: dict = defaultdict(lambda: defaultdict(list))
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name.startswith("vllm:"):
+                labels = dict(s.labels)
+                values[s.name][labels.pop("model_name", "")].append((labels, float(s.value)))
+    return samples_by_model(values)
+
+
+@pytest.mark.parametrize("name", sorted(pages()))
+def test_parse_page_reading_only_the_families_it_uses_normalises_like_prometheus_client(name):
+    from monitor.collect.vllm import parse_page
+
+    text = pages()[name]
+    assert repr(parse_page(text)) == repr(_normalised_by_prometheus_client(text))
+
+
+def test_a_broken_line_is_refused_in_a_family_we_use_and_skipped_in_one_we_do_not():
+    from monitor.collect.vllm import PageError, parse_page
+
+    good = 'vllm:num_requests_running{model_name="m"} 3\n'
+    with pytest.raises(PageError, match="malformed"):
+        parse_page(good + 'vllm:num_requests_waiting{model_name="m" 1\n')
+    # vLLM's request-size histograms are never read, so a bad line there costs nothing
+    [sample] = parse_page(good + 'vllm:request_prompt_tokens_bucket{le=oops} x\n')
+    assert sample.gauges == {"running": 3.0}

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from monitor.loadgen.client import Outcome, send
-from monitor.loadgen.rawhttp import ConnectionPool
+from monitor.http1 import ConnectionPool
 from monitor.loadgen.report import format_summary, parse_goodput, percentile, summarize
 from monitor.loadgen.workload import RequestSpec, Workload
 from monitor.sim.fleet import running_fleet

@@ -9,9 +9,13 @@ prometheus_client's on every page the tests have (tests/test_exposition.py).
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from typing import AbstractSet, Iterator
 
 _LABEL = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\\n]|\\.)*)"[ \t]*(?:,|$)')
+# A whole label set of the usual shape (`a="x",b="y"`, no blanks, no escapes) in one C-level match;
+# anything else goes through the label-by-label reader, which names what is wrong.
+_PLAIN_LABELS = re.compile(r'(?:[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*"(?:,[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*")*,?)?')
+_PLAIN_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"\\\n]*)"')
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _ESCAPE = re.compile(r"\\(.)")
 
@@ -25,6 +29,8 @@ def _unescape(value: str) -> str:
 
 
 def _labels(body: str, line: str) -> dict[str, str]:
+    if _PLAIN_LABELS.fullmatch(body):
+        return dict(_PLAIN_LABEL.findall(body))
     labels: dict[str, str] = {}
     pos, end = 0, len(body)
     while pos < end:
@@ -39,8 +45,10 @@ def _labels(body: str, line: str) -> dict[str, str]:
     return labels
 
 
-def samples(text: str, prefix: str = "vllm:") -> Iterator[tuple[str, dict[str, str], float]]:
-    """(name, labels, value) of every sample line whose name starts with `prefix`.
+def samples(text: str, prefix: str = "vllm:",
+            names: AbstractSet[str] | None = None) -> Iterator[tuple[str, dict[str, str], float]]:
+    """(name, labels, value) of every sample line whose name starts with `prefix` (and is one of
+    `names`, when given: lines of other families are skipped unread, like python_ and process_ ones).
 
     HELP/TYPE comments are not needed: the normaliser keys on sample names (`_bucket`, `_sum`,
     `_count`), which also keeps pages without TYPE lines usable.
@@ -57,6 +65,15 @@ def samples(text: str, prefix: str = "vllm:") -> Iterator[tuple[str, dict[str, s
         if line.endswith("\r"):
             line = line[:-1]
         brace = line.find("{")
+        if names is not None:
+            # the name ends at the brace or the first blank; a name not wanted is not read further
+            end = brace if brace >= 0 else len(line)
+            space = line.find(" ", 0, end)
+            if space >= 0:
+                end = space
+            tab = line.find("\t", 0, end)
+            if line[: tab if tab >= 0 else end] not in names:
+                continue
         if brace >= 0:
             name = line[:brace].rstrip(" \t")  # `name {labels}` is allowed as well
             close = line.rfind("}")

@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
 from monitor.collect.vllm import PageError, parse_page
+from monitor.http1 import ConnectionPool, Exchange, RawHttpError
 from monitor.config import Config, instance_address
 from monitor.units import redact_url
 from monitor.samples import ScrapeResult
@@ -49,6 +52,7 @@ class BodyUndecodable(Exception):
 # Only what BoundedDecoder can inflate under a cap; httpx would otherwise advertise br/zstd too
 # when those packages happen to be installed.
 ACCEPT_ENCODING = "gzip"
+REQUEST_HEADERS = {"Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING, "User-Agent": "llm-slo-monitor"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +146,7 @@ class BoundedDecoder:
             raise BodyTooLarge(self.size)
 
 
-async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+async def _read_capped(response: Any, limit: int) -> bytes:
     """The decoded body, at most `limit` bytes; BodyTooLarge past it, BodyUndecodable for bad encodings."""
     declared = response.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -172,12 +176,23 @@ class Scraper:
         self.metrics_path = metrics_path
         self.health_path = health_path
         self._semaphore = asyncio.Semaphore(concurrency)
-        # One small client per target: httpcore's pool scans all its connections on every request
+        # Plain http targets go through our own HTTP/1.1 client (monitor/http1.py): 0.2 ms of CPU
+        # per request against 4-5 ms through httpx, most of a core at 1,000 targets every 5 s.
+        # Two idle connections per target: /metrics and /health are fetched side by side.
+        self._plain = ConnectionPool(idle_per_host=2)
+        # https targets: one small httpx client per target: httpcore's pool scans all its connections on every request
         # event, so a single pool over 1,000 targets costs O(n) per chunk read (measured: 24 ms CPU
         # per target at 200 targets, against about 2 ms with a client each).
         self._clients: dict[str, httpx.AsyncClient] = {}
         # one TLS context for all of them: each client would otherwise load the CA bundle (~1 MB)
         self._tls = httpx.create_ssl_context()
+
+    def _get(self, target: Target, path: str) -> AbstractAsyncContextManager[Any]:
+        """One GET, as a response with `status_code`, `headers` (lower-case names) and `aiter_raw()`."""
+        url = target.url + path
+        if url.startswith("http://"):
+            return Exchange(self._plain, url, headers=REQUEST_HEADERS)
+        return self._client_for(target).stream("GET", url)
 
     def _client_for(self, target: Target) -> httpx.AsyncClient:
         client = self._clients.get(target.url)
@@ -185,7 +200,7 @@ class Scraper:
             client = self._clients[target.url] = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.timeout),
                 limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
-                headers={"Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING, "User-Agent": "llm-slo-monitor"},
+                headers=REQUEST_HEADERS,
                 follow_redirects=False,
                 trust_env=False,
                 verify=self._tls,
@@ -201,6 +216,7 @@ class Scraper:
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
         await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)
+        await self._plain.aclose()
 
     async def scrape_all(self, targets: list[Target]) -> list[ScrapeResult]:
         """Fetch every target concurrently, then parse.
@@ -259,7 +275,7 @@ class Scraper:
         url = target.url + self.metrics_path
         try:
             async with asyncio.timeout(self.timeout):
-                async with self._client_for(target).stream("GET", url) as response:
+                async with self._get(target, self.metrics_path) as response:
                     if response.status_code != 200:
                         return None, "http_status", f"HTTP {response.status_code} from {redact_url(url)}"
                     return await _read_capped(response, self.max_body_size), None, None
@@ -269,7 +285,7 @@ class Scraper:
             return None, "oversized", f"body larger than {self.max_body_size} bytes ({exc.args[0]}+ read)"
         except BodyUndecodable as exc:
             return None, "malformed", str(exc)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, RawHttpError) as exc:
             return None, "down", f"cannot connect: {type(exc).__name__}: {exc}".rstrip(": ")
         except OSError as exc:
             return None, "down", f"cannot connect: {exc}"
@@ -279,7 +295,7 @@ class Scraper:
             return None, None
         try:
             async with asyncio.timeout(self.timeout):
-                async with self._client_for(target).stream("GET", target.url + self.health_path) as response:
+                async with self._get(target, self.health_path) as response:
                     # read the (small) body so the connection goes back to the pool; an unread
                     # stream is closed, and every cycle would open a new connection per target
                     size = 0
@@ -290,5 +306,5 @@ class Scraper:
                     return response.status_code, None
         except (TimeoutError, httpx.TimeoutException):
             return None, f"/health timed out after {self.timeout:g}s"
-        except (httpx.HTTPError, OSError) as exc:
+        except (httpx.HTTPError, RawHttpError, OSError) as exc:
             return None, f"/health: cannot connect: {type(exc).__name__}"

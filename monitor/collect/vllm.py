@@ -47,6 +47,13 @@ AVERAGED_GAUGES: dict[str, tuple[str, ...]] = {
     "prefix_cache_hit_rate": ("vllm:gpu_prefix_cache_hit_rate",),
 }
 FINISHED = "vllm:request_success_total"
+# Every sample name the normaliser reads; a page's other vllm: families (request sizes, phase times,
+# iteration tokens, ~200 of a V1 page's ~350 vllm: samples) are skipped before their labels are read.
+USED_NAMES: frozenset[str] = frozenset(
+    [name + suffix for names in HISTOGRAMS.values() for name in names for suffix in ("_bucket", "_sum", "_count")]
+    + [name for table in (COUNTERS, SUMMED_GAUGES, AVERAGED_GAUGES) for names in table.values() for name in names]
+    + [FINISHED]
+)
 
 # Bucket boundaries of vLLM ≥ 0.8.5 (older servers have a prefix of these lists, so a boundary
 # here is a boundary there too, up to their last bucket).
@@ -64,13 +71,14 @@ BUCKETS["queue"] = BUCKETS["e2e"]
 def parse_page(text: str) -> list[ModelSample]:
     """Normalise a /metrics page; raises PageError for a malformed page or one without vLLM metrics.
 
-    Only `vllm:` sample lines are read (see exposition.py): python/process/http families make up
-    most of a page and are never used.
+    Only the `vllm:` sample lines of the families in USED_NAMES are read (see exposition.py):
+    python/process/http families make up most of a page and are never used, and neither are
+    vLLM's request-size and phase-time histograms.
     """
     # name -> model -> [(labels without model_name, value)]
     values: dict[str, dict[str, list[tuple[dict[str, str], float]]]] = defaultdict(lambda: defaultdict(list))
     try:
-        for name, labels, value in samples(text):
+        for name, labels, value in samples(text, names=USED_NAMES):
             model = labels.pop("model_name", "")
             values[name][model].append((labels, value))
     except ExpositionError as exc:

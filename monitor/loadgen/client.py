@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from monitor.loadgen.rawhttp import ConnectionPool, Exchange, RawHttpError
+from monitor.http1 import ConnectionPool, Exchange, RawHttpError
 from monitor.loadgen.workload import RequestSpec
 
 
@@ -38,6 +38,9 @@ class Outcome:
         if not self.ok or self.ttft is None or self.e2e is None or self.output_tokens < 2:
             return None
         return (self.e2e - self.ttft) / (self.output_tokens - 1)
+
+
+STREAM_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream, application/json"}
 
 
 def request_body(spec: RequestSpec, model: str, chat: bool) -> dict:
@@ -115,7 +118,7 @@ async def send(client: httpx.AsyncClient, target: str, spec: RequestSpec, model:
     body = request_body(spec, model, chat)
     try:
         if pool is not None and target.startswith("http://"):
-            async with Exchange(pool, target + path, json.dumps(body).encode()) as response:
+            async with Exchange(pool, target + path, json.dumps(body).encode(), headers=STREAM_HEADERS) as response:
                 outcome.status = response.status
                 if response.status != 200:
                     text = (await response.read())[:300].decode("utf-8", "replace")

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import httpx
 
 from monitor.loadgen.client import Outcome, send
-from monitor.loadgen.rawhttp import ConnectionPool
+from monitor.http1 import ConnectionPool
 from monitor.loadgen.report import Summary, percentile, summarize
 from monitor.loadgen.workload import Workload
 
