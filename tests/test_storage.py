@@ -146,3 +146,34 @@ def test_fleet_rollups_partition_minutes_exactly():
     assert per_minute == {T0 - 60: 3, T0: 36, T0 + 60: 36}
     outcomes = take_outcomes(fleet.tracks.values(), before=T0 + 60)
     assert sorted((m, t.scrapes) for _, m, t in outcomes) == [(T0 - 60, 2), (T0, 12)]
+
+
+def test_last_seen_is_the_last_minute_with_a_successful_scrape_and_never_goes_back(db_url):
+    from datetime import datetime, timezone
+
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from monitor.store.models import Instance
+
+    def tally(ok: bool) -> OutcomeTally:
+        t = OutcomeTally()
+        t.add(ScrapeResult("llama", "x", "http://x", T0, 0.1, error=None if ok else "down", error_kind=None if ok else "down"))
+        return t
+
+    def seen() -> dict[str, datetime | None]:
+        with Session(store.engine) as session:
+            return {i.address: i.last_seen for i in session.scalars(select(Instance))}
+
+    upgrade(db_url)
+    store = Store.open(db_url)
+    try:
+        store.sync_fleet(CONFIG, T0)
+        store.queue([], [("10.0.0.1:8000", T0 + 60, tally(True)), ("10.0.0.2:8000", T0 + 60, tally(False))])
+        store.flush()
+        store.queue([], [("10.0.0.1:8000", T0, tally(True))])  # an older minute written late
+        store.flush()
+        got = {k: v and v.replace(tzinfo=v.tzinfo or timezone.utc).timestamp() for k, v in seen().items()}
+        assert got == {"10.0.0.1:8000": T0 + 60, "10.0.0.2:8000": None}
+    finally:
+        store.close()

@@ -21,6 +21,7 @@ SERVICE_JOB = "slo-monitor"
 GPU_JOB = "gpu"
 
 RATE_WINDOW = "5m"  # the one window read from raw series; every longer one is built from it
+RATE_RANGE_S = 300.0  # RATE_WINDOW in seconds
 
 KV_USAGE = AVERAGED_GAUGES["kv_cache_usage"]
 RUNNING = SUMMED_GAUGES["running"][0]

@@ -25,6 +25,7 @@ from monitor.config import (
 )
 from monitor.evaluate.slo import BurnPair
 from monitor.generate import promql as q
+from monitor.generate.promql import RATE_RANGE_S
 from monitor.generate.rules import (
     ABSENT_ALERT,
     ABSENT_FOR,
@@ -38,7 +39,6 @@ STEP_MIN = 1  # fleet and service tests: samples and evaluations a minute apart 
 MODEL = "test-model"
 VOLUME_PER_MIN = 1200.0  # requests a minute in counter scenarios (a whole number per step for 1s..1m steps)
 MARGIN = 0.03  # relative distance every modelled comparison must keep from its threshold
-RATE_RANGE_S = 300.0  # the one window read from raw series (promql.RATE_WINDOW)
 
 
 class ScenarioError(ValueError):
@@ -181,7 +181,8 @@ class Model:
             _clear(ratio, threshold, f"{pair.name} error ratio over {window}")
             verdicts.append(ratio > threshold)
         if min_bad > 0:
-            bad, _ = self.counts(parse_duration(pair.long), t)
+            # as the rules count them: the long window's sum, or the last 5 minutes' if larger
+            bad = max(self.counts(parse_duration(pair.long), t)[0], (self.bad_rate[t] or 0.0) * RATE_RANGE_S)
             _clear(bad, min_bad, f"{pair.name} bad events")
             verdicts.append(bad >= min_bad)
         return all(verdicts)

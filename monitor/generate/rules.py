@@ -269,7 +269,13 @@ def slo_rules(config: Config, slo: SloConfig, interval_s: float = 60.0) -> SloRu
                 f"  and\n  {_sel(f'slo:sli_error:ratio_rate{pair.short}', slo)} > {threshold}"
             )
             if slo.min_bad_events > 0:
-                term += f"\n  and\n  {_sel(f'slo:bad_events:increase{pair.long}', slo)} >= {q.number(slo.min_bad_events)}"
+                # the long window's count is summed from 5-minute rates, so early in an incident it
+                # trails the real count by most of the first 5 minutes (5 counted when ~100 had
+                # failed); the last 5 minutes' count, straight from the raw counters, lies inside
+                # the long window too, so the larger of the two is the better lower bound
+                n = q.number(slo.min_bad_events)
+                term += (f"\n  and\n  (\n    {_sel(f'slo:bad_events:increase{pair.long}', slo)} >= {n}\n    or\n"
+                         f"    {_sel(f'slo:bad_events:rate{rw}', slo)} * {q.number(q.RATE_RANGE_S)} >= {n}\n  )")
             terms.append(f"(\n{term}\n)")
         alert = {
             "alert": BURN_ALERT,

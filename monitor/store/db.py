@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from sqlalchemy import Engine, create_engine, delete, event, select, text, tuple_
+from sqlalchemy import Engine, create_engine, delete, event, or_, select, text, tuple_, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -320,10 +320,18 @@ class Store:
                 for row in outcome_rows:
                     if row.failures < row.scrapes:
                         last_seen[row.instance_id] = max(last_seen.get(row.instance_id, row.minute), row.minute)
+                # one UPDATE per distinct minute (usually one for the whole fleet), not a SELECT and
+                # an UPDATE per instance: 1,000 round trips a minute at 1,000 targets
+                by_minute: dict[datetime, list[int]] = {}
                 for instance_id, seen in last_seen.items():
-                    inst = session.get(Instance, instance_id)
-                    if inst is not None and (inst.last_seen is None or _aware(inst.last_seen) < seen):
-                        inst.last_seen = seen
+                    by_minute.setdefault(seen, []).append(instance_id)
+                for seen, ids in by_minute.items():
+                    for chunk in _chunks(ids, 500):
+                        session.execute(
+                            update(Instance)
+                            .where(Instance.id.in_(chunk), or_(Instance.last_seen.is_(None), Instance.last_seen < seen))
+                            .values(last_seen=seen)
+                            .execution_options(synchronize_session=False))
 
     @staticmethod
     def _write_gpu_rollups(session: Session, rows: list[GpuRollup]) -> None:
