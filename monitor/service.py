@@ -226,10 +226,28 @@ class Service:
             results = await self.scraper.scrape_all(self.targets)
         self.fleet.ingest(results)
         self.evaluate_slos(results)
-        self.fleet.last_cycle_at = time.time()
+        now = time.time()
+        await self._window_stats(now)
+        self.fleet.last_cycle_at = now
         self.fleet.last_cycle_duration_s = time.perf_counter() - started
-        self.decide(self.fleet.last_cycle_at)
+        self.decide(now)
         self.cycles += 1
+
+    async def _window_stats(self, now: float) -> None:
+        """Every instance's window figures for this cycle, computed in batches that let the API answer
+        in between (at 1,000 instances they cost a few hundred ms in one block); health, scaling
+        and the API then read them from the fleet's per-cycle cache."""
+        windows = {self.fleet.window} | {p.settings.window or self.fleet.window for p in self.health.pools.values()}
+        for i, track in enumerate(self.fleet.tracks.values()):
+            for window in windows:
+                self.fleet.stats(track, now, window)
+            if i % 100 == 99:
+                await asyncio.sleep(0)
+
+    def figures_at(self) -> float:
+        """The `now` of the per-instance figures the API and /metrics show: the last cycle's, the
+        moment the verdicts were made on them (and whose figures are computed once already)."""
+        return self.fleet.last_cycle_at or time.time()
 
     def decide(self, now: float) -> None:
         """Health verdicts, scaling recommendations, the audit log and the NGINX upstream file.

@@ -147,7 +147,8 @@ def test_only_the_otlp_route_takes_a_body_and_no_route_takes_a_url():
 PG_PASSWORD = "pg-Pa55w0rd-7c1e"
 AM_PASSWORD = "am-Pa55w0rd-90ab"
 TARGET_PASSWORD = "tg-Pa55w0rd-4d2f"
-SECRETS = (TOKEN, PG_PASSWORD, AM_PASSWORD, TARGET_PASSWORD)
+GPU_PASSWORD = "gp-Pa55w0rd-e3a1"
+SECRETS = (TOKEN, PG_PASSWORD, AM_PASSWORD, TARGET_PASSWORD, GPU_PASSWORD)
 OTLP_CAP = 64 * 1024
 
 
@@ -239,6 +240,7 @@ def test_serve_limits_bodies_fetches_no_caller_urls_and_logs_no_secrets(tmp_path
             "pools": [{"name": "chat", "targets": [good.url, locked_url]}],
             "slos": [{"name": "errors", "indicator": {"type": "error_ratio"}, "objective": "95%"}],
             "api": {"token": TOKEN},
+            "gpu": {"exporters": [f"http://dcgm:{GPU_PASSWORD}@127.0.0.1:{locked.port}"]},
             "traces": {"max_body_size": OTLP_CAP},
             "alertmanager": {"url": f"http://alerts:{AM_PASSWORD}@127.0.0.1:{am_port}", "timeout": "500ms",
                              "resend_interval": "5s"},
@@ -304,12 +306,16 @@ def test_serve_limits_bodies_fetches_no_caller_urls_and_logs_no_secrets(tmp_path
                 r"^slo_monitor_alertmanager_errors_total [1-9]", m, re.M) and m, 20, what="a failed POST to Alertmanager")
             assert 'slo_monitor_alertmanager_up 0.0' in metrics
             answers.append(metrics)
-            for path in ("/api/v1/instances", "/api/v1/slos", "/api/v1/decisions", "/api/v1/openapi.json"):
+            for path in ("/api/v1/instances", "/api/v1/slos", "/api/v1/decisions", "/api/v1/gpus",
+                         "/api/v1/openapi.json"):
                 answers.append(httpx.get(base + path, headers=auth, timeout=5).text)
             locked_row = [i for i in httpx.get(f"{base}/api/v1/instances", headers=auth, timeout=5).json()
                           if i["instance"] == f"127.0.0.1:{locked.port}"][0]
             assert locked_row["url"] == f"http://***@127.0.0.1:{locked.port}"
             assert locked_row["scrape"]["error"] == f"HTTP 500 from http://***@127.0.0.1:{locked.port}/metrics"
+            [exporter] = httpx.get(f"{base}/api/v1/gpus", headers=auth, timeout=5).json()["exporters"]
+            assert exporter["url"] == f"http://***@127.0.0.1:{locked.port}"
+            assert exporter["error"] == f"HTTP 500 from http://***@127.0.0.1:{locked.port}/metrics"
         finally:
             output = _stop(proc, log)
     assert "POST of" in output and "failed" in output  # the Alertmanager failure was logged ...

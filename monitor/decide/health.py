@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterable, Literal, Mapping, Sequence
 
@@ -177,8 +177,9 @@ class InstanceSignals:
         return self.scrape_error is not None or self.health_error is not None
 
     def values(self) -> dict[str, float | str | None]:
-        """The signal values an audit record keeps."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """The signal values an audit record keeps (shallow: asdict's deep copy cost a tenth of a
+        cycle's decisions at 1,000 instances, for fields that are all numbers, strings and tuples)."""
+        return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
 
 
 @dataclass(frozen=True, slots=True)

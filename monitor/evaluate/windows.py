@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from operator import le, sub
 from typing import Mapping, Sequence
 
 from monitor.samples import Histogram, ModelSample
@@ -30,7 +31,7 @@ def counter_increase(values: Sequence[float]) -> float:
 def _is_reset(previous: Histogram, current: Histogram) -> bool:
     if previous.bounds != current.bounds or current.count < previous.count:
         return True
-    return any(c < p for p, c in zip(previous.cumulative, current.cumulative))
+    return not all(map(le, previous.cumulative, current.cumulative))
 
 
 def histogram_increase(readings: Sequence[Histogram]) -> Histogram | None:
@@ -41,6 +42,12 @@ def histogram_increase(readings: Sequence[Histogram]) -> Histogram | None:
     """
     if len(readings) < 2:
         return None
+    if not any(_is_reset(p, c) for p, c in zip(readings, readings[1:])):
+        # the common case, no restart in the window: the increase is last minus first (the health
+        # and scaling decisions ask this of every instance every cycle)
+        first, last = readings[0], readings[-1]
+        return Histogram(last.bounds, tuple(map(sub, last.cumulative, first.cumulative)), last.sum - first.sum,
+                         last.count - first.count)
     bounds = readings[0].bounds
     cumulative = [0.0] * len(bounds)
     total_sum = total_count = 0.0

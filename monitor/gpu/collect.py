@@ -16,6 +16,7 @@ import httpx
 from monitor.collect.scraper import ACCEPT_ENCODING, BodyTooLarge, BodyUndecodable, _read_capped
 from monitor.gpu.health import ExporterScrape
 from monitor.gpu.parse import GpuPageError, parse_gpu_page
+from monitor.units import redact_url
 
 ACCEPT = "text/plain;version=0.0.4;q=0.9,*/*;q=0.1"
 
@@ -69,7 +70,7 @@ class GpuScraper:
             async with asyncio.timeout(self.timeout):
                 async with self._client(url).stream("GET", target) as response:
                     if response.status_code != 200:
-                        error = f"HTTP {response.status_code} from {target}"
+                        error = f"HTTP {response.status_code} from {redact_url(target)}"
                     else:
                         body = await self._read(response)
         except (TimeoutError, httpx.TimeoutException):

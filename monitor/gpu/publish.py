@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from monitor.gpu.health import ExporterStatus, GpuState, GpuTracker
 from monitor.gpu.readings import MIB, xid_message
+from monitor.units import redact_url
 
 NAMESPACE = "slo_monitor_gpu"
 _LABELS = ["pool", "instance", "host", "gpu", "uuid"]
@@ -42,7 +43,7 @@ def gpu_json(state: GpuState, now: float, tracker: GpuTracker) -> dict[str, Any]
         "model_name": r.model_name,
         "pci_bus_id": r.pci_bus_id,
         "mig_instance": r.mig_instance,
-        "exporter": state.exporter,
+        "exporter": redact_url(state.exporter) if state.exporter else state.exporter,
         "lost": r.lost,
         "last_seen": _rfc3339(state.seen_at),
         "reasons": list(tracker.reasons_of(state, now)),
@@ -67,7 +68,7 @@ def gpu_json(state: GpuState, now: float, tracker: GpuTracker) -> dict[str, Any]
 
 
 def exporter_json(status: ExporterStatus) -> dict[str, Any]:
-    return {"url": status.url, "ok": status.ok, "error": status.error, "gpus": status.gpus,
+    return {"url": redact_url(status.url), "ok": status.ok, "error": status.error, "gpus": status.gpus,
             "nvml_up": status.nvml_up, "last_scrape": _rfc3339(status.last_scrape_at),
             "last_success": _rfc3339(status.last_success_at), "duration_s": status.duration_s}
 
@@ -136,7 +137,8 @@ class GpuMetricsCollector(Collector):
             if r.xid_last is not None:
                 xid_last.add_metric(who, float(r.xid_last))
         for status in tracker.exporters.values():
-            up.add_metric([status.url], 1.0 if status.ok else 0.0)
-            gpus.add_metric([status.url], float(status.gpus))
+            shown = redact_url(status.url)  # an exporter URL may carry basic-auth credentials
+            up.add_metric([shown], 1.0 if status.ok else 0.0)
+            gpus.add_metric([shown], float(status.gpus))
         yield from gauges.values()
         yield from (total, ratio, lost, xid_last, xid_held, reasons, up, gpus)

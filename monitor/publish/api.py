@@ -145,7 +145,7 @@ def install_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/api/v1/instances", dependencies=[Depends(require_token)])
     async def instances(pool: str | None = None) -> JSONResponse:
-        views = service.views(time.time())
+        views = service.views(service.figures_at())
         if pool is not None:
             if service.config.pool(pool) is None:
                 raise HTTPException(status_code=404, detail=f"no pool named {pool!r}")

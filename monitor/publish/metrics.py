@@ -48,7 +48,7 @@ class FleetCollector(Collector):
     def collect(self) -> Iterator:
         fleet = self.service.fleet
         now = time.time()
-        views = self.service.views(now)
+        views = self.service.views(self.service.figures_at())
         labels = ["pool", "instance", "model_name"]
         quantiles = {k: GaugeMetricFamily(f"{NAMESPACE}_{name}", doc, labels=labels + ["quantile"])
                      for k, (name, doc) in _QUANTILE_FIGURES.items()}
