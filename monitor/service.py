@@ -46,6 +46,8 @@ from monitor.store.lease import LeaderLease, Leadership, default_replica_id
 log = logging.getLogger(__name__)
 
 PERSIST_EVERY_S = 15.0
+SHUTDOWN_FLUSH_S = 10.0  # how long an exit keeps trying to write held rows
+SHUTDOWN_RETRY_S = 1.0
 CLEANUP_EVERY_S = 3600.0
 HEALTH_STATE_KEY = "health"
 RECENT_DECISIONS = 1000
@@ -168,8 +170,22 @@ class Service:
             if self.is_leader():
                 self.store.queue_state(HEALTH_STATE_KEY, self.health.snapshot(), time.time())
             await self.persist(final=True)
+            await self._flush_before_exit()
         if self.leadership is not None:
             await asyncio.to_thread(self.leadership.release)
+
+    async def _flush_before_exit(self) -> None:
+        """Rows the database refused are held in memory while serving; at exit they have nowhere
+        else to go, so the database gets a few more tries (well inside Kubernetes' 30 s grace
+        period), and what is still refused after them is reported as lost, with its count."""
+        assert self.store is not None
+        deadline = time.monotonic() + SHUTDOWN_FLUSH_S
+        while self.store.pending and time.monotonic() < deadline:
+            await asyncio.sleep(SHUTDOWN_RETRY_S)
+            await asyncio.to_thread(self.store.flush)
+        if self.store.pending:
+            log.error("exit: %d rows of history could not be written in %gs (%s) and are lost",
+                      self.store.pending, SHUTDOWN_FLUSH_S, self.store.last_error)
 
     # -- leadership (ha.enabled: several replicas on one database) --------------------------------
 

@@ -247,3 +247,14 @@ def make_registry(service: Service) -> CollectorRegistry:
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry
+
+
+class Collected:
+    """Metric families already read from the registry, for `generate_latest` to format elsewhere
+    (a worker thread) while the event loop goes on changing the live figures."""
+
+    def __init__(self, families: list) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator:
+        return iter(self.families)
