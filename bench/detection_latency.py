@@ -182,7 +182,8 @@ def conditions(client: httpx.Client, prom_url: str, t0_wall: float, args, interv
              f'slo:sli_error:ratio_rate{short}{{slo="{slo}"}} > ({factor} * {budget})'),
             (f"{pair}: {long} bad-event ratio above {factor} x budget",
              f'slo:sli_error:ratio_rate{long}{{slo="{slo}"}} > ({factor} * {budget})'),
-            (f"{pair}: {long} bad events >= 5 (min_bad_events)", f'slo:bad_events:increase{long}{{slo="{slo}"}} >= 5'),
+            (f"{pair}: {long} bad events >= 5 (min_bad_events)",
+             f'slo:bad_events:increase{long}{{slo="{slo}"}} >= 5 or slo:bad_events:rate5m{{slo="{slo}"}} * 300 >= 5'),
         ]
     out = []
     for name, expr in parts:

@@ -49,7 +49,7 @@ def baseline_parse_page(text: str):
             if s.name.startswith("vllm:"):
                 labels = dict(s.labels)
                 model = labels.pop("model_name", "")
-                values[s.name][model].append((labels, s.value))
+                values[s.name][model].append((labels, float(s.value)))
     return samples_by_model(values)
 
 

@@ -97,26 +97,14 @@ def test_malformed_lines_are_refused_like_prometheus_client(line):
         list(text_string_to_metric_families(line + "\n"))
 
 
-def _normalised_by_prometheus_client(text: str):
-    from collections import defaultdict
-
-    from monitor.collect.vllm import samples_by_model
-
-    values: dict = defaultdict(lambda: defaultdict(list))
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name.startswith("vllm:"):
-                labels = dict(s.labels)
-                values[s.name][labels.pop("model_name", "")].append((labels, float(s.value)))
-    return samples_by_model(values)
-
-
 @pytest.mark.parametrize("name", sorted(pages()))
 def test_parse_page_reading_only_the_families_it_uses_normalises_like_prometheus_client(name):
+    from scrape_cycle import baseline_parse_page  # bench/: prometheus_client + the same normaliser
+
     from monitor.collect.vllm import parse_page
 
     text = pages()[name]
-    assert repr(parse_page(text)) == repr(_normalised_by_prometheus_client(text))
+    assert repr(parse_page(text)) == repr(baseline_parse_page(text))
 
 
 def test_a_broken_line_is_refused_in_a_family_we_use_and_skipped_in_one_we_do_not():
