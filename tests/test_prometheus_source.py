@@ -87,10 +87,15 @@ class GatedVllm:
             return 200, self.fake.render().encode()
 
 
-def start_serve(config: Path, port: int, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "monitor", "serve", "--config", str(config),
-                             "--listen", f"127.0.0.1:{port}"], stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+def start_serve(config: Path, port: int, log: Path, *, log_level: str = "INFO") -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "monitor", "--log-level", log_level, "serve", "--config",
+                             str(config), "--listen", f"127.0.0.1:{port}"], stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+# sent to Prometheus (which ignores them) by the prometheus source; never to be printed or served
+SOURCE_TOKEN = "pq-B3arer-5ecret"
+SOURCE_TENANT = "tenant-5ecret-41"
 
 
 def stop_all(procs: list[subprocess.Popen]) -> None:
@@ -185,14 +190,15 @@ def test_decisions_and_figures_from_prometheus_match_direct_scraping(tmp_path):
                 direct_cfg, promql_cfg = tmp_path / "direct.yaml", tmp_path / "promql.yaml"
                 service_config(direct_cfg, pools, db=tmp_path / "direct.db", source="")
                 service_config(promql_cfg, pools, db=tmp_path / "promql.db",
-                               source=f'source: {{type: prometheus, url: "{prom.url}", selector: \'job="vllm"\'}}')
+                               source=f'source: {{type: prometheus, url: "{prom.url}", selector: \'job="vllm"\', '
+                                      f'bearer_token: "{SOURCE_TOKEN}", headers: {{X-Scope-OrgID: "{SOURCE_TENANT}"}}}}')
                 direct_port, promql_port = free_port(), free_port()
                 direct, promql = f"http://127.0.0.1:{direct_port}", f"http://127.0.0.1:{promql_port}"
                 procs.append(start_serve(direct_cfg, direct_port, tmp_path / "direct.log"))
                 # Prometheus applies its targets about 5 s after start; a source started before that
                 # would (rightly) count those instances unavailable, and the availability SLOs differ
                 prom.wait_for_targets()
-                procs.append(start_serve(promql_cfg, promql_port, tmp_path / "promql.log"))
+                procs.append(start_serve(promql_cfg, promql_port, tmp_path / "promql.log", log_level="DEBUG"))
                 wait_until(lambda: all_seen(direct, 5), 20, poll_s=0.2, what="direct scraping seeing all 5")
                 wait_until(lambda: all_seen(promql, 5), 20, poll_s=0.2, what="the prometheus source seeing all 5")
 
@@ -218,10 +224,18 @@ def test_decisions_and_figures_from_prometheus_match_direct_scraping(tmp_path):
                 slos_p = {(s["name"], s["pool"]): s for s in get(promql, "/api/v1/slos")}
                 scale_d = {p: get(direct, f"/api/v1/pools/{p}/scaling")["desired_replicas"] for p in pools}
                 scale_p = {p: get(promql, f"/api/v1/pools/{p}/scaling")["desired_replicas"] for p in pools}
+                served = [httpx.get(f"{promql}{path}", timeout=10).text
+                          for path in ("/metrics", "/api/v1/instances", "/api/v1/slos", "/api/v1/decisions")]
 
                 asyncio.run(bounded_against_a_live_prometheus(prom.url, a.url))
     finally:
         stop_all(procs)
+
+    # the source's credentials went to Prometheus only: not in the log (at DEBUG) nor in any answer
+    printed = (tmp_path / "promql.log").read_text()
+    assert " DEBUG " in printed  # the most talkative level was on
+    for secret in (SOURCE_TOKEN, SOURCE_TENANT):
+        assert secret not in printed and not any(secret in text for text in served), secret
 
     # decisions: the same verdict for every instance, and the expected ones on the V1 pages
     states = {i: (snap_d[i]["state"], snap_p[i]["state"]) for i in snap_d}
