@@ -8,7 +8,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from conftest import free_port, require
@@ -66,13 +65,33 @@ def test_nginx_accepts_the_config_with_a_rendered_upstream(tmp_path):
     assert done.returncode == 0, done.stderr
 
 
-def test_docker_compose_config_where_a_compose_client_exists():
+def compose_command() -> list[str] | None:
+    """`docker compose` (v2 plugin) where it exists, else Debian's `docker-compose` (1.29, which
+    scripts/test installs): both check the file against the Compose schema without an engine."""
     docker = shutil.which("docker")
-    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
-        pytest.skip("no docker compose client on this machine")
-    done = subprocess.run([docker, "compose", "-f", str(REPO / "docker-compose.yml"), "config", "--quiet"],
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return [docker, "compose"]
+    legacy = shutil.which("docker-compose")
+    return [legacy] if legacy else None
+
+
+def test_docker_compose_config_passes():
+    command = compose_command()
+    require(command is not None, "no docker compose client (apt-get install docker-compose)")
+    done = subprocess.run([*command, "-f", str(REPO / "docker-compose.yml"), "config", "--quiet"],
                           capture_output=True, text=True, timeout=60, cwd=REPO)
     assert done.returncode == 0, done.stderr
+
+
+def test_docker_compose_config_refuses_a_broken_file(tmp_path):
+    """The check above can fail: the same client refuses a service with a misspelt key."""
+    command = compose_command()
+    require(command is not None, "no docker compose client (apt-get install docker-compose)")
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text((REPO / "docker-compose.yml").read_text().replace("services:\n", "services:\n  oops:\n    imagee: x\n", 1))
+    done = subprocess.run([*command, "-f", str(broken), "--project-directory", str(REPO), "config", "--quiet"],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode != 0 and "imagee" in done.stderr, done.stderr
 
 
 def test_every_package_ships_in_the_wheel():
