@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from monitor.evaluate.slo import WINDOW_NAMES
 from monitor.evaluate.slo_engine import SloStatus, format_duration
-from monitor.publish.metrics import Collected, make_registry
+from monitor.publish.metrics import Collected, FleetCollector, make_registry
 from monitor.units import redact_url
 
 if TYPE_CHECKING:
@@ -108,7 +108,8 @@ def slos_json(statuses: list[SloStatus]) -> list[dict[str, Any]]:
 
 
 def install_routes(app: FastAPI, service: Service) -> None:
-    registry = make_registry(service)
+    registry = make_registry(service, fleet=False)
+    fleet_series = FleetCollector(service)
     token = service.config.api.token
 
     def require_token(request: Request) -> None:
@@ -141,11 +142,16 @@ def install_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        # The figures are read on the event loop (the service mutates them there); the text is
-        # written in a worker thread: at 1,000 instances it is 1.8 MB and 0.3-0.7 s of formatting,
-        # which on the loop would hold every health-check answer up for as long.
-        collected = Collected(list(registry.collect()))
-        return Response(await asyncio.to_thread(generate_latest, collected), media_type=CONTENT_TYPE_LATEST)
+        # The figures are read on the event loop (the service mutates them there); the per-instance
+        # series are built from a copy, and the text written, in a worker thread: at 1,000 instances
+        # that is 16,000 samples, 1.8 MB and 0.5-1 s, which on the loop would hold every health-check
+        # answer up for as long.
+        snapshot, others = fleet_series.snapshot(), list(registry.collect())
+
+        def render() -> bytes:
+            return generate_latest(Collected(FleetCollector.families(snapshot) + others))
+
+        return Response(await asyncio.to_thread(render), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/v1/instances", dependencies=[Depends(require_token)])
     async def instances(pool: str | None = None) -> JSONResponse:
