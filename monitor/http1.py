@@ -277,7 +277,7 @@ class Exchange:
                 writer.write(request)
                 await writer.drain()
                 parsed = await _read_head(reader)
-            except (ConnectionError, OSError) as exc:
+            except OSError as exc:  # ConnectionError included
                 writer.close()
                 if reused:
                     continue

@@ -253,7 +253,7 @@ class Service:
         """Every instance's window figures for this cycle, computed in batches that let the API answer
         in between (at 1,000 instances they cost a few hundred ms in one block); health, scaling
         and the API then read them from the fleet's per-cycle cache."""
-        windows = {self.fleet.window} | {p.settings.window or self.fleet.window for p in self.health.pools.values()}
+        windows = {self.fleet.window} | self.health.windows(self.fleet.window)
         for i, track in enumerate(self.fleet.tracks.values()):
             for window in windows:
                 self.fleet.stats(track, now, window)

@@ -14,8 +14,8 @@ from typing import AbstractSet, Iterator
 _LABEL = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\\n]|\\.)*)"[ \t]*(?:,|$)')
 # A whole label set of the usual shape (`a="x",b="y"`, no blanks, no escapes) in one C-level match;
 # anything else goes through the label-by-label reader, which names what is wrong.
-_PLAIN_LABELS = re.compile(r'(?:[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*"(?:,[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*")*,?)?')
 _PLAIN_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"\\\n]*)"')
+_PLAIN_LABELS = re.compile(f"(?:{_PLAIN_LABEL.pattern}(?:,{_PLAIN_LABEL.pattern})*,?)?")
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _ESCAPE = re.compile(r"\\(.)")
 

@@ -681,6 +681,10 @@ class FleetHealth:
             self.pools[pool.name] = PoolHealth(pool.name, addresses, chosen, config.scrape.interval)
             self.pool_of.update(dict.fromkeys(addresses, pool.name))
 
+    def windows(self, default: float) -> set[float]:
+        """The windows `evaluate` reads each instance over (a pool's own, else the fleet's `default`)."""
+        return {pool.settings.window or default for pool in self.pools.values()}
+
     def evaluate(self, fleet: FleetView, now: float, *,
                  external: Callable[[str, str], tuple[str, ...]] | None = None) -> list[PoolDecision]:
         """external(pool, instance): reasons from other sources (GPU telemetry) that degrade."""
@@ -688,7 +692,7 @@ class FleetHealth:
 
         decisions = []
         for name, pool in self.pools.items():
-            window = pool.settings.window or fleet.window
+            window = pool.settings.window or fleet.window  # see windows()
             signals = {}
             for instance in pool.instances:
                 track = fleet.tracks.get(instance)

@@ -13,12 +13,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from monitor.collect.scraper import ACCEPT_ENCODING, BodyTooLarge, BodyUndecodable, _read_capped
+from monitor.collect.scraper import REQUEST_HEADERS, BodyTooLarge, BodyUndecodable, _read_capped
 from monitor.gpu.health import ExporterScrape
 from monitor.gpu.parse import GpuPageError, parse_gpu_page
 from monitor.units import redact_url
-
-ACCEPT = "text/plain;version=0.0.4;q=0.9,*/*;q=0.1"
 
 
 def metrics_url(exporter: str) -> str:
@@ -57,7 +55,7 @@ class GpuScraper:
         if client is None:
             client = self._clients[url] = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.timeout),
-                headers={"Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING, "User-Agent": "llm-slo-monitor"},
+                headers=REQUEST_HEADERS,
                 follow_redirects=False, trust_env=False,
                 limits=httpx.Limits(max_connections=2, max_keepalive_connections=2))
         return client
