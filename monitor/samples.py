@@ -23,10 +23,39 @@ class Histogram:
 class ModelSample:
     """What one vLLM server reported for one `model_name` at one moment (cumulative values).
 
-    histograms: ttft, tpot, e2e, queue. counters: prompt_tokens, generation_tokens, preemptions,
-    prefix_cache_queries, prefix_cache_hits, admission_rejections. gauges: running, waiting,
-    kv_cache_usage, prefix_cache_hit_rate. finished: finished_reason -> count.
-    A key is absent when the server does not expose it.
+    A key is absent when the server does not expose it (an old vLLM, or an option not enabled), so
+    "absent" and "zero" stay different things. Units are vLLM's: seconds, tokens, requests.
+
+    histograms (seconds):
+      ttft; tpot — per request (`vllm:request_time_per_output_token_seconds`, one observation per
+      finished request, vLLM 0.11+) where the page has it, else the per-token interval of older pages;
+      itl — the per-token (per output event) interval (`inter_token_latency_seconds`, or
+      `time_per_output_token_seconds` before 0.10.2); e2e; queue.
+    counters (cumulative):
+      prompt_tokens, generation_tokens, preemptions, prefix_cache_queries, prefix_cache_hits (tokens);
+      admission_rejections (requests refused before queueing, all reasons) and by reason
+      admission_rejections_queued_reqs / _queued_tokens / _other (`--max-num-queued-reqs` / `-tokens`);
+      engine_iterations — engine steps (`vllm:iteration_tokens_total_count`): the EngineCore's
+      heartbeat, still while the engine is dead even if the API server answers;
+      prompt_tokens_local_compute / _local_cache_hit / _external_kv_transfer (tokens, by source,
+      0.16+) and prompt_tokens_cached (local + external cache hits): the prefix-cache hit rate is
+      local_cache_hit / (local_compute + local_cache_hit + external_kv_transfer);
+      prefill_kv_computed_tokens / prefill_kv_computed_requests (sum and count of
+      `vllm:request_prefill_kv_computed_tokens`: prompt tokens really computed, per finished request);
+      spec_decode_drafts, spec_decode_draft_tokens, spec_decode_accepted_tokens (speculative decoding:
+      acceptance rate = accepted / draft tokens; mean acceptance length = 1 + accepted / drafts).
+    gauges (latest value):
+      running, waiting (requests); waiting_capacity — waiting for scheduling capacity (KV blocks,
+      batch slots: more replicas help), waiting_deferred — every other reason (KV transfer, LoRA
+      budget, blocked: more replicas do not help), both from `vllm:num_requests_waiting_by_reason`;
+      kv_cache_usage (0–1); prefix_cache_hit_rate (V0 only, 0–1);
+      engines_asleep (engines whose `vllm:engine_sleep_state{sleep_state="awake"}` is 0) and
+      sleep_level (0 awake, 1 weights offloaded, 2 all discarded; the deepest over engines);
+      kv_gpu_blocks and kv_capacity_tokens (= num_gpu_blocks × block_size, summed over engines,
+      from `vllm:cache_config_info`).
+    finished: finished_reason -> count.
+    sources: key -> the exposed family it was read from, for every histogram and for every counter
+      or gauge with more than one spelling (e.g. tpot -> vllm:request_time_per_output_token_seconds).
     """
 
     model_name: str
@@ -34,6 +63,7 @@ class ModelSample:
     counters: Mapping[str, float] = field(default_factory=dict)
     gauges: Mapping[str, float] = field(default_factory=dict)
     finished: Mapping[str, float] = field(default_factory=dict)
+    sources: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

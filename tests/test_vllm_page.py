@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from monitor.collect.vllm import PageError, parse_page, threshold_warning
-from vllm_pages import TTFT_BUCKETS, FakeVllmV1
+
+from tests.helpers.vllm_pages import TTFT_BUCKETS, FakeVllmV1
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -35,7 +36,9 @@ def test_v1_page_maps_every_field():
     assert ttft.bounds == tuple(TTFT_BUCKETS) + (float("inf"),)
     assert ttft.count == 6 and ttft.cumulative[-1] == 6
     assert sample.histograms["tpot"].count == 6 * 4  # one observation per token after the first
-    assert set(sample.histograms) == {"ttft", "tpot", "e2e", "queue"}
+    assert set(sample.histograms) == {"ttft", "tpot", "itl", "e2e", "queue"}
+    # this page has no per-request TPOT histogram: tpot keeps the per-token interval, as before 0.11
+    assert sample.sources["tpot"] == sample.sources["itl"] == "vllm:inter_token_latency_seconds"
 
 
 def test_v0_multiprocess_page_uses_old_names():

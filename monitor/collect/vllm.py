@@ -3,7 +3,13 @@
 vLLM renamed metrics between V0 and V1 (see shared/reference/vllm-metrics.md); everything downstream
 works on the fields below, so a fleet mixing versions is evaluated the same way. Each field lists its
 source names in order of preference: the newer name wins where a server exposes both (0.10.2–0.11.x
-expose `time_per_output_token_seconds` and `inter_token_latency_seconds` with the same observations).
+expose `time_per_output_token_seconds` and `inter_token_latency_seconds` with the same observations),
+and `ModelSample.sources` says which one a field came from.
+
+`tpot` is per request where the page has `vllm:request_time_per_output_token_seconds` (0.11+: one
+observation per finished request, as traces count it); older pages keep the per-token interval
+histogram. `itl` is always the per-token (per output event) interval: with speculative decoding one
+event carries several tokens, so the two differ.
 
 Data-parallel servers label series with `engine`; a sample adds the engines together (gauges of
 usage are averaged), because the load balancer sees one server, not its engines.
@@ -23,9 +29,12 @@ class PageError(ValueError):
     """A page that answered 200 but cannot be used; the message is the reason shown to users."""
 
 
+ITL_NAMES = ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds")
 HISTOGRAMS: dict[str, tuple[str, ...]] = {
     "ttft": ("vllm:time_to_first_token_seconds",),
-    "tpot": ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
+    # per request (0.11+) first; older pages keep the per-token interval, today's behaviour
+    "tpot": ("vllm:request_time_per_output_token_seconds", *ITL_NAMES),
+    "itl": ITL_NAMES,
     "e2e": ("vllm:e2e_request_latency_seconds",),
     "queue": ("vllm:request_queue_time_seconds",),
 }
@@ -36,11 +45,38 @@ COUNTERS: dict[str, tuple[str, ...]] = {
     "prefix_cache_queries": ("vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total"),
     "prefix_cache_hits": ("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total"),
     "admission_rejections": ("vllm:admission_rejections_total",),
+    # the engine's heartbeat: one observation per engine step, so it stops when the EngineCore is dead
+    "engine_iterations": ("vllm:iteration_tokens_total_count",),
+    "prompt_tokens_cached": ("vllm:prompt_tokens_cached_total",),
+    "prefill_kv_computed_tokens": ("vllm:request_prefill_kv_computed_tokens_sum",),
+    "prefill_kv_computed_requests": ("vllm:request_prefill_kv_computed_tokens_count",),
+    "spec_decode_drafts": ("vllm:spec_decode_num_drafts_total",),
+    "spec_decode_draft_tokens": ("vllm:spec_decode_num_draft_tokens_total",),
+    "spec_decode_accepted_tokens": ("vllm:spec_decode_num_accepted_tokens_total",),
 }
 SUMMED_GAUGES: dict[str, tuple[str, ...]] = {
     "running": ("vllm:num_requests_running",),
     "waiting": ("vllm:num_requests_waiting",),
 }
+# Labelled families read into one key per label value: (family, label, {value: key}, key for any other value).
+# Values outside the map are added into the `other` key (None: not read), so a page cannot mint keys.
+WAITING_BY_REASON = "vllm:num_requests_waiting_by_reason"
+PROMPT_BY_SOURCE = "vllm:prompt_tokens_by_source_total"
+REJECTIONS = "vllm:admission_rejections_total"
+LABELLED_GAUGES: dict[str, tuple[str, Mapping[str, str], str | None]] = {
+    WAITING_BY_REASON: ("reason", {"capacity": "waiting_capacity"}, "waiting_deferred"),
+}
+LABELLED_COUNTERS: dict[str, tuple[str, Mapping[str, str], str | None]] = {
+    PROMPT_BY_SOURCE: ("source", {"local_compute": "prompt_tokens_local_compute",
+                                  "local_cache_hit": "prompt_tokens_local_cache_hit",
+                                  "external_kv_transfer": "prompt_tokens_external_kv_transfer"}, None),
+    REJECTIONS: ("reason", {"max_num_queued_reqs": "admission_rejections_queued_reqs",
+                            "max_num_queued_tokens": "admission_rejections_queued_tokens"},
+                 "admission_rejections_other"),
+}
+SLEEP_STATE = "vllm:engine_sleep_state"
+SLEEP_LEVELS = {"weights_offloaded": 1.0, "discard_all": 2.0}
+CACHE_CONFIG = "vllm:cache_config_info"  # no model_name label: it applies to every model on the page
 AVERAGED_GAUGES: dict[str, tuple[str, ...]] = {
     "kv_cache_usage": ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
     # V0 only; -1 means prefix caching is disabled, which we report as absent.
@@ -52,7 +88,7 @@ FINISHED = "vllm:request_success_total"
 USED_NAMES: frozenset[str] = frozenset(
     [name + suffix for names in HISTOGRAMS.values() for name in names for suffix in ("_bucket", "_sum", "_count")]
     + [name for table in (COUNTERS, SUMMED_GAUGES, AVERAGED_GAUGES) for names in table.values() for name in names]
-    + [FINISHED]
+    + [FINISHED, *LABELLED_GAUGES, *LABELLED_COUNTERS, SLEEP_STATE, CACHE_CONFIG]
 )
 
 # Bucket boundaries of vLLM ≥ 0.8.5 (older servers have a prefix of these lists, so a boundary
@@ -66,6 +102,7 @@ BUCKETS: dict[str, tuple[float, ...]] = {
             240.0, 480.0, 960.0, 1920.0, 7680.0),
 }
 BUCKETS["queue"] = BUCKETS["e2e"]
+BUCKETS["itl"] = BUCKETS["tpot"]
 
 
 def parse_page(text: str) -> list[ModelSample]:
@@ -112,6 +149,7 @@ def _first_present(values: Mapping[str, Mapping[str, list]], names: tuple[str, .
 
 
 def _model_sample(values: Mapping[str, Mapping[str, list]], model: str) -> ModelSample:
+    sources: dict[str, str] = {}
     histograms: dict[str, Histogram] = {}
     for key, names in HISTOGRAMS.items():
         name, buckets = _first_present(values, names, "_bucket", model)
@@ -129,26 +167,87 @@ def _model_sample(values: Mapping[str, Mapping[str, list]], model: str) -> Model
         count = sum(v for _, v in values.get(name + "_count", {}).get(model, ()))
         bounds = tuple(sorted(per_le))
         histograms[key] = Histogram(bounds, tuple(per_le[b] for b in bounds), total, count or per_le[math.inf])
+        sources[key] = name
     counters: dict[str, float] = {}
     for key, names in COUNTERS.items():
-        _, rows = _first_present(values, names, "", model)
+        name, rows = _first_present(values, names, "", model)
         if rows:
             counters[key] = sum(v for _, v in rows)
+            if len(names) > 1:
+                sources[key] = name
     gauges: dict[str, float] = {}
     for key, names in SUMMED_GAUGES.items():
         _, rows = _first_present(values, names, "", model)
         if rows:
             gauges[key] = sum(v for _, v in rows)
     for key, names in AVERAGED_GAUGES.items():
-        _, rows = _first_present(values, names, "", model)
+        name, rows = _first_present(values, names, "", model)
         if rows:
             mean = sum(v for _, v in rows) / len(rows)
             if not (key == "prefix_cache_hit_rate" and mean < 0):
                 gauges[key] = mean
+                if len(names) > 1:
+                    sources[key] = name
+    for table, into in ((LABELLED_GAUGES, gauges), (LABELLED_COUNTERS, counters)):
+        for family, (label, keys, other) in table.items():
+            rows = values.get(family, {}).get(model)
+            if not rows:
+                continue
+            read = {k: 0.0 for k in keys.values()}  # every known value present, 0 until seen
+            if other is not None:
+                read[other] = 0.0
+            for labels, value in rows:
+                key = keys.get(labels.get(label, ""), other)
+                if key is not None:
+                    read[key] += value
+            into.update(read)
+    _sleep(values.get(SLEEP_STATE, {}).get(model), gauges)
+    _cache_config(values.get(CACHE_CONFIG, {}), model, gauges)
     finished: dict[str, float] = defaultdict(float)
     for labels, value in values.get(FINISHED, {}).get(model, ()):
         finished[labels.get("finished_reason", "")] += value
-    return ModelSample(model, histograms, counters, gauges, dict(finished))
+    return ModelSample(model, histograms, counters, gauges, dict(finished), sources)
+
+
+def _sleep(rows: list[tuple[dict[str, str], float]] | None, gauges: dict[str, float]) -> None:
+    """`vllm:engine_sleep_state` (one child per engine and state, 1 on the current state) →
+    `engines_asleep` (engines whose `awake` child is 0) and `sleep_level` (the deepest level any
+    engine is at: 0 awake, 1 weights offloaded, 2 everything discarded)."""
+    if not rows:
+        return
+    asleep = 0.0
+    level = 0.0
+    for labels, value in rows:
+        state = labels.get("sleep_state", "")
+        if state == "awake":
+            asleep += 1.0 if value == 0 else 0.0
+        elif value >= 1 and state in SLEEP_LEVELS:
+            level = max(level, SLEEP_LEVELS[state])
+    gauges["engines_asleep"] = asleep
+    gauges["sleep_level"] = level if asleep else 0.0
+
+
+def _cache_config(per_model: Mapping[str, list[tuple[dict[str, str], float]]], model: str,
+                  gauges: dict[str, float]) -> None:
+    """KV capacity from `vllm:cache_config_info` (labels `num_gpu_blocks`, `block_size`, one series per
+    engine): `kv_gpu_blocks` and `kv_capacity_tokens` summed over engines. The series has no
+    `model_name` (a server has one model), so it applies to every model of the page; a value that is
+    not a number (`None` before the engine reported its blocks) leaves the fields absent."""
+    rows = per_model.get(model) or per_model.get("")
+    if not rows:
+        return
+    blocks = tokens = 0.0
+    for labels, _ in rows:
+        try:
+            b, size = float(labels["num_gpu_blocks"]), float(labels["block_size"])
+        except (KeyError, ValueError):
+            return
+        if not (math.isfinite(b) and math.isfinite(size)) or b < 0 or size < 0:
+            return
+        blocks += b
+        tokens += b * size
+    gauges["kv_gpu_blocks"] = blocks
+    gauges["kv_capacity_tokens"] = tokens
 
 
 def threshold_warning(metric: str, threshold_s: float) -> str | None:

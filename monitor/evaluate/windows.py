@@ -142,6 +142,8 @@ class WindowStats:
     increases: Mapping[str, float] = field(default_factory=dict)
     finished: Mapping[str, float] = field(default_factory=dict)
     gauges: Mapping[str, float] = field(default_factory=dict)
+    # key -> vLLM family it was read from, as of the last scrape (ModelSample.sources)
+    sources: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def span(self) -> float:
@@ -201,7 +203,8 @@ def stats_over(used: Sequence[tuple[float, ModelSample]]) -> WindowStats | None:
         reason: counter_increase([s.finished.get(reason, 0.0) for s in samples])
         for reason in samples[-1].finished
     }
-    return WindowStats(used[0][0], used[-1][0], histograms, increases, finished, dict(samples[-1].gauges))
+    return WindowStats(used[0][0], used[-1][0], histograms, increases, finished, dict(samples[-1].gauges),
+                       dict(samples[-1].sources))
 
 
 def merge_stats(stats: Sequence[WindowStats]) -> WindowStats | None:
@@ -215,6 +218,7 @@ def merge_stats(stats: Sequence[WindowStats]) -> WindowStats | None:
     increases: dict[str, float] = {}
     finished: dict[str, float] = {}
     gauges: dict[str, float] = {}
+    sources: dict[str, str] = {}
     conflicting: set[str] = set()  # models whose buckets differ cannot be added
     for s in stats:
         for key, hist in s.histograms.items():
@@ -227,10 +231,17 @@ def merge_stats(stats: Sequence[WindowStats]) -> WindowStats | None:
             finished[key] = finished.get(key, 0.0) + value
         for key, value in s.gauges.items():
             gauges[key] = gauges.get(key, 0.0) + value
+        for key, value in s.sources.items():
+            sources.setdefault(key, value)
     for key in ("kv_cache_usage", "prefix_cache_hit_rate"):
         present = [s.gauges[key] for s in stats if key in s.gauges]
         if present:
             gauges[key] = sum(present) / len(present)
+    # per-server facts every model of the page repeats (cache_config_info has no model_name)
+    for key in ("sleep_level", "engines_asleep", "kv_gpu_blocks", "kv_capacity_tokens"):
+        present = [s.gauges[key] for s in stats if key in s.gauges]
+        if present:
+            gauges[key] = max(present)
     return WindowStats(
         min(s.start for s in stats),
         max(s.end for s in stats),
@@ -238,6 +249,7 @@ def merge_stats(stats: Sequence[WindowStats]) -> WindowStats | None:
         increases,
         finished,
         gauges,
+        sources,
     )
 
 
