@@ -111,7 +111,7 @@ def test_fleet_dashboard_covers_what_the_issue_lists() -> None:
 
 def test_specs_and_json_agree_and_rendering_is_stable() -> None:
     config = load(REPO / "config" / "example.yaml").config
-    for spec in dashboards.dashboard_specs(config):
+    for spec in dashboards.dashboard_specs():
         assert dashboards.render(spec) == dashboards.render(spec)
         board = json.loads(dashboards.render(spec))
         exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]

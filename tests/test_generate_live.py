@@ -25,12 +25,14 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from conftest import free_port, require
-from vllm_pages import PageServer
 
 from monitor.config import load
 from monitor.generate import Options, dashboards, generate, rules
 from monitor.generate import configs as gen_configs
+
+from tests.helpers.ci import require
+from tests.helpers.ports import free_port
+from tests.helpers.vllm_pages import PageServer
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -222,7 +224,7 @@ def test_every_rule_evaluates_and_records_data(stack: Stack) -> None:
     expected: dict[str, set[str]] = {}
     config = load(stack.config_path).config
     for slo in config.slos:
-        built = rules.slo_rules(config, slo, 1.0)
+        built = rules.slo_rules([p.name for p in config.pools], slo, 1.0)
         for rule in built.groups[0]["rules"]:
             if "record" in rule:
                 expected.setdefault(rule["record"], set()).add(slo.name)
@@ -276,7 +278,7 @@ def _dashboard_files(stack: Stack) -> list[dict[str, Any]]:
 
 def test_every_dashboard_query_runs_and_panels_have_data(stack: Stack) -> None:
     config = load(stack.config_path).config
-    specs = {s.uid: s for s in dashboards.dashboard_specs(config)}
+    specs = {s.uid: s for s in dashboards.dashboard_specs()}
     # wait for what the slowest panels need: the service's SLO evaluation and quantiles, rule output
     _wait("the service's SLO series", lambda: stack.series("slo_monitor_slo_burn_rate"), DEADLINE_S)
     _wait("the recorded SLO window", lambda: stack.series("slo:period_sli:ratio"), DEADLINE_S)

@@ -15,17 +15,18 @@ import httpx
 import pytest
 import yaml
 
-from am_server import Alertmanager
-from conftest import require
 
 from monitor.cli import main
 from monitor.config import load, validate
 from monitor.evaluate.slo import burn_factors, error_budget
 from monitor.evaluate.windows import fraction_at_or_below
 from monitor.generate import MARK, Options, generate, render_all, rules
-from monitor.generate import promql as q
+from monitor.generate import expressions as q
 from monitor.generate.rule_tests import Clock, Model, prom_rate, series_values
 from monitor.samples import Histogram
+
+from tests.helpers.am_server import Alertmanager
+from tests.helpers.ci import require
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "config" / "example.yaml"
@@ -131,7 +132,7 @@ def test_every_generated_alert_has_a_firing_and_a_quiet_case(matrix_out: Path) -
 def test_burn_alerts_use_the_services_pairs_factors_and_no_for(matrix_out: Path) -> None:
     config = load(matrix_out.parent / "config.yaml").config
     for slo in config.slos:
-        built = rules.slo_rules(config, slo)
+        built = rules.slo_rules([p.name for p in config.pools], slo)
         budget = error_budget(slo.objective)
         factors = burn_factors(slo.window)
         burn = [r for r in built.alerts if r["alert"] == "SloErrorBudgetBurn"]
@@ -147,8 +148,17 @@ def test_burn_alerts_use_the_services_pairs_factors_and_no_for(matrix_out: Path)
         for pair in built.pairs:
             assert pair.factor(slo.window) < 1 / budget
     err80 = next(s for s in config.slos if s.name == "err-80")
-    assert [r["labels"]["severity"] for r in rules.slo_rules(config, err80).alerts if "burnrate_tier" in r["labels"]] \
+    assert [r["labels"]["severity"] for r in rules.slo_rules([p.name for p in config.pools], err80).alerts if "burnrate_tier" in r["labels"]] \
         == ["ticket"]
+
+
+def test_burn_alert_labels_are_the_ones_the_service_sends() -> None:
+    """Generation does not import the publish layer, so the burn alert's name and tiers are kept
+    there twice; one inhibit rule serves both paths only while the two agree."""
+    from monitor.publish import alertmanager
+
+    assert rules.BURN_ALERT == alertmanager.ALERTNAME
+    assert rules.TIERS == alertmanager.TIERS
 
 
 def test_latency_rules_count_good_requests_like_the_service() -> None:

@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from monitor.cli import BadInput, _load_config
+    from monitor.config import load_config as _load_config
+    from monitor.errors import BadInput
     from monitor.config import parse_duration, parse_listen
     from monitor.generate import Options, generate
 

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from monitor.config import Config, instance_address, parse_duration
-from monitor.generate import promql as q
+import monitor.generate.expressions as q
 from monitor.generate.rules import BURN_ALERT
 
 

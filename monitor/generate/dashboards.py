@@ -20,9 +20,8 @@ from typing import Any, Sequence
 from grafanalib import core as g
 from grafanalib._gen import DashboardEncoder
 
-from monitor.config import Config
 from monitor.evaluate.slo import WINDOW_NAMES
-from monitor.generate import promql as q
+import monitor.generate.expressions as q
 from monitor.generate.rules import BURN_ALERT, REPLICA_METRICS
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -188,7 +187,7 @@ def fleet_dashboard() -> DashboardSpec:
     return spec
 
 
-def slo_dashboard(config: Config) -> DashboardSpec:
+def slo_dashboard() -> DashboardSpec:
     spec = DashboardSpec(
         uid="llm-slo-slos", title="LLM SLOs", file_stem="slos", time_from="now-24h",
         description="Every configured SLO from the generated recording rules (Prometheus alone is enough), and "
@@ -388,8 +387,14 @@ def decisions_dashboard(replica_metrics: tuple[str, str] | None) -> DashboardSpe
     return spec
 
 
-def dashboard_specs(config: Config, replica_metrics: tuple[str, str] | None = REPLICA_METRICS) -> list[DashboardSpec]:
-    return [fleet_dashboard(), slo_dashboard(config), gpu_dashboard(), decisions_dashboard(replica_metrics)]
+def dashboard_specs(*, gpus: bool = True,
+                    replica_metrics: tuple[str, str] | None = REPLICA_METRICS) -> list[DashboardSpec]:
+    """Every dashboard `generate` writes; the GPU one only where GPUs report (`gpus`)."""
+    specs = [fleet_dashboard(), slo_dashboard()]
+    if gpus:
+        specs.append(gpu_dashboard())
+    specs.append(decisions_dashboard(replica_metrics))
+    return specs
 
 
 # --- grafanalib ------------------------------------------------------------------------------------

@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from monitor.config import (
     AvailabilityIndicator,
-    Config,
     ErrorRatioIndicator,
     LatencyIndicator,
     SaturationIndicator,
@@ -39,9 +38,12 @@ from monitor.config import (
     parse_duration,
 )
 from monitor.evaluate.slo import PAIRS, WINDOW_NAMES, WINDOWS, BurnPair, error_budget, never_firing_pairs
-from monitor.generate import promql as q
-from monitor.publish.alertmanager import ALERTNAME as BURN_ALERT
-from monitor.publish.alertmanager import TIERS
+import monitor.generate.expressions as q
+
+# The labels slo-monitor's own Alertmanager client sends for a burn (`monitor.publish.alertmanager`'s
+# ALERTNAME and TIERS; a test holds the two equal): one inhibit rule then serves both paths.
+BURN_ALERT = "SloErrorBudgetBurn"
+TIERS = {"page": "fast", "ticket": "slow"}
 
 ABSENT_ALERT = "SloMetricAbsent"
 ABSENT_FOR = "10m"
@@ -73,8 +75,9 @@ def pool_matcher(slo: SloConfig) -> str:
     return 'pool!=""'
 
 
-def slo_pools(config: Config, slo: SloConfig) -> list[str]:
-    return list(slo.pools) if slo.pools else [p.name for p in config.pools]
+def slo_pools(pools: Sequence[str], slo: SloConfig) -> list[str]:
+    """The pools an SLO covers: its own list, or every pool of the config (`pools`)."""
+    return list(slo.pools) if slo.pools else list(pools)
 
 
 def sli_for(slo: SloConfig) -> Sli:
@@ -211,11 +214,12 @@ def burn_annotations(slo: SloConfig, severity: str, pairs: list[BurnPair]) -> di
     return annotations
 
 
-def slo_rules(config: Config, slo: SloConfig, interval_s: float = 60.0) -> SloRules:
-    """Recording rules, burn-rate alerts and absent-metric alerts of one SLO."""
+def slo_rules(pools: Sequence[str], slo: SloConfig, interval_s: float = 60.0) -> SloRules:
+    """Recording rules, burn-rate alerts and absent-metric alerts of one SLO; `pools` names every
+    pool of the config (an SLO without its own list covers them all)."""
     interval = q.duration(interval_s)
     sli = sli_for(slo)
-    rules = SloRules(slo, slo_pools(config, slo), sli, interval_s, live_pairs(slo))
+    rules = SloRules(slo, slo_pools(pools, slo), sli, interval_s, live_pairs(slo))
     labels = {"slo": slo.name}
     rw = q.RATE_WINDOW
 
@@ -320,7 +324,7 @@ def slo_rules(config: Config, slo: SloConfig, interval_s: float = 60.0) -> SloRu
 FLEET_FILE = "fleet"
 
 
-def fleet_rules(config: Config, interval_s: float = 60.0) -> list[dict[str, Any]]:
+def fleet_rules(pools: Sequence[str], interval_s: float = 60.0) -> list[dict[str, Any]]:
     """vLLM targets down and pools without vLLM metrics: what every SLO and panel silently depends on."""
     job = f"job={q.quote(q.VLLM_JOB)}"
     rules: list[dict[str, Any]] = [{
@@ -334,15 +338,15 @@ def fleet_rules(config: Config, interval_s: float = 60.0) -> list[dict[str, Any]
                            "still loading its model, or unreachable from Prometheus.",
         },
     }]
-    for pool in config.pools:
+    for pool in pools:
         rules.append({
             "alert": "VllmMetricsAbsent",
-            "expr": _block(f"absent({q.selector(q.RUNNING, [f'pool={q.quote(pool.name)}'])})"),
+            "expr": _block(f"absent({q.selector(q.RUNNING, [f'pool={q.quote(pool)}'])})"),
             "for": ABSENT_FOR,
-            "labels": {"pool": pool.name, "severity": "ticket"},
+            "labels": {"pool": pool, "severity": "ticket"},
             "annotations": {
-                "summary": f"No vLLM metrics for pool {pool.name}",
-                "description": f'No series of {q.RUNNING} with pool="{pool.name}" for {ABSENT_FOR}: Prometheus '
+                "summary": f"No vLLM metrics for pool {pool}",
+                "description": f'No series of {q.RUNNING} with pool="{pool}" for {ABSENT_FOR}: Prometheus '
                                "does not scrape the pool, or scrapes it without the `pool` label.",
             },
         })
@@ -473,6 +477,6 @@ def service_rules(alerts: list[ServiceAlert], interval_s: float = 60.0) -> list[
 
 
 __all__ = [
-    "ABSENT_ALERT", "BURN_ALERT", "REPLICA_METRICS", "SloRules", "fleet_rules", "service_alerts", "service_rules",
+    "ABSENT_ALERT", "BURN_ALERT", "REPLICA_METRICS", "TIERS", "SloRules", "fleet_rules", "service_alerts", "service_rules",
     "slo_rules", "sli_for", "live_pairs", "windows_for",
 ]
