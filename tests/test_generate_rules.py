@@ -27,34 +27,15 @@ from monitor.samples import Histogram
 
 from tests.helpers.am_server import Alertmanager
 from tests.helpers.ci import require
+from tests.helpers.golden import GOLDEN, compare_with_golden, generate_fresh
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "config" / "example.yaml"
 
 # Every indicator, objectives from 80% (no page can fire) to 99.999%, windows from 1 to 30 days,
-# thresholds on, between, below and above vLLM's buckets, several pools, per-SLO pools and minimums.
-MATRIX = """
-pools:
-  - name: a
-    targets: [http://10.0.0.1:8000, http://10.0.0.2:8000]
-  - name: b.x
-    targets: [https://10.0.0.3:8443/v1prefix]
-slos:
-  - {name: ttft-300, indicator: {type: latency, metric: ttft, threshold: 300ms}, objective: 99%, window: 28d}
-  - {name: tpot-60, indicator: {type: latency, metric: tpot, threshold: 60ms}, objective: 95%, window: 7d, pools: [a]}
-  - {name: e2e-100, indicator: {type: latency, metric: e2e, threshold: 100ms}, objective: 90%, min_bad_events: 0}
-  - {name: queue-1s, indicator: {type: latency, metric: queue, threshold: 1s}, objective: 99.99%, window: 1d,
-     min_bad_events: 2.5}
-  - {name: ttft-huge, indicator: {type: latency, metric: ttft, threshold: 5000s}, objective: 99.5%}
-  - {name: avail, indicator: {type: availability}, objective: 99.9%}
-  - {name: avail-5, indicator: {type: availability}, objective: 99.999%, pools: [b.x]}
-  - {name: kv, indicator: {type: saturation, threshold: 0.8}, objective: 99.9%, window: 14d,
-     runbook_url: "https://runbooks.example/kv"}
-  - {name: err-9999, indicator: {type: error_ratio}, objective: 99.99%}
-  - {name: err-80, indicator: {type: error_ratio}, objective: 80%}
-gpu:
-  exporters: [http://10.0.0.1:9400, http://10.0.0.9:9400]
-"""
+# thresholds on, between, below and above vLLM's buckets, several pools, per-SLO pools and minimums:
+# also the config of the golden files (tests/fixtures/golden/matrix/).
+MATRIX = (GOLDEN / "matrix" / "config.yaml").read_text()
 
 
 def tool(name: str) -> str:
@@ -276,9 +257,17 @@ def test_regenerating_removes_only_its_own_stale_files(tmp_path: Path) -> None:
     assert mine.exists()
 
 
-def test_generation_is_deterministic() -> None:
+@pytest.mark.e2e
+def test_a_fresh_process_writes_the_golden_rules(tmp_path: Path) -> None:
+    """The matrix's rules, promtool tests, prometheus.yml and README, as a new `slo-monitor generate`
+    process writes them (another hash seed, no state from this one), equal the reviewed goldens
+    file by file. Refresh after an intended change: UPDATE_GOLDEN=1 (tests/helpers/golden.py)."""
+    generate_fresh(["--config", str(GOLDEN / "matrix" / "config.yaml")], tmp_path)
+    compare_with_golden(tmp_path, "matrix", ("alerts",))
+
+
+def test_the_rule_interval_changes_the_rules() -> None:
     config = load(EXAMPLE).config
-    assert render_all(config) == render_all(config)
     assert render_all(config, Options(rule_interval_s=30.0)) != render_all(config)
 
 
