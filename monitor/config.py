@@ -1,8 +1,14 @@
-"""The configuration file: a pydantic model of the YAML in interfaces.md.
+"""The configuration file: the sections of `monitor.settings` assembled into one `Config`, loaded
+from YAML.
 
-Every mistake is reported with its key path (``pools[0].targets[1]: not an http(s) URL``) and all of
-them at once, because an operator fixing a config one error per run gives up on the tool. Unknown keys
-are errors: a typo such as ``intervall`` would otherwise leave the default in force without a word.
+Every mistake is reported with its key path (``pools[0].targets[1]: not an http(s) URL``), the value
+seen and the form wanted, and all of them in one pass, because an operator fixing a config one error
+per run gives up on the tool. Unknown keys are errors: a typo such as ``intervall`` would otherwise
+leave the default in force without a word.
+
+This module imports no stage (collect, evaluate, decide, act, publish): warnings that need a
+stage's knowledge (a latency threshold between histogram buckets, an objective too low for an alert
+to fire) are added by the CLI where it prints them (monitor/cli/advice.py).
 """
 
 from __future__ import annotations
@@ -10,240 +16,75 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Sequence
 
 import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from monitor.decide.health import HealthSettings
-from monitor.evaluate.cost import CostConfig
-from monitor.gpu.config import GpuConfig, check_gpu_config
-from monitor.otlp.config import TracesConfig
-from monitor.decide.scaling import ScalingSettings
+from monitor.errors import BadInput
+from monitor.settings import (  # noqa: F401 - re-exported: `from monitor.config import SloConfig` keeps working
+    INDICATOR_TYPES,
+    AlertmanagerConfig,
+    ApiConfig,
+    AvailabilityIndicator,
+    CostConfig,
+    ErrorRatioIndicator,
+    EvaluationConfig,
+    GpuConfig,
+    GpuMappingConfig,
+    HaConfig,
+    HaproxyConfig,
+    HealthSettings,
+    Indicator,
+    LatencyIndicator,
+    NginxConfig,
+    OptionalStr,
+    OptionalUrl,
+    PoolConfig,
+    SaturationIndicator,
+    ScalingSettings,
+    ScrapeConfig,
+    Section,
+    SloConfig,
+    SourceConfig,
+    StorageConfig,
+    TracesConfig,
+    check_gpu_config,
+)
 from monitor.units import (  # noqa: F401 - re-exported: the config's value types
     Duration,
     HttpUrl,
     Listen,
     Name,
+    Percent,
     Ratio,
     Size,
+    Window,
     instance_address,
     parse_duration,
     parse_http_url,
     parse_listen,
+    parse_percent,
     parse_ratio,
     parse_size,
+    parse_window,
 )
 
 
+class ConfigError(BadInput, ValueError):
+    """Every problem found in a config, each already prefixed with its key path."""
 
-def _none_if_empty(value: Any) -> Any:
-    """`${VAR}` of an unset variable expands to ""; an optional setting treats that as not set."""
-    return None if value == "" else value
-
-
-OptionalUrl = Annotated[HttpUrl | None, BeforeValidator(_none_if_empty)]
-OptionalStr = Annotated[str | None, BeforeValidator(_none_if_empty)]
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
 
 
 # --- the model ----------------------------------------------------------------------------------
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class StorageConfig(_Section):
-    url: str = "sqlite:///./slo-monitor.db"
-    retention: Duration = Field(default=30 * 86400.0, description="rollups older than this are deleted")
-
-    @field_validator("url")
-    @classmethod
-    def _known_database(cls, value: str) -> str:
-        if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
-            raise ValueError("not a sqlite:/// or postgresql+psycopg:// URL")
-        return value
-
-
-class ScrapeConfig(_Section):
-    interval: Duration = 5.0
-    timeout: Duration = 2.0
-    max_body_size: Size = 16 * 2**20
-    metrics_path: str = "/metrics"
-    health_path: str | None = "/health"
-    concurrency: int = Field(default=256, ge=1, le=10_000)
-
-    @model_validator(mode="after")
-    def _timeout_fits(self) -> ScrapeConfig:
-        if self.timeout > self.interval:
-            raise ValueError("timeout must not exceed interval (scrapes of one target would overlap)")
-        return self
-
-
-class EvaluationConfig(_Section):
-    window: Duration = Field(default=60.0, description="rolling window of the per-instance figures")
-
-
-class PoolConfig(_Section):
-    name: Name
-    targets: list[HttpUrl] = Field(min_length=1)
-    health: HealthSettings = HealthSettings()
-    scaling: ScalingSettings = ScalingSettings()
-    cost: CostConfig | None = Field(default=None, description="GPU-hour price: cost per token and request")
-
-    @field_validator("targets")
-    @classmethod
-    def _distinct_instances(cls, targets: list[str]) -> list[str]:
-        seen: dict[str, int] = {}
-        for i, url in enumerate(targets):
-            address = instance_address(url)
-            if address in seen:
-                raise ValueError(f"targets[{i}] is the same instance ({address}) as targets[{seen[address]}]")
-            seen[address] = i
-        return targets
-
-
-class LatencyIndicator(_Section):
-    type: Literal["latency"]
-    metric: Literal["ttft", "tpot", "e2e", "queue"]
-    threshold: Duration
-
-
-class ErrorRatioIndicator(_Section):
-    type: Literal["error_ratio"]
-
-
-class SaturationIndicator(_Section):
-    type: Literal["saturation"]
-    metric: Literal["kv_cache_usage"] = "kv_cache_usage"
-    threshold: Ratio
-
-
-class AvailabilityIndicator(_Section):
-    type: Literal["availability"]
-
-
-Indicator = Annotated[
-    LatencyIndicator | ErrorRatioIndicator | SaturationIndicator | AvailabilityIndicator,
-    Field(discriminator="type"),
-]
-
-
-class SloConfig(_Section):
-    name: Name
-    indicator: Indicator
-    objective: Ratio
-    window: Duration = 30 * 86400.0
-    pools: list[Name] | None = Field(default=None, description="pools this SLO applies to; all when unset")
-    runbook_url: OptionalUrl = Field(default=None, description="sent as the alerts' runbook_url annotation")
-    # Grafana SLO's `min_failures`: a burn-rate pair fires only with at least this many bad events in
-    # its long window, so one failed request out of ten at night does not wake anybody.
-    min_bad_events: float = Field(default=5.0, ge=0.0)
-
-    @field_validator("objective")
-    @classmethod
-    def _objective_open_interval(cls, value: float) -> float:
-        if not 0.0 < value < 1.0:
-            raise ValueError("objective must be above 0% and below 100% (a 100% objective has no error budget)")
-        return value
-
-
-class ApiConfig(_Section):
-    listen: Listen = "127.0.0.1:9470"
-    token: OptionalStr = None
-
-
-class AlertmanagerConfig(_Section):
-    url: OptionalUrl = None
-    # While an alert fires it is re-sent this often, with endsAt a few intervals ahead, so an
-    # Alertmanager that restarted learns it again and an alert from a dead monitor expires by itself.
-    resend_interval: Duration = 60.0
-    timeout: Duration = Field(default=5.0, description="per POST to Alertmanager")
-
-    @model_validator(mode="after")
-    def _timeout_fits(self) -> AlertmanagerConfig:
-        if self.timeout > self.resend_interval:
-            raise ValueError("timeout must not exceed resend_interval")
-        return self
-
-
-class NginxConfig(_Section):
-    upstream_file: OptionalStr = None
-    check: OptionalStr = None
-    reload: OptionalStr = None
-
-
-class HaproxyConfig(_Section):
-    agent_listen: Annotated[Listen | None, BeforeValidator(_none_if_empty)] = Field(
-        default=None, description="HOST:PORT of the HAProxy agent-check listener; off when unset")
-
-
-_MATCHER = r'\s*[A-Za-z_][A-Za-z0-9_]*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*'
-_SELECTOR = re.compile(rf"{_MATCHER}(?:,{_MATCHER})*,?\s*")
-
-
-class SourceConfig(_Section):
-    """Where the per-instance signals come from.
-
-    `scrape` (default): the service GETs every target's /metrics and /health itself. `prometheus`:
-    it asks a Prometheus-compatible API (Prometheus, Thanos Query, Mimir, VictoriaMetrics) for the
-    raw vLLM series that backend already scrapes, so a fleet large enough to need sharded
-    Prometheus does not need a second set of scrapers, and several monitor replicas add no load
-    on the vLLM servers.
-    """
-
-    type: Literal["scrape", "prometheus"] = "scrape"
-    url: OptionalUrl = Field(default=None, description="base URL of the Prometheus HTTP API (…/api/v1/query is added)")
-    instance_label: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "instance"
-    selector: OptionalStr = Field(default=None, description='extra label matchers, e.g. job="vllm"')
-    timeout: Duration | None = Field(default=None, description="per query; default scrape.timeout")
-    max_response_size: Size = 64 * 2**20
-    max_instances_per_query: int = Field(default=100, ge=1, le=10_000)
-    max_age: Duration = Field(default=60.0, description="an instance whose last sample is older is reported stale")
-    headers: dict[str, str] = Field(default_factory=dict, description="e.g. X-Scope-OrgID for Mimir")
-    bearer_token: OptionalStr = None
-
-    @field_validator("selector")
-    @classmethod
-    def _matchers_only(cls, value: str | None) -> str | None:
-        # pasted into every selector of the query: only matchers, so it can never change the query's shape
-        if value is not None and not _SELECTOR.fullmatch(value):
-            raise ValueError('must be PromQL label matchers separated by commas, e.g. job="vllm", env=~"prod|canary"')
-        return value.strip().rstrip(",").strip() if value else None
-
-    @model_validator(mode="after")
-    def _url_matches_type(self) -> SourceConfig:
-        if self.type == "prometheus" and not self.url:
-            raise ValueError("type prometheus needs url (e.g. http://prometheus:9090)")
-        if self.type == "scrape" and self.url:
-            raise ValueError("url is only used with type: prometheus")
-        return self
-
-
-class HaConfig(_Section):
-    """Several replicas on one database: a lease row elects the one that writes the NGINX file,
-    pages Alertmanager and writes history; the others evaluate the same data and answer the API."""
-
-    enabled: bool = False
-    lease: Duration = Field(default=15.0, description="a leader that stops renewing is replaced after this")
-    renew_interval: Duration | None = Field(default=None, description="default: min(scrape.interval, lease / 3)")
-    replica_id: OptionalStr = Field(default=None, max_length=200, description="default: hostname-pid")
-
-    def renew_every(self, scrape_interval: float) -> float:
-        return self.renew_interval or min(scrape_interval, self.lease / 3.0)
-
-
-class Config(_Section):
+class Config(Section):
     storage: StorageConfig = StorageConfig()
     source: SourceConfig = SourceConfig()
     scrape: ScrapeConfig = ScrapeConfig()
@@ -259,33 +100,17 @@ class Config(_Section):
     ha: HaConfig = HaConfig()
 
     @model_validator(mode="after")
-    def _cross_references(self) -> Config:
+    def _cross_sections(self) -> Config:
         problems: list[str] = []
         if self.source.timeout is not None and self.source.timeout > self.scrape.interval:
-            problems.append("source.timeout: must not exceed scrape.interval (queries would overlap)")
+            problems.append(f"source.timeout: {self.source.timeout:g}s must not exceed scrape.interval "
+                            f"({self.scrape.interval:g}s): queries would overlap; set it to "
+                            f"{self.scrape.interval:g}s or less")
         if self.ha.enabled and self.ha.renew_every(self.scrape.interval) * 2 > self.ha.lease:
-            problems.append("ha.lease: must be at least two renew intervals "
-                            f"({self.ha.renew_every(self.scrape.interval):g}s each), or one late renewal loses it")
-        pool_names = [p.name for p in self.pools]
-        for i, name in enumerate(pool_names):
-            if name in pool_names[:i]:
-                problems.append(f"pools[{i}].name: duplicate pool name {name!r}")
-        owner: dict[str, str] = {}
-        for i, pool in enumerate(self.pools):
-            for j, url in enumerate(pool.targets):
-                address = instance_address(url)
-                if address in owner and owner[address] != pool.name:
-                    problems.append(
-                        f"pools[{i}].targets[{j}]: instance {address} is already in pool {owner[address]!r}"
-                    )
-                owner.setdefault(address, pool.name)
-        slo_names = [s.name for s in self.slos]
-        for i, slo in enumerate(self.slos):
-            if slo.name in slo_names[:i]:
-                problems.append(f"slos[{i}].name: duplicate SLO name {slo.name!r}")
-            for j, pool in enumerate(slo.pools or []):
-                if pool not in pool_names:
-                    problems.append(f"slos[{i}].pools[{j}]: no pool named {pool!r}")
+            renew = self.ha.renew_every(self.scrape.interval)
+            problems.append(f"ha.lease: must be at least two renew intervals ({renew:g}s each), or one late "
+                            f"renewal loses it; set lease to {2 * renew:g}s or more, or a shorter renew_interval")
+        problems.extend(reference_problems(*_model_refs(self)))
         problems.extend(check_gpu_config(self.gpu, self.pools))
         if problems:
             raise ConfigError(problems)
@@ -301,15 +126,94 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 
 
+# --- references between sections ----------------------------------------------------------------
+# Checked on the validated model and, when some field fails, on the raw YAML too: pydantic runs
+# `Config`'s own validators only once every field is valid, and a duplicate target should be named
+# in the same pass as a typo three sections away.
+
+
+@dataclass(frozen=True)
+class PoolRef:
+    index: int
+    name: str | None
+    addresses: list[tuple[int, str]] = field(default_factory=list)  # (target index, host:port)
+
+
+@dataclass(frozen=True)
+class SloRef:
+    index: int
+    name: str | None
+    pools: list[tuple[int, str]] = field(default_factory=list)  # (index in slos[].pools, pool name)
+
+
+def reference_problems(pools: Sequence[PoolRef], slos: Sequence[SloRef]) -> list[str]:
+    """Duplicate pool and SLO names, one instance listed twice, SLOs naming a pool that is not there."""
+    problems: list[str] = []
+    seen_pools: set[str] = set()
+    for pool in pools:
+        if pool.name is not None and pool.name in seen_pools:
+            problems.append(f"pools[{pool.index}].name: duplicate pool name {pool.name!r} "
+                            "(pool names must be unique; rename one, or merge their targets)")
+        if pool.name is not None:
+            seen_pools.add(pool.name)
+    first: dict[str, tuple[PoolRef, int]] = {}
+    for pool in pools:
+        for j, address in pool.addresses:
+            where = f"pools[{pool.index}].targets[{j}]"
+            if address not in first:
+                first[address] = (pool, j)
+            elif first[address][0].index == pool.index:
+                problems.append(f"{where}: the same instance ({address}) as pools[{pool.index}].targets"
+                                f"[{first[address][1]}] (remove one of them)")
+            elif first[address][0].name != pool.name:
+                problems.append(f"{where}: instance {address} is already in pool {first[address][0].name!r} "
+                                "(an instance belongs to one pool; remove it from one of them)")
+    names = ", ".join(sorted(seen_pools)) or "none"
+    seen_slos: set[str] = set()
+    for slo in slos:
+        if slo.name is not None and slo.name in seen_slos:
+            problems.append(f"slos[{slo.index}].name: duplicate SLO name {slo.name!r} (SLO names must be unique)")
+        if slo.name is not None:
+            seen_slos.add(slo.name)
+        for j, pool_name in slo.pools:
+            if pool_name not in seen_pools:
+                problems.append(f"slos[{slo.index}].pools[{j}]: no pool named {pool_name!r} (pools: {names})")
+    return problems
+
+
+def _model_refs(config: Config) -> tuple[list[PoolRef], list[SloRef]]:
+    pools = [PoolRef(i, p.name, [(j, instance_address(url)) for j, url in enumerate(p.targets)])
+             for i, p in enumerate(config.pools)]
+    slos = [SloRef(i, s.name, list(enumerate(s.pools or []))) for i, s in enumerate(config.slos)]
+    return pools, slos
+
+
+def _raw_refs(data: dict[str, Any]) -> tuple[list[PoolRef], list[SloRef]]:
+    """The same references from YAML that did not validate: whatever parts of it are readable."""
+
+    def items(node: Any) -> list[tuple[int, Any]]:
+        return list(enumerate(node)) if isinstance(node, list) else []
+
+    def name(node: dict[str, Any]) -> str | None:
+        return node["name"] if isinstance(node.get("name"), str) else None
+
+    pools: list[PoolRef] = []
+    for i, pool in items(data.get("pools")):
+        if not isinstance(pool, dict):
+            continue
+        addresses = []
+        for j, url in items(pool.get("targets")):
+            try:
+                addresses.append((j, instance_address(parse_http_url(url))))
+            except ValueError:
+                pass  # named by the field's own error
+        pools.append(PoolRef(i, name(pool), addresses))
+    slos = [SloRef(i, name(slo), [(j, p) for j, p in items(slo.get("pools")) if isinstance(p, str)])
+            for i, slo in items(data.get("slos")) if isinstance(slo, dict)]
+    return pools, slos
+
+
 # --- loading and error reporting ----------------------------------------------------------------
-
-
-class ConfigError(ValueError):
-    """Every problem found in a config, each already prefixed with its key path."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(problems))
 
 
 @dataclass(frozen=True)
@@ -354,7 +258,7 @@ def _loc_path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in ("latency", "error_ratio", "saturation", "availability") and path.endswith("indicator"):
+        elif part in INDICATOR_TYPES and path.endswith("indicator"):
             continue  # pydantic names the union member it tried; the user only wrote `indicator`
         elif isinstance(part, str) and part.startswith("function-"):
             continue
@@ -369,17 +273,12 @@ def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     for part in loc[:-1]:
         if isinstance(part, int) or current is None:
             continue
-        field = getattr(current, "model_fields", {}).get(part)
-        if field is None:
-            if isinstance(part, str) and part in ("latency", "error_ratio", "saturation", "availability"):
-                current = {
-                    "latency": LatencyIndicator,
-                    "error_ratio": ErrorRatioIndicator,
-                    "saturation": SaturationIndicator,
-                    "availability": AvailabilityIndicator,
-                }[part]
+        field_info = getattr(current, "model_fields", {}).get(part)
+        if field_info is None:
+            if isinstance(part, str) and part in INDICATOR_TYPES:
+                current = INDICATOR_TYPES[part]
             continue
-        current = _model_in(field.annotation)
+        current = _model_in(field_info.annotation)
     return list(getattr(current, "model_fields", {}).keys())
 
 
@@ -393,6 +292,18 @@ def _model_in(annotation: Any) -> Any:
     return None
 
 
+# what a missing key wants, for the keys a first config most often lacks
+_MISSING_HINTS = {
+    "pools": "e.g. pools: [{name: default, targets: [http://127.0.0.1:8000]}]",
+    "targets": "a list of vLLM URLs, e.g. [http://10.0.0.11:8000]",
+    "name": "letters, digits, '_', '.', '-'",
+    "indicator": "e.g. {type: latency, metric: ttft, threshold: 500ms}",
+    "objective": "e.g. 99.9%",
+    "threshold": "e.g. 500ms for latency, 90% for saturation",
+    "type": "latency, error_ratio, saturation or availability",
+}
+
+
 def _describe(error: dict[str, Any]) -> str:
     loc = tuple(error["loc"])
     kind = error["type"]
@@ -402,18 +313,27 @@ def _describe(error: dict[str, Any]) -> str:
         hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(keys)})" if keys else ""
         return f"{_loc_path(loc)}: unknown key{hint}"
     if kind == "missing":
-        return f"{_loc_path(loc)}: required key is missing"
+        hint = _MISSING_HINTS.get(str(loc[-1])) if loc else None
+        return f"{_loc_path(loc)}: required key is missing" + (f" ({hint})" if hint else "")
     message = error["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         if message.startswith(prefix):
             message = message[len(prefix):]
+    seen = error.get("input")
     if kind == "union_tag_invalid":
-        message = f"unknown type {error['input'].get('type')!r} (use latency, error_ratio, saturation or availability)" if isinstance(error.get("input"), dict) else message
-    if kind == "too_short":
+        message = (f"unknown type {seen.get('type')!r} (use latency, error_ratio, saturation or availability)"
+                   if isinstance(seen, dict) else message)
+    elif kind == "too_short":
         message = "must not be empty"
-    if kind == "string_pattern_mismatch":
-        message = "must start with a letter or digit and use only letters, digits, '_', '.', '-'"
+    elif kind == "string_pattern_mismatch":
+        message = f"must start with a letter or digit and use only letters, digits, '_', '.', '-' (got {seen!r})"
+    elif kind != "value_error" and isinstance(seen, (str, int, float, bool)) and repr(seen) not in message:
+        message = f"{message} (got {seen!r})"  # pydantic's own messages name the form, not the value seen
     return f"{_loc_path(loc) or '(top level)'}: {message}"
+
+
+def _unique(problems: list[str]) -> list[str]:
+    return list(dict.fromkeys(problems))
 
 
 def validate(data: Any, environ: dict[str, str] | None = None) -> Loaded:
@@ -434,32 +354,21 @@ def validate(data: Any, environ: dict[str, str] | None = None) -> Loaded:
                 problems.extend(ctx_error.problems)
             else:
                 problems.append(_describe(error))
-        raise ConfigError(problems) from None
-    except ConfigError:
-        raise
+        problems.extend(reference_problems(*_raw_refs(data)))
+        raise ConfigError(_unique(problems)) from None
     warnings.extend(config_warnings(config))
     return Loaded(config, warnings)
 
 
 def config_warnings(config: Config) -> list[str]:
-    """Things that are valid but probably not what the operator meant."""
-    from monitor.collect.vllm import threshold_warning  # late import: config must not need the collector
-
-    from monitor.evaluate.slo import objective_warnings  # late import: slo.py imports this module
-
+    """Things that are valid but probably not what the operator meant, judged from the config alone
+    (the CLI adds the ones that need a stage's knowledge: monitor/cli/advice.py)."""
     warnings: list[str] = []
-    for i, slo in enumerate(config.slos):
-        if isinstance(slo.indicator, LatencyIndicator):
-            warning = threshold_warning(slo.indicator.metric, slo.indicator.threshold)
-            if warning:
-                warnings.append(f"slos[{i}].indicator.threshold: {warning}")
-        # an objective so low that even 100% errors cannot reach a pair's burn factor: that alert
-        # would stay silent through a total outage, which the operator must hear about now
-        for warning in objective_warnings(slo.objective, slo.window, name=slo.name):
-            warnings.append(f"slos[{i}].objective: {warning}")
     if config.scrape.interval > config.evaluation.window / 2:
         warnings.append(
-            "evaluation.window: shorter than two scrape intervals; per-instance rates need two samples"
+            f"evaluation.window: {config.evaluation.window:g}s is shorter than two scrape intervals "
+            f"({config.scrape.interval:g}s each); per-instance rates need two samples (set it to "
+            f"{2 * config.scrape.interval:g}s or more)"
         )
     return warnings
 
@@ -482,3 +391,9 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> Loaded:
 
 def load_default() -> Loaded:
     return validate(DEFAULT_CONFIG, environ={})
+
+
+def load_config(path: str | None) -> Loaded:
+    """The config a command runs with: the file given, else the embedded default (one pool at
+    http://127.0.0.1:8000). A ConfigError is a BadInput: the CLI prints it and exits 2."""
+    return load(path) if path else load_default()

@@ -1,7 +1,8 @@
 """Value types of the configuration: durations, ratios, sizes, URLs, listen addresses.
 
-Kept apart from the config model so that every stage's settings models (health, scaling, ...) can
-use the same parsing without importing the whole config.
+The lowest floor of the house: the settings models (`monitor.settings`) and the stages alike use
+these, so one spelling of a duration or a ratio means the same thing everywhere. Each parser's
+error says the value it saw and the form it wants, since `check` prints it to a person.
 """
 
 from __future__ import annotations
@@ -23,9 +24,15 @@ def parse_duration(value: Any) -> float:
     A bare number is refused: ``interval: 5`` could mean seconds or minutes, and guessing wrong
     silently changes what an SLO window means.
     """
-    if isinstance(value, bool) or not isinstance(value, str):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r} (did you mean {value:g}s? durations need a unit: "
+                         "500ms, 5s, 1m, 30d)")
+    if not isinstance(value, str):
         raise ValueError(f"not a duration: {value!r} (use a unit, e.g. 500ms, 5s, 1m, 30d)")
     text = value.strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        raise ValueError(f"not a duration: {value!r} (did you mean {text}s? durations need a unit: "
+                         "500ms, 5s, 1m, 30d)")
     pos, total = 0, 0.0
     for match in _DURATION_PART.finditer(text):
         if match.start() != pos:
@@ -37,6 +44,18 @@ def parse_duration(value: Any) -> float:
     if total <= 0:
         raise ValueError(f"duration must be positive: {value!r}")
     return total
+
+
+def format_duration(seconds: float) -> str:
+    """`30d`, `1h30m`, `500ms`: the config's own notation, for the API's `window`."""
+    if seconds <= 0:
+        return "0s"
+    out, rest = "", round(seconds * 1000)
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        if rest >= size:
+            out += f"{rest // size}{unit}"
+            rest %= size
+    return out
 
 
 def parse_ratio(value: Any) -> float:
@@ -56,8 +75,42 @@ def parse_ratio(value: Any) -> float:
     else:
         raise ValueError(f"not a ratio: {value!r} (use e.g. 99.9% or 0.999)")
     if not 0.0 <= number <= 1.0:
-        raise ValueError(f"ratio out of range [0, 1]: {value!r}")
+        hint = (f" (did you mean {number:g}%?)" if 1.0 < number <= 100.0 and not str(value).strip().endswith("%")
+                else " (use a percentage up to 100%, or a fraction up to 1)")
+        raise ValueError(f"ratio out of range [0, 1]: {value!r}{hint}")
     return number
+
+
+def parse_percent(value: Any) -> float:
+    """A percentage in [0, 100] from ``50``, ``50%`` or ``"50"``.
+
+    A fraction such as ``0.5`` is read as 0.5 %, as Envoy's `max_ejection_percent` reads it; the
+    name says percent, and guessing "you meant 50 %" would silently allow a hundred times more.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"not a percentage: {value!r}")
+    if isinstance(value, str):
+        text = value.strip().removesuffix("%").strip()
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"not a percentage: {value!r} (use e.g. 50 or 50%)") from None
+    elif isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        raise ValueError(f"not a percentage: {value!r} (use e.g. 50 or 50%)")
+    if not 0.0 <= number <= 100.0:
+        raise ValueError(f"percentage out of range [0, 100]: {value!r}")
+    return number
+
+
+def parse_window(value: Any) -> float:
+    """A duration that may be zero (`0s`: no stabilisation, the HPA's scale-up default)."""
+    if isinstance(value, str) and value.strip() in ("0", "0s", "0ms", "0m"):
+        return 0.0
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0:
+        return 0.0
+    return parse_duration(value)
 
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?", re.IGNORECASE)
@@ -81,10 +134,13 @@ def parse_size(value: Any) -> int:
 
 def parse_http_url(value: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"not an http(s) URL: {value!r}")
-    parts = urlsplit(value.strip())
+        raise ValueError(f"not an http(s) URL: {value!r} (use http://host:port)")
+    text = value.strip()
+    if "://" not in text and text:
+        raise ValueError(f"not an http(s) URL: {value!r} (did you mean http://{text}?)")
+    parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("not an http(s) URL")
+        raise ValueError(f"not an http(s) URL: {value!r} (use http://host:port or https://host:port)")
     try:
         parts.port  # noqa: B018 - raises on a port that is not a number
     except ValueError:
@@ -93,8 +149,11 @@ def parse_http_url(value: Any) -> str:
 
 
 def parse_listen(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str) and value.strip().isdigit():
+        raise ValueError(f"not HOST:PORT: {value!r} (did you mean 127.0.0.1:{value}, or 0.0.0.0:{value} "
+                         "for every interface?)")
     if not isinstance(value, str) or not re.fullmatch(r"\[?[\w.:-]*\]?:\d{1,5}", value.strip()):
-        raise ValueError(f"not HOST:PORT: {value!r}")
+        raise ValueError(f"not HOST:PORT: {value!r} (e.g. 127.0.0.1:9470)")
     if not 0 < int(value.rsplit(":", 1)[1]) < 65536:
         raise ValueError(f"port out of range: {value!r}")
     return value.strip()
@@ -106,6 +165,9 @@ Size = Annotated[int, BeforeValidator(parse_size)]
 HttpUrl = Annotated[str, BeforeValidator(parse_http_url)]
 Listen = Annotated[str, BeforeValidator(parse_listen)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
+Percent = Annotated[float, BeforeValidator(parse_percent)]
+Window = Annotated[float, BeforeValidator(parse_window)]
+
 
 def redact_url(url: str) -> str:
     """The URL with any user:password@ replaced by `***@`, for logs and error messages: an

@@ -23,29 +23,12 @@ infinite: alerting on "cost per token too high" should not fire on an idle night
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import Any, Iterable
 
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
-from pydantic import BaseModel, ConfigDict, Field
-
-if TYPE_CHECKING:
-    from monitor.evaluate.fleet import InstanceView
-    from monitor.service import Service
-
-NAMESPACE = "slo_monitor"
-
-
-class CostConfig(BaseModel):
-    """`pools[].cost`: what the pool's GPUs cost."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    gpu_hour: float = Field(gt=0, description="price of one GPU for one hour")
-    gpus_per_instance: int = Field(default=1, ge=1, le=1024, description="GPUs behind each target")
-    currency: str = Field(default="USD", min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_.$€£¥-]+$")
+from monitor.evaluate.fleet import InstanceView
+from monitor.settings import CostConfig
+from monitor.units import format_duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +69,6 @@ class PoolCost:
 
     def to_json(self) -> dict[str, Any]:
         """The `GET /api/v1/pools/{pool}/cost` body."""
-        from monitor.evaluate.slo_engine import format_duration
-
         return {
             "pool": self.pool,
             "currency": self.currency,
@@ -123,57 +104,3 @@ def pool_cost(pool: str, cost: CostConfig, instances: int, views: Iterable[Insta
         generation_tokens_per_s=_sum(v.figures.get("generation_tokens_per_s") for v in mine),
         goodput_rps=goodput_rps,
     )
-
-
-def service_pool_cost(service: Service, pool: str, now: float | None = None) -> PoolCost | None:
-    """The pool's cost as the service sees it now; None when the pool has no `cost` configured."""
-    from monitor.otlp.goodput import compute_goodput, latency_objectives
-
-    pool_config = service.config.pool(pool)
-    if pool_config is None or pool_config.cost is None:
-        return None
-    now = time.time() if now is None else now
-    fleet = service.fleet
-    views = [fleet.view(t, now) for t in fleet.tracks.values() if t.pool == pool]
-    goodput = None
-    window = service.config.traces.goodput_window
-    records = service.traces.records(pool, since=now - window)
-    if records:
-        goodput = compute_goodput(records, latency_objectives(service.config.slos, pool), pool=pool, now=now,
-                                  window_s=window, first_at=service.traces.first_at(pool)).goodput_rps
-    return pool_cost(pool, pool_config.cost, len(pool_config.targets), views, window_s=fleet.window,
-                     goodput_rps=goodput)
-
-
-class CostCollector(Collector):
-    """`slo_monitor_pool_cost_*` for every pool with a `cost`, computed at scrape time."""
-
-    def __init__(self, service: Service) -> None:
-        self.service = service
-
-    def collect(self) -> Iterator:
-        labels = ["pool", "currency"]
-        per_hour = GaugeMetricFamily(f"{NAMESPACE}_pool_cost_per_hour",
-                                     "What the pool's GPUs cost per hour (gpu_hour x GPUs of every target).",
-                                     labels=labels)
-        per_token = GaugeMetricFamily(f"{NAMESPACE}_pool_cost_per_million_generated_tokens",
-                                      "Cost per million generated tokens over the evaluation window "
-                                      "(absent without traffic).", labels=labels)
-        per_request = GaugeMetricFamily(f"{NAMESPACE}_pool_cost_per_request",
-                                        "Cost per finished request over the evaluation window (absent without "
-                                        "traffic).", labels=labels)
-        per_good = GaugeMetricFamily(f"{NAMESPACE}_pool_cost_per_good_request",
-                                     "Cost per request that met every latency SLO (goodput, from traces).",
-                                     labels=labels)
-        now = time.time()
-        for pool in self.service.config.pools:
-            cost = service_pool_cost(self.service, pool.name, now)
-            if cost is None:
-                continue
-            who = [cost.pool, cost.currency]
-            per_hour.add_metric(who, cost.cost_per_hour)
-            for family, value in ((per_token, cost.cost_per_million_tokens), (per_request, cost.cost_per_request),
-                                  (per_good, cost.cost_per_good_request)):
-                if value is not None:
-                    family.add_metric(who, value)
-        yield from (per_hour, per_token, per_request, per_good)

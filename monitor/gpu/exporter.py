@@ -112,7 +112,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_exporter(args: argparse.Namespace) -> int:
-    from monitor.cli import BadInput
+    from monitor.errors import BadInput
     from monitor.config import parse_duration, parse_listen
 
     try:

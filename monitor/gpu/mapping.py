@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 from urllib.parse import urlsplit
 
 from monitor.config import Config, instance_address
-from monitor.gpu.config import GpuConfig, GpuMappingConfig
+from monitor.settings import GpuConfig, GpuMappingConfig
 from monitor.gpu.readings import GpuReading
 
 

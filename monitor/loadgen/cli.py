@@ -10,7 +10,7 @@ import signal
 import sys
 from typing import Any
 
-from monitor.config import parse_duration, parse_http_url
+from monitor.units import parse_duration, parse_http_url
 
 
 def seconds(text: str) -> float:
@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build_run(args: argparse.Namespace):
-    from monitor.cli import BadInput
+    from monitor.errors import BadInput
     from monitor.loadgen.report import parse_goodput
     from monitor.loadgen.runner import LoadRun
     from monitor.loadgen.workload import Workload

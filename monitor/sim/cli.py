@@ -26,12 +26,36 @@ def _list(kind):
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("simulate", help="run N simulated vLLM instances until stopped",
                               description="Serves vLLM's /metrics, /health, /v1/models, /v1/completions and "
-                                          "/v1/chat/completions on ports P..P+N-1, plus POST /sim/faults.")
+                                          "/v1/chat/completions on ports P..P+N-1, plus POST /sim/faults and "
+                                          "/sim/control; with --control-port, POST /sim/instances adds and "
+                                          "removes instances while it runs.")
     p.add_argument("--instances", type=int, required=True, help="how many instances")
     p.add_argument("--base-port", type=int, required=True, help="port of the first instance (0: free ports)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--metrics-version", choices=["v1", "v0"], default="v1",
-                   help="V1 metric names (vLLM 0.16, default) or V0 names (vLLM 0.8.5 V0 engine)")
+    p.add_argument("--metrics-version", choices=["latest", "v1", "v0"], default="latest",
+                   help="current vLLM's page (latest, default: 0.33 families such as waiting by reason and "
+                        "admission rejections), V1 names of vLLM 0.16 (v1), or V0 names of the vLLM 0.8.5 "
+                        "V0 engine (v0); switchable live with POST /sim/control {\"metrics_version\": ...}")
+    p.add_argument("--spec-decode-acceptance", type=float, metavar="RATE",
+                   help="decode speculatively, accepting this share (0-1) of draft tokens (default: off)")
+    p.add_argument("--num-speculative-tokens", type=int, default=3,
+                   help="draft tokens per speculative step (default 3)")
+    p.add_argument("--max-num-queued-reqs", type=int, metavar="N",
+                   help="refuse requests with 503 beyond N waiting (vLLM's flag; default: no limit)")
+    p.add_argument("--control-port", type=int, metavar="PORT",
+                   help="serve POST/GET /sim/instances here ({\"add\": N} / {\"remove\": \"host:port\"}); "
+                        "0 picks a free port")
+    p.add_argument("--model-load-time", type=float, default=0.0, metavar="S",
+                   help="seconds an added instance refuses connections before it serves (default 0)")
+    p.add_argument("--file-sd", metavar="PATH",
+                   help="keep a Prometheus file_sd JSON file of the live instances here (atomic rewrites)")
+    p.add_argument("--autoscale-from", metavar="URL",
+                   help="poll this /api/v1/pools/{pool}/scaling URL as KEDA would and move the fleet toward "
+                        "its desired_replicas")
+    p.add_argument("--autoscale-interval", type=float, default=15.0, metavar="S",
+                   help="seconds between polls; at most one instance added or removed per poll (default 15)")
+    p.add_argument("--max-instances", type=int, default=64,
+                   help="the fleet never grows beyond this many instances (default 64)")
     p.add_argument("--ground-truth", metavar="FILE", help="write one JSON line per finished request")
     p.add_argument("--otlp-endpoint", metavar="URL",
                    help="send one vLLM V1-shaped `llm_request` span per finished request to this OTLP/HTTP "
@@ -50,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def fleet_params(args: argparse.Namespace):
-    from monitor.cli import BadInput
+    from monitor.errors import BadInput
     from monitor.sim.params import FleetSpec, InstanceParams
 
     problems = []
@@ -64,9 +88,28 @@ def fleet_params(args: argparse.Namespace):
         problems.append("--kv-blocks: must be at least 1")
     if any(m < 1 for m in args.max_num_seqs):
         problems.append("--max-num-seqs: must be at least 1")
+    spec = getattr(args, "spec_decode_acceptance", None)
+    if spec is not None and not 0.0 <= spec <= 1.0:
+        problems.append("--spec-decode-acceptance: must be from 0 to 1")
+    if getattr(args, "num_speculative_tokens", 3) < 1:
+        problems.append("--num-speculative-tokens: must be at least 1")
+    queued = getattr(args, "max_num_queued_reqs", None)
+    if queued is not None and queued < 1:
+        problems.append("--max-num-queued-reqs: must be at least 1")
+    control = getattr(args, "control_port", None)
+    if control is not None and not 0 <= control <= 65535:
+        problems.append("--control-port: must lie in 0..65535")
+    if not 0 <= getattr(args, "model_load_time", 0.0) <= 3600:
+        problems.append("--model-load-time: seconds from 0 to 3600")
+    if getattr(args, "autoscale_interval", 15.0) <= 0:
+        problems.append("--autoscale-interval: must be positive")
+    if getattr(args, "max_instances", 64) < args.instances:
+        problems.append("--max-instances: must be at least --instances")
     base = None
     try:
-        changes = {"max_model_len": args.max_model_len, "time_scale": args.time_scale, "seed": args.seed}
+        changes = {"max_model_len": args.max_model_len, "time_scale": args.time_scale, "seed": args.seed,
+                   "spec_decode_acceptance": spec, "num_speculative_tokens": getattr(args, "num_speculative_tokens", 3),
+                   "max_num_queued_reqs": queued}
         if args.model:
             changes["model"] = args.model
         base = InstanceParams(**changes)
@@ -83,7 +126,7 @@ def _otlp_endpoint(url: str | None) -> str | None:
     A URL without a path gets OTLP/HTTP's `/v1/traces`, as OTEL_EXPORTER_OTLP_ENDPOINT does."""
     from urllib.parse import urlsplit
 
-    from monitor.cli import BadInput
+    from monitor.errors import BadInput
     from monitor.units import parse_http_url
 
     if not url:
@@ -101,9 +144,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     params = fleet_params(args)
     endpoint = _otlp_endpoint(args.otlp_endpoint)
+    autoscale = _scaling_url(args.autoscale_from)
     fleet = SimFleet(params, version=args.metrics_version, host=args.host, ground_truth=args.ground_truth,
                      otlp_endpoint=endpoint,
-                     otlp_service_name=args.otlp_service_name or os.environ.get("OTEL_SERVICE_NAME"))
+                     otlp_service_name=args.otlp_service_name or os.environ.get("OTEL_SERVICE_NAME"),
+                     file_sd=args.file_sd)
     ports = [0] * len(params) if args.base_port == 0 else [args.base_port + i for i in range(len(params))]
 
     async def main() -> None:
@@ -121,9 +166,27 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             print(f"  {url}", flush=True)
         if endpoint:
             print(f"sending llm_request spans to {endpoint}", flush=True)
+        if args.file_sd:
+            print(f"file_sd: {args.file_sd}", flush=True)
+        tasks = []
+        control_server = None
         try:
+            if args.control_port is not None:
+                control_server, control_task, control_url = await _control_server(fleet, args)
+                tasks.append(control_task)
+                print(f"control: {control_url}/sim/instances", flush=True)
+            if autoscale:
+                from monitor.sim.control import Autoscaler
+
+                scaler = Autoscaler(fleet, autoscale, interval_s=args.autoscale_interval,
+                                    load_time_s=args.model_load_time, max_instances=args.max_instances)
+                tasks.append(asyncio.get_running_loop().create_task(scaler.run(stop)))
+                print(f"autoscaling from {autoscale} every {args.autoscale_interval:g} s", flush=True)
             await _status_loop(fleet, stop, args.status_every)
         finally:
+            if control_server is not None:
+                control_server.should_exit = True
+            await asyncio.gather(*tasks, return_exceptions=True)
             await fleet.stop()
         print("stopped", flush=True)
 
@@ -131,11 +194,45 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scaling_url(url: str | None) -> str | None:
+    from monitor.cli import BadInput
+    from monitor.units import parse_http_url
+
+    if not url:
+        return None
+    try:
+        return parse_http_url(url)
+    except ValueError as exc:
+        raise BadInput(f"--autoscale-from: {exc}") from None
+
+
+async def _control_server(fleet, args: argparse.Namespace):
+    """The control port's server, bound before returning (so its URL can be printed)."""
+    import uvicorn
+
+    from monitor.cli import BadInput
+    from monitor.sim.control import control_app
+    from monitor.sim.fleet import QuietServer, bind_socket
+
+    try:
+        sock = bind_socket(args.host, args.control_port)
+    except OSError as exc:
+        raise BadInput(f"--control-port: cannot bind {args.host}:{args.control_port}: {exc.strerror or exc}") from None
+    app = control_app(fleet, load_time_s=args.model_load_time, max_instances=args.max_instances)
+    server = QuietServer(uvicorn.Config(app, log_config=None, log_level="warning", access_log=False,
+                                        lifespan="off"))
+    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    return server, task, f"http://{host}:{sock.getsockname()[1]}"
+
+
 async def _status_loop(fleet, stop: asyncio.Event, every_s: float) -> None:
     """Until stopped, log what each engine is doing and how late its steps end against their schedule
     (`late`: a few tenths of a millisecond is timer rounding; tens of milliseconds mean this process
     simulates more than its CPU can keep up with, and every latency it reports is inflated)."""
-    before = [(i.engine.lag_s, i.engine.steps) for i in fleet.instances]
+    before: dict[int, tuple[float, int]] = {}
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), every_s if every_s > 0 else None)
@@ -143,10 +240,11 @@ async def _status_loop(fleet, stop: asyncio.Event, every_s: float) -> None:
             pass
         if stop.is_set() or every_s <= 0:
             continue
-        for k, instance in enumerate(fleet.instances):
+        for instance in list(fleet.instances):  # instances join and leave while this runs
             e = instance.engine
-            lag, steps = e.lag_s - before[k][0], e.steps - before[k][1]
-            before[k] = (e.lag_s, e.steps)
+            last_lag, last_steps = before.get(id(e), (0.0, 0))
+            lag, steps = e.lag_s - last_lag, e.steps - last_steps
+            before[id(e)] = (e.lag_s, e.steps)
             log.info("%s running %d waiting %d kv %.0f%% preemptions %d steps %d late %.1f ms/step faults %s",
                      e.name, len(e.running), len(e.waiting), e.kv.usage * 100, e.preemptions, steps,
                      1000 * lag / steps if steps else 0.0, e.faults.active or "none")

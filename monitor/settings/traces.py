@@ -1,4 +1,4 @@
-"""Proposed `traces:` section of the config (to attach to `monitor.config.Config` as `traces`).
+"""`traces:`: the OTLP receiver, goodput and exact latency SLIs from spans.
 
 ```yaml
 traces:
@@ -15,19 +15,18 @@ Every key has a default, so a config without `traces:` runs the receiver with th
 Exact SLIs: each latency SLO minute of a pool is recounted from the pool's trace records once it has
 settled, if the records number at least `min_coverage` of the requests the histograms counted in it
 (spans are lost when a sender's queue overflows or tracing is off on some instances; then the
-histograms' interpolated count stays). See `monitor.evaluate.slo_engine.SloEngine.use_traces`.
+histograms' interpolated count stays). See monitor/evaluate/slo_engine.py.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from monitor.settings.base import Section
 from monitor.units import Duration, Ratio, Size
 
 
-class TracesConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class TracesConfig(Section):
     max_body_size: Size = 4 * 2**20
     goodput_window: Duration = 300.0
     retention: Duration = 3600.0

@@ -1,9 +1,8 @@
-"""Proposed `gpu:` section of the config: exporters, GPU → pool/instance mappings, health thresholds.
+"""`gpu:`: exporters, GPU → pool/instance mappings, health thresholds.
 
-Kept here until it is attached to `monitor.config.Config` (replacing today's `GpuConfig`, whose only
-key `exporters` keeps its meaning, so existing files stay valid). Same conventions as the rest of the
-config: unknown keys are errors, values are validated where they are read, and cross-references to
-pools are checked by `check_gpu_config`, which returns problems prefixed with their key path.
+Same conventions as the rest of the config: unknown keys are errors, values are validated where
+they are read, and cross-references to pools are checked by `check_gpu_config` (called by
+`Config`'s cross-section checks), which returns problems prefixed with their key path.
 
 ```yaml
 gpu:
@@ -24,14 +23,13 @@ gpu:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from monitor.settings.base import Section
+from monitor.settings.pools import PoolConfig
 from monitor.units import Duration, HttpUrl, Name, Ratio, instance_address
-
-if TYPE_CHECKING:
-    from monitor.config import PoolConfig
 
 
 def normalize_instance(value: str) -> str:
@@ -42,10 +40,8 @@ def normalize_instance(value: str) -> str:
     return text.lower()
 
 
-class GpuMappingConfig(BaseModel):
+class GpuMappingConfig(Section):
     """Some GPUs and the pool (and instance) they serve. Matched in order; the first match wins."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     instance: str | None = Field(default=None, description="host:port of a pool target (or its URL)")
     pool: Name | None = Field(default=None, description="the pool; implied by `instance` when that is set")
@@ -108,10 +104,8 @@ class GpuMappingConfig(BaseModel):
         return None
 
 
-class GpuConfig(BaseModel):
-    """The whole `gpu:` section (proposed replacement of `monitor.config.GpuConfig`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class GpuConfig(Section):
+    """The whole `gpu:` section."""
 
     exporters: list[HttpUrl] = Field(default_factory=list)
     mappings: list[GpuMappingConfig] = Field(default_factory=list)
@@ -122,7 +116,7 @@ class GpuConfig(BaseModel):
 
 
 def check_gpu_config(gpu: GpuConfig, pools: Sequence[PoolConfig], path: str = "gpu") -> list[str]:
-    """Cross-references to pools, and GPUs claimed twice; for `Config._cross_references`."""
+    """Cross-references to pools, and GPUs claimed twice; for `Config`'s cross-section checks."""
     problems: list[str] = []
     owner: dict[str, str] = {}
     for pool in pools:

@@ -1,0 +1,28 @@
+"""`slo-monitor check --config FILE`: validate a config; exit 2 naming every problem."""
+
+from __future__ import annotations
+
+import argparse
+
+from monitor.cli.advice import advice
+from monitor.cli.exits import EXIT_OK
+from monitor.config import load_config
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("check", help="validate a config; exit 2 naming every problem",
+                              description="Validates FILE and names every problem in one pass, each with its key "
+                                          "path, the value seen and the form wanted; prints warnings for valid "
+                                          "settings that are probably not what was meant.")
+    p.add_argument("--config", required=True, help="YAML config to check")
+    p.set_defaults(func=cmd_check)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    loaded = load_config(args.config)  # a ConfigError is a BadInput: printed, exit 2
+    for warning in [*loaded.warnings, *advice(loaded.config)]:
+        print(f"warning: {warning}")
+    cfg = loaded.config
+    targets = sum(len(p.targets) for p in cfg.pools)
+    print(f"ok: {len(cfg.pools)} pools, {targets} targets, {len(cfg.slos)} SLOs")
+    return EXIT_OK

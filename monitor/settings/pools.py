@@ -1,0 +1,132 @@
+"""`pools:`: each pool's targets and the settings its stages read (health, scaling, cost).
+
+The models live here, apart from the logic that uses them (monitor/decide/health.py,
+monitor/decide/scaling.py, monitor/evaluate/cost.py), so that reading a config never loads a stage.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from monitor.settings.base import Section
+from monitor.units import Duration, HttpUrl, Name, Percent, Ratio, Window
+
+
+class HealthSettings(Section):
+    """`pools[].health`: when an instance is degraded, ejected and let back. Every field has a default.
+
+    Thresholds set to `null` switch their rule off.
+    """
+
+    failure_threshold: int = Field(3, ge=1, description="consecutive failed scrapes or /health probes that eject")
+    window: Duration | None = Field(None, description="window of the latency and error figures; default evaluation.window")
+    min_requests: int = Field(5, ge=0, description="requests in the window before latency and error ratio count")
+    ttft_p99_degraded: Duration | None = 0.5
+    ttft_p99_eject: Duration | None = 1.0
+    e2e_p99_degraded: Duration | None = None
+    e2e_p99_eject: Duration | None = None
+    # slow decoding (seed guidance: TPOT p99 under 50-100 ms); off by default, as a long-context
+    # model's normal TPOT varies with batch size far more than its TTFT does
+    tpot_p99_degraded: Duration | None = None
+    tpot_p99_eject: Duration | None = None
+    relative_slowdown: float | None = Field(
+        3.0, gt=1.0, description="in a pool too small for the outlier rule, a p99 this many times the median "
+                                 "of the others degrades (never ejects)")
+    relative_min_requests: int = Field(20, ge=1, description="requests on both sides before relative_slowdown counts")
+    startup_grace: Duration = Field(600.0, description="how long a joined instance may stay starting before it is judged")
+    drain_time: Duration = Field(60.0, description="how long a leaving instance stays visible (drained) before it is dropped")
+    slow_start: Duration | None = Field(None, description="a newly healthy instance's weight ramps up over this long")
+    error_ratio_degraded: Ratio | None = 0.05
+    error_ratio_eject: Ratio | None = 0.25
+    hang_intervals: int | None = Field(
+        6, ge=1, description="intervals with requests running or waiting and no token, finished request or "
+                             "engine iteration that mean a hang")
+    kv_cache_threshold: Ratio | None = Field(0.9, description="KV-cache usage that, with requests waiting, degrades")
+    kv_cache_min_waiting: int = Field(1, ge=1)
+    outlier_stdev_factor: float | None = Field(1.9, gt=0, description="k in mean ± k·stdev of the rest of the pool")
+    outlier_min_hosts: int = Field(5, ge=3, description="hosts with enough requests before outliers are judged")
+    outlier_min_requests: int = Field(100, ge=0, description="requests per host in the window to take part")
+    outlier_min_latency_ratio: float = Field(1.5, ge=1.0, description="and at least this many times the rest's mean")
+    outlier_min_success_rate_drop: Ratio = Field(0.05, description="and at least this far below the rest's mean")
+    outlier_action: Literal["degrade", "eject"] = "eject"
+    base_ejection_time: Duration = 30.0
+    max_ejection_time: Duration = 300.0
+    backoff_decay: Duration = Field(60.0, description="healthy time that takes one step off the backoff")
+    recovery_intervals: int = Field(3, ge=1, description="good intervals in a row before degraded/ejected return")
+    max_ejection_percent: Percent = 50.0
+    degraded_weight: Ratio = Field(0.25, description="share of a healthy server's weight a degraded one gets")
+    stale_after: Duration | None = Field(None, description="monitor data older than this fails open; default 3 scrape intervals")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HealthSettings:
+        problems = []
+        for name in ("ttft_p99", "e2e_p99", "tpot_p99", "error_ratio"):
+            low, high = getattr(self, f"{name}_degraded"), getattr(self, f"{name}_eject")
+            if low is not None and high is not None and low > high:
+                problems.append(f"{name}_degraded must not exceed {name}_eject")
+        if self.max_ejection_time < self.base_ejection_time:
+            problems.append("max_ejection_time must not be shorter than base_ejection_time")
+        if self.degraded_weight <= 0:
+            problems.append("degraded_weight must be above 0 (an instance with no weight is ejected, say so instead)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def ejection_limit(self, pool_size: int) -> int:
+        """How many instances of a pool of this size may be ejected at once.
+
+        At least one whenever ejection is allowed at all (Envoy's `always_eject_one_host`), so small
+        pools are not left unprotected; `max_ejection_percent: 0` switches ejection off.
+        """
+        if self.max_ejection_percent <= 0 or pool_size <= 0:
+            return 0
+        return max(1, math.floor(pool_size * self.max_ejection_percent / 100.0 + 1e-9))
+
+
+class ScalingSettings(Section):
+    """`pools[].scaling`: targets per metric (null switches a metric off), tolerance, windows, bounds."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int | None = Field(None, ge=1, description="no upper bound when unset")
+    target_waiting_per_replica: float | None = Field(5.0, gt=0)
+    target_kv_cache_usage: Ratio | None = 0.8
+    target_ttft_p99: Window | None = 0.5
+    target_ttft_burn_rate: float | None = Field(1.0, gt=0)
+    min_requests: int = Field(10, ge=0, description="requests in the window before TTFT p99 counts")
+    tolerance: float = Field(0.1, ge=0.0, lt=1.0)
+    scale_up_stabilization: Window = 60.0
+    scale_down_stabilization: Window = 300.0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScalingSettings:
+        problems = []
+        if self.max_replicas is not None and self.max_replicas < self.min_replicas:
+            problems.append("max_replicas must not be below min_replicas")
+        if self.target_kv_cache_usage is not None and self.target_kv_cache_usage <= 0:
+            problems.append("target_kv_cache_usage must be above 0")
+        if self.target_ttft_p99 is not None and self.target_ttft_p99 <= 0:
+            problems.append("target_ttft_p99 must be above 0")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class CostConfig(Section):
+    """`pools[].cost`: what the pool's GPUs cost."""
+
+    gpu_hour: float = Field(gt=0, description="price of one GPU for one hour")
+    gpus_per_instance: int = Field(default=1, ge=1, le=1024, description="GPUs behind each target")
+    currency: str = Field(default="USD", min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_.$€£¥-]+$")
+
+
+class PoolConfig(Section):
+    name: Name
+    # duplicates (within a pool and across pools) are checked on the whole Config, together with
+    # every other problem, so that `check` names them in the same pass as a typo elsewhere
+    targets: list[HttpUrl] = Field(min_length=1)
+    health: HealthSettings = HealthSettings()
+    scaling: ScalingSettings = ScalingSettings()
+    cost: CostConfig | None = Field(default=None, description="GPU-hour price: cost per token and request")
