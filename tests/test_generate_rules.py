@@ -241,6 +241,23 @@ def test_generate_command_writes_the_layout_and_refuses_bad_input(tmp_path: Path
     assert "pools" in capsys.readouterr().err
 
 
+def test_the_gpu_dashboard_is_written_only_where_gpus_are_configured(tmp_path: Path, capsys) -> None:
+    """Without gpu.exporters no GPU series reach Prometheus: no empty GPU dashboard, a note saying
+    why, and the one an earlier run wrote (with GPUs) is removed."""
+    out = tmp_path / "out"
+    assert main(["generate", "--config", str(EXAMPLE), "--out", str(out)]) == 0
+    assert (out / "dashboards" / "gpus.json").exists()
+    assert "GPU dashboard" not in capsys.readouterr().err
+    no_gpu = tmp_path / "no-gpu.yaml"
+    no_gpu.write_text(re.sub(r"(?m)^gpu:\n(  .*\n)+", "", EXAMPLE.read_text()))
+    assert "gpu:" not in no_gpu.read_text()
+    assert main(["generate", "--config", str(no_gpu), "--out", str(out)]) == 0
+    assert sorted(p.name for p in (out / "dashboards").glob("*.json")) == ["decisions.json", "fleet.json", "slos.json"]
+    assert "gpus.json" not in (out / "dashboards" / "README.md").read_text()
+    err = capsys.readouterr().err
+    assert "note: no GPU dashboard" in err and "gpu.exporters" in err
+
+
 def test_regenerating_removes_only_its_own_stale_files(tmp_path: Path) -> None:
     two = validate({"pools": [{"name": "p", "targets": ["http://127.0.0.1:8000"]}],
                     "slos": [{"name": "one", "indicator": {"type": "error_ratio"}, "objective": "99%"},

@@ -1,4 +1,4 @@
-"""`slo-monitor generate --config FILE --out DIR` (interfaces.md)."""
+"""`slo-monitor generate --config FILE --out DIR` (docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from monitor.config import load_config as _load_config
     from monitor.errors import BadInput
     from monitor.config import parse_duration, parse_listen
-    from monitor.generate import Options, generate
+    from monitor.generate.layout import Options, generate, left_out
 
     loaded = _load_config(args.config)
     for warning in loaded.warnings:
@@ -49,4 +49,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
                                                           service_target=service_target))
     for path in written:
         print(path)
+    for note in left_out(loaded.config):
+        print(f"note: {note}", file=sys.stderr)
     return 0

@@ -62,10 +62,19 @@ def gpus_configured(config: Config) -> bool:
     return bool(config.gpu.exporters)
 
 
+def left_out(config: Config) -> list[str]:
+    """What `generate` did not write for this config, and why, in words for its output."""
+    notes = []
+    if not gpus_configured(config):
+        notes.append("no GPU dashboard (dashboards/gpus.json): the config has no gpu.exporters; add the GPU "
+                     "exporters (dcgm-exporter or `slo-monitor exporter`) under gpu.exporters to get it")
+    return notes
+
+
 def render_all(config: Config, options: Options = Options()) -> dict[str, str]:
     """Relative path -> file content of everything `generate` writes."""
     files: dict[str, str] = {}
-    specs = dashboards.dashboard_specs(replica_metrics=options.replica_metrics)
+    specs = dashboards.dashboard_specs(gpus=gpus_configured(config), replica_metrics=options.replica_metrics)
     for spec in specs:
         files[f"dashboards/{spec.file_stem}.json"] = dashboards.render(spec)
     files["dashboards/provisioning/datasources/llm-slo-monitor.yml"] = to_yaml(
@@ -127,4 +136,4 @@ def generate(config: Config, out: str | Path, options: Options = Options()) -> l
     return write(render_all(config, options), out)
 
 
-__all__ = ["Options", "generate", "gpus_configured", "render_all", "rule_sets", "write"]
+__all__ = ["Options", "generate", "gpus_configured", "left_out", "render_all", "rule_sets", "write"]
