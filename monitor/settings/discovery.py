@@ -194,7 +194,7 @@ def _parse_nameserver(value: Any) -> str:
     """An IP literal and a port: dnspython sends to addresses, and a name here would need a resolver itself."""
     if not isinstance(value, str):
         raise ValueError(f"not HOST:PORT: {value!r}")
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([0-9.]+):(\d{1,5})|([0-9A-Fa-f:.]+)", value.strip())
+    match = re.fullmatch(r"\[([^\]]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})|([0-9A-Fa-f:.]+)", value.strip())
     if not match:
         raise ValueError(f"not IP:PORT (or [IPv6]:PORT): {value!r}")
     host = match.group(1) or match.group(3) or match.group(5)
@@ -202,7 +202,7 @@ def _parse_nameserver(value: Any) -> str:
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        raise ValueError(f"not an IP address: {host!r} (a nameserver is given by address)") from None
+        raise ValueError(f"not an IP address: {host!r} (a nameserver is given by address, e.g. 10.96.0.10:53)") from None
     if not 0 < port < 65536:
         raise ValueError(f"port out of range: {value!r}")
     return value.strip()
