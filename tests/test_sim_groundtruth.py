@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 
 import httpx
+import pytest
 
 from monitor.collect.vllm import parse_page
 from monitor.loadgen.runner import LoadRun
 from monitor.loadgen.workload import Workload
 from monitor.samples import Histogram
 from monitor.sim.fleet import running_fleet
-from monitor.sim.groundtruth import read_rows
 from monitor.sim.params import InstanceParams
+
+from tests.helpers.sim_truth import wait_for_rows
+
+pytestmark = pytest.mark.e2e  # every test here starts a process or a server on a real port
+
 
 COUNTED = ("stop", "length", "abort", "error")
 
@@ -37,15 +41,6 @@ async def _abort_after_first_token(client: httpx.AsyncClient, url: str) -> None:
                 break
 
 
-async def _wait_for_rows(path, n: int, timeout: float = 20.0) -> list[dict]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        rows = read_rows(path)
-        if len(rows) >= n or asyncio.get_running_loop().time() > deadline:
-            return rows
-        await asyncio.sleep(0.05)
-
-
 async def test_histograms_on_metrics_agree_with_the_ground_truth_file(tmp_path):
     truth = tmp_path / "truth.jsonl"
     params = [InstanceParams(time_scale=0.25, seed=3, max_num_seqs=8), InstanceParams(time_scale=0.25, seed=4)]
@@ -61,7 +56,7 @@ async def test_histograms_on_metrics_agree_with_the_ground_truth_file(tmp_path):
                 r = await client.post(url + "/v1/chat/completions",
                                       json={"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 6})
                 assert r.status_code in (200, 500)
-            rows = await _wait_for_rows(truth, run.sent + 2 * len(fleet.urls))
+            rows = await wait_for_rows(truth, run.sent + 2 * len(fleet.urls))
             pages = {fleet.instances[i].engine.name: (await client.get(url + "/metrics")).text
                      for i, url in enumerate(fleet.urls)}
 
@@ -79,7 +74,9 @@ async def test_histograms_on_metrics_agree_with_the_ground_truth_file(tmp_path):
         assert_same_buckets(sample.histograms["queue"],
                             [(r["scheduled"] if r["scheduled"] is not None else r["finish"]) - r["arrival"]
                              for r in mine], f"{instance} queue")
-        assert sample.histograms["tpot"].count == sum(r["generation_tokens"] - 1 for r in started)
+        assert sample.histograms["itl"].count == sum(r["generation_tokens"] - 1 for r in started)
+        # per-request TPOT: one observation per counted finished request, as vLLM records it
+        assert sample.histograms["tpot"].count == len(mine)
         for reason in COUNTED:
             assert sample.finished[reason] == sum(1 for r in mine if r["status"] == reason), (instance, reason)
         assert sample.counters["prompt_tokens"] == sum(r["prompt_tokens"] for r in started)

@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.collect.vllm import BUCKETS, parse_page
 from monitor.sim.fleet import running_fleet
 from monitor.sim.params import InstanceParams
+
+pytestmark = pytest.mark.e2e  # every test here starts a process or a server on a real port
+
 
 FAST = InstanceParams(time_scale=0.2, seed=1)
 MODEL = FAST.model
@@ -41,11 +45,13 @@ async def test_v1_page_parses_with_the_collector_and_has_v1_shape():
 
     [sample] = parse_page(page)
     assert sample.model_name == MODEL
-    assert set(sample.histograms) == {"ttft", "tpot", "e2e", "queue"}
+    assert set(sample.histograms) == {"ttft", "tpot", "itl", "e2e", "queue"}
     for key, hist in sample.histograms.items():
         assert hist.bounds[:-1] == BUCKETS[key], key
     assert sample.histograms["ttft"].count == 3
-    assert sample.histograms["tpot"].count == 3 * 4  # one inter-token interval per token after the first
+    assert sample.histograms["itl"].count == 3 * 4  # one inter-token interval per token after the first
+    assert sample.histograms["tpot"].count == 3  # one per finished request (0.11+)
+    assert sample.sources["tpot"] == "vllm:request_time_per_output_token_seconds"
     assert sample.counters["generation_tokens"] == 15
     assert sample.finished["length"] == 3
     assert {"running", "waiting", "kv_cache_usage"} <= set(sample.gauges)
@@ -86,7 +92,8 @@ async def test_v0_page_parses_with_the_collector_and_has_v0_shape():
     assert parse_page(before)[0].finished == {}
     [sample] = parse_page(page)
     assert sample.finished == {"length": 2.0}
-    assert set(sample.histograms) == {"ttft", "tpot", "e2e", "queue"}
+    assert set(sample.histograms) == {"ttft", "tpot", "itl", "e2e", "queue"}
+    assert sample.sources["tpot"] == sample.sources["itl"] == "vllm:time_per_output_token_seconds"
     assert sample.histograms["tpot"].bounds[:-1] == BUCKETS["tpot"]
     assert sample.histograms["ttft"].count == 2
     assert "kv_cache_usage" in sample.gauges

@@ -22,17 +22,14 @@ import itertools
 import random
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from monitor.sim.groundtruth import GroundTruth
 from monitor.sim.kv import KvCache
 from monitor.sim.metrics import FinishedStats, StepStats, VllmMetrics
 from monitor.sim.params import Faults, InstanceParams
+from monitor.sim.request import FinishedObserver, SimRequest
 from monitor.sim.tokens import block_hashes
-
-if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only when spans are sent
-    from monitor.sim.tracing import InstanceTracer
 
 
 class EngineDeadError(Exception):
@@ -47,36 +44,26 @@ class RequestRejected(ValueError):
     """A request vLLM would refuse with HTTP 400 before it reaches the engine."""
 
 
-@dataclass(eq=False, slots=True)
-class SimRequest:
-    id: str
-    prompt_len: int
-    hashes: tuple[int, ...]
-    max_tokens: int
-    max_tokens_param: int | None
-    target: int  # tokens to generate before finishing
-    stop_reason: str  # finish reason once `target` is reached: "length" at max_tokens, else "stop"
-    arrival: float
-    seed: int
-    generated: int = 0
-    computed: int = 0  # tokens whose KV is computed
-    blocks: int = 0
-    cached_tokens: int = 0
-    scheduled_at: float | None = None
-    first_token_at: float | None = None
-    last_token_at: float | None = None
-    finished_at: float | None = None
-    preemptions: int = 0
-    finish_reason: str | None = None
-    event: asyncio.Event = field(default_factory=asyncio.Event)
+class AdmissionRejected(Exception):
+    """The waiting queue is at `--max-num-queued-reqs`: vLLM answers 503 and counts
+    `vllm:admission_rejections_total{reason="max_num_queued_reqs"}`."""
 
-    @property
-    def num_tokens(self) -> int:
-        return self.prompt_len + self.generated
 
-    @property
-    def finished(self) -> bool:
-        return self.finish_reason is not None
+def acceptance_per_position(rate: float, k: int) -> float:
+    """The chance q that a draft token is accepted given every earlier one was, such that the share of
+    draft tokens accepted, (q + q² + … + q^k) / k, is `rate` (vLLM accepts a prefix of the draft)."""
+    if rate <= 0.0:
+        return 0.0
+    if rate >= 1.0:
+        return 1.0
+    low, high = 0.0, 1.0
+    for _ in range(40):
+        q = (low + high) / 2
+        if sum(q ** i for i in range(1, k + 1)) / k < rate:
+            low = q
+        else:
+            high = q
+    return (low + high) / 2
 
 
 class Engine:
@@ -88,19 +75,22 @@ class Engine:
         self.metrics = metrics
         self.name = name  # host:port, set once the server is bound
         self.ground_truth = ground_truth
-        self.tracing: InstanceTracer | None = None  # `--otlp-endpoint`: set once the instance has its name
+        self.tracing: FinishedObserver | None = None  # `--otlp-endpoint`: set once the instance has its name
         self.clock = clock
         self.faults = Faults()
         self.kv = KvCache(params.num_gpu_blocks, params.block_size, params.prefix_caching)
         # vLLM refuses to start when one max-length sequence cannot fit the KV cache
         self.max_model_len = min(params.max_model_len, params.num_gpu_blocks * params.block_size)
         self.waiting: deque[SimRequest] = deque()
+        self.deferred: deque[SimRequest] = deque()  # waiting, but not schedulable yet (KV transfer)
         self.running: list[SimRequest] = []
         self.rng = random.Random(params.seed)
         self._ids = itertools.count(1)
         self._wake = asyncio.Event()
         self._unhung = asyncio.Event()
         self._unhung.set()
+        self._health_ok = asyncio.Event()  # cleared while /health must not answer
+        self._health_ok.set()
         self._task: asyncio.Task[None] | None = None
         self.started_at = self.clock()
         self.steps = 0
@@ -108,7 +98,22 @@ class Engine:
         self.lag_s = 0.0
         self.preemptions = 0
         self.closed = False
-        metrics.bind_scheduler(lambda: len(self.running), lambda: len(self.waiting), lambda: self.kv.usage)
+        self.rejections = 0
+        self.attach_metrics(metrics)
+
+    def attach_metrics(self, metrics: VllmMetrics) -> None:
+        """Report to this page from now on (the metric version can change while the engine runs)."""
+        self.metrics = metrics
+        metrics.bind_scheduler(lambda: len(self.running), lambda: len(self.waiting) + len(self.deferred),
+                               lambda: self.kv.usage, lambda: len(self.deferred))
+        metrics.set_sleep(self.faults.sleep)
+
+    @property
+    def spec_acceptance(self) -> float | None:
+        """The speculative decoding acceptance rate in force (a fault overrides the instance's), None: off."""
+        if self.faults.spec_decode_acceptance is not None:
+            return self.faults.spec_decode_acceptance
+        return self.params.spec_decode_acceptance
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -127,15 +132,17 @@ class Engine:
                 pass
             self._task = None
         now = self.clock()
-        for req in [*self.running, *self.waiting]:
+        for req in [*self.running, *self.waiting, *self.deferred]:
             self._finish(req, "abort", now)
         self._unhung.set()
+        self._health_ok.set()
 
     # --- requests -----------------------------------------------------------------------------
 
     def submit(self, tokens: Sequence[Any], max_tokens: int | None, *, ignore_eos: bool = False,
                min_tokens: int = 0, arrival: float | None = None) -> SimRequest:
-        """Queue a request; raises RequestRejected (400), EngineDeadError or InjectedError (500)."""
+        """Queue a request; raises RequestRejected (400), AdmissionRejected (503), EngineDeadError or
+        InjectedError (500). With the `engine_dead` fault or asleep, the request is queued and waits."""
         if self.faults.dead or self.closed:
             raise EngineDeadError("EngineCore encountered an issue. See stack trace (above) for the root cause.")
         prompt_len = len(tokens)
@@ -162,10 +169,20 @@ class Engine:
             max_tokens=budget, max_tokens_param=max_tokens, target=max(1, target),
             stop_reason="length" if target >= budget else "stop", arrival=now, seed=self.params.seed * 7919 + number,
         )
+        limit = self.faults.max_num_queued_reqs or self.params.max_num_queued_reqs
+        if limit is not None and len(self.waiting) + len(self.deferred) >= limit:
+            self.rejections += 1
+            self.metrics.rejected("max_num_queued_reqs")
+            raise AdmissionRejected(f"The server is at its limit of {limit} queued requests "
+                                    "(--max-num-queued-reqs); try again later.")
         if self.faults.error_rate > 0 and self.rng.random() < self.faults.error_rate:
             self._finish(req, "error", now)
             raise InjectedError("Simulated engine error (error_rate fault).")
-        self.waiting.append(req)
+        if self.faults.kv_transfer_delay_s > 0:
+            req.ready_at = now + self.faults.kv_transfer_delay_s * self.params.time_scale
+            self.deferred.append(req)
+        else:
+            self.waiting.append(req)
         self._wake.set()
         return req
 
@@ -179,18 +196,36 @@ class Engine:
         previous, self.faults = self.faults, faults
         if faults.dead and not previous.dead:
             now = self.clock()
-            for req in [*self.running, *self.waiting]:
+            for req in [*self.running, *self.waiting, *self.deferred]:
                 self._finish(req, "engine_dead", now, counted=False)
+        if faults.engine_dead and not previous.engine_dead:
+            # the EngineCore died: the API server still holds its requests, none of them running
+            for req in reversed(self.running):
+                self.kv.release(req.blocks)
+                req.blocks = req.computed = 0
+                self.waiting.appendleft(req)
+            self.running.clear()
+        if faults.sleep and not previous.sleep:
+            self.kv.forget_cached()  # vLLM resets the prefix cache when it goes to sleep
         if previous.kv_cache_leak and not faults.kv_cache_leak:
             self.kv.clear_leak()
         if faults.hang:
             self._unhung.clear()
         else:
             self._unhung.set()
+        if faults.hang or faults.health_timeout:
+            self._health_ok.clear()
+        else:
+            self._health_ok.set()
+        self.metrics.set_sleep(faults.sleep)
         self._wake.set()
 
     async def wait_unhung(self) -> None:
         await self._unhung.wait()
+
+    async def wait_health(self) -> None:
+        """Returns once /health may answer (never, while `hang` or `health_timeout` is set)."""
+        await self._health_ok.wait()
 
     # --- the step loop ------------------------------------------------------------------------
 
@@ -198,16 +233,18 @@ class Engine:
         loop = asyncio.get_running_loop()
         next_start: float | None = None
         while True:
-            if self.faults.hang or self.faults.dead or not (self.running or self.waiting):
+            if self.deferred:
+                self._release_deferred()
+            if self.faults.engine_stopped or not (self.running or self.waiting):
                 next_start = None
                 self._wake.clear()
-                await self._wake.wait()
+                await self._wait_wake()
                 continue
             plan, preempted, queries, hits = self._schedule()
             if not plan:  # nothing fits (e.g. leaked KV): wait for an abort or a fault change
                 next_start = None
                 self._wake.clear()
-                await self._wake.wait()
+                await self._wait_wake()
                 continue
             duration = self._step_duration(plan)
             now = loop.time()
@@ -223,6 +260,24 @@ class Engine:
             self.busy_s += woke - now
             self.lag_s += max(0.0, woke - end)
             self._complete_step(plan, preempted, queries, hits)
+
+    async def _wait_wake(self) -> None:
+        """Until something changes, or the next deferred request becomes schedulable."""
+        if not self.deferred:
+            await self._wake.wait()
+            return
+        delay = max(0.0, min(r.ready_at for r in self.deferred) - self.clock())
+        try:
+            await asyncio.wait_for(self._wake.wait(), delay + 0.001)
+        except TimeoutError:
+            pass
+
+    def _release_deferred(self) -> None:
+        now = self.clock()
+        ready = [r for r in self.deferred if r.ready_at <= now]
+        for req in ready:
+            self.deferred.remove(req)
+            self.waiting.append(req)
 
     def _schedule(self) -> tuple[list[tuple[SimRequest, int]], int, int, int]:
         p, kv, running = self.params, self.kv, self.running
@@ -294,6 +349,11 @@ class Engine:
         prompt_tokens = cached_prompt = generated = 0
         ttfts: list[float] = []
         itls: list[float] = []
+        acceptance = self.spec_acceptance
+        k = self.params.num_speculative_tokens
+        q = acceptance_per_position(acceptance, k) if acceptance is not None else 0.0
+        drafts = 0
+        accepted_per_pos = [0] * k
         for req, chunk in plan:
             if req.finished:  # aborted (or failed by the dead fault) during the step
                 continue
@@ -310,6 +370,17 @@ class Engine:
                 self.kv.remember(req.hashes)
             else:
                 itls.append(now - req.last_token_at)  # type: ignore[operator]
+                if acceptance is not None:
+                    # a decode step verifies k draft tokens; the accepted prefix comes out with the
+                    # sampled token in one output event (one ITL observation, several tokens)
+                    drafts += 1
+                    accepted = 0
+                    while accepted < k and self.rng.random() < q:
+                        accepted_per_pos[accepted] += 1
+                        accepted += 1
+                    extra = min(accepted, req.target - req.generated)
+                    req.generated += extra
+                    generated += extra
             req.last_token_at = now
             if req.generated >= req.target:
                 self._finish(req, req.stop_reason, now)
@@ -318,6 +389,8 @@ class Engine:
         self.metrics.step(StepStats(
             prompt_tokens=prompt_tokens, cached_prompt_tokens=cached_prompt, generation_tokens=generated,
             preemptions=preempted, ttfts=tuple(ttfts), itls=tuple(itls), prefix_queries=queries, prefix_hits=hits,
+            spec_drafts=drafts, spec_draft_tokens=drafts * k if drafts else 0,
+            spec_accepted_per_pos=tuple(accepted_per_pos) if drafts else (),
         ))
 
     def _finish(self, req: SimRequest, reason: str, now: float, *, counted: bool = True) -> None:
@@ -329,6 +402,8 @@ class Engine:
             self.running.remove(req)
         elif req in self.waiting:
             self.waiting.remove(req)
+        elif req in self.deferred:
+            self.deferred.remove(req)
         if req.blocks:
             self.kv.release(req.blocks, leak=self.faults.kv_cache_leak and reason in ("stop", "length"))
             req.blocks = 0
@@ -357,6 +432,7 @@ class Engine:
             max_tokens_param=req.max_tokens_param,
             computed_prompt_tokens=req.prompt_len - req.cached_tokens,
             mean_time_per_output_token=decode / (req.generated - 1) if req.generated > 1 else None,
+            preemptions=req.preemptions,
         )
 
     def _truth_row(self, req: SimRequest) -> dict[str, Any]:
@@ -376,7 +452,12 @@ class Engine:
             "params": self.params.as_dict(),
             "faults": self.faults.active,
             "running": len(self.running),
-            "waiting": len(self.waiting),
+            "waiting": len(self.waiting) + len(self.deferred),
+            "waiting_deferred": len(self.deferred),
+            "sleep_level": self.faults.sleep,
+            "spec_decode_acceptance": self.spec_acceptance,
+            "admission_rejections": self.rejections,
+            "metrics_version": self.metrics.version,
             "kv_cache_usage": self.kv.usage,
             "kv_blocks_used": self.kv.used,
             "kv_blocks_leaked": self.kv.leaked,

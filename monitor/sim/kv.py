@@ -51,6 +51,10 @@ class KvCache:
     def clear_leak(self) -> None:
         self.leaked = 0
 
+    def forget_cached(self) -> None:
+        """Drop the prefix cache (vLLM resets it when the engine goes to sleep)."""
+        self._cached.clear()
+
     def cached_blocks(self, hashes: Iterable[int]) -> int:
         """How many leading blocks of a prompt are in the prefix cache (touching them as recently used)."""
         if not self.prefix_caching:

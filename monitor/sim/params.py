@@ -29,6 +29,11 @@ class InstanceParams:
     prefix_caching: bool = True
     time_scale: float = 1.0  # wall seconds per simulated second; tests run at 0.1-0.5
     seed: int = 0
+    # speculative decoding (`--speculative-config`): None is off; else the share of draft tokens accepted
+    spec_decode_acceptance: float | None = None
+    num_speculative_tokens: int = 3
+    # vLLM's `--max-num-queued-reqs`: more waiting requests than this are refused with 503 (None: no limit)
+    max_num_queued_reqs: int | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -42,6 +47,12 @@ class InstanceParams:
         for name in ("prefill_s_per_token", "step_base_s", "step_s_per_seq"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative")
+        if self.spec_decode_acceptance is not None and not 0.0 <= self.spec_decode_acceptance <= 1.0:
+            problems.append("spec_decode_acceptance must be from 0 to 1")
+        if self.num_speculative_tokens < 1:
+            problems.append("num_speculative_tokens must be at least 1")
+        if self.max_num_queued_reqs is not None and self.max_num_queued_reqs < 1:
+            problems.append("max_num_queued_reqs must be at least 1")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -56,21 +67,51 @@ class FaultError(ValueError):
     """A /sim/faults body that cannot be applied; the message names the key."""
 
 
+SLEEP_STATES = ("awake", "weights_offloaded", "discard_all")  # vLLM's sleep levels 0, 1, 2
+
+
 @dataclass(frozen=True, slots=True)
 class Faults:
-    """Injected misbehaviour. `POST /sim/faults` replaces the whole set, so `{}` clears everything."""
+    """Injected misbehaviour. `POST /sim/faults` replaces the whole set, so `{}` clears everything.
+
+    The hang shapes users report of vLLM, each on its own so a monitor can be tested against each:
+    - `engine_dead`: the EngineCore process is dead but the API server lives (vllm#39863): `/health`
+      200, `/metrics` served, running 0, new requests accepted into a waiting queue that only grows,
+      nothing finishes, no engine steps;
+    - `health_timeout`: `/health` never answers while `/metrics` and the engine work on;
+    - `metrics_frozen`: `/metrics` serves the same page byte for byte from the moment the fault is set,
+      while `/health` answers 200 (combine with `engine_dead` for a wedged engine whose stats stopped);
+    - `hang`: the engine stops stepping and `/health` never answers (the older shape);
+    - `dead`: the whole server fails: `/health` 503, requests 500.
+    `sleep` is vLLM's sleep mode (level 1 weights offloaded, 2 everything discarded): the engine does
+    not step, `vllm:engine_sleep_state` says so, `/health` stays 200 and requests wait in the queue
+    until it wakes, as on a vLLM server put to sleep with `POST /sleep`.
+    """
 
     latency_multiplier: float = 1.0  # every engine step takes this many times as long
     error_rate: float = 0.0  # share of requests failed with HTTP 500 and finished_reason="error"
     kv_cache_leak: bool = False  # KV blocks of finished requests are never returned
     hang: bool = False  # the engine stops stepping and /health never answers
     dead: bool = False  # the engine is gone: /health 503, requests 500
+    engine_dead: bool = False
+    health_timeout: bool = False
+    metrics_frozen: bool = False
+    sleep: int = 0  # 0 awake, 1 weights offloaded, 2 discard all
+    # speculative decoding acceptance rate (0-1) overriding the instance's `--spec-decode-acceptance`
+    spec_decode_acceptance: float | None = None
+    kv_transfer_delay_s: float = 0.0  # each new request waits this long as `deferred` (a KV transfer)
+    max_num_queued_reqs: int | None = None  # overrides the instance's `--max-num-queued-reqs`
 
     @property
     def active(self) -> dict[str, Any]:
         """Only the faults that differ from a healthy instance (what the demo and /sim/state show)."""
         healthy = Faults()
         return {k: v for k, v in asdict(self).items() if v != getattr(healthy, k)}
+
+    @property
+    def engine_stopped(self) -> bool:
+        """The engine takes no step: hung, dead in either way, or asleep."""
+        return self.hang or self.dead or self.engine_dead or self.sleep > 0
 
     @classmethod
     def from_json(cls, body: Any) -> Faults:
@@ -81,17 +122,42 @@ class Faults:
         if unknown:
             raise FaultError(f"unknown fault(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         values: dict[str, Any] = {}
+
+        def number(name: str) -> float | None:
+            v = body[name]
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                return None
+            return float(v)
+
         if "latency_multiplier" in body:
-            v = body["latency_multiplier"]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            v = number("latency_multiplier")
+            if v is None or not v > 0:
                 raise FaultError("latency_multiplier: expected a number above 0")
-            values["latency_multiplier"] = float(v)
-        if "error_rate" in body:
-            v = body["error_rate"]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
-                raise FaultError("error_rate: expected a number from 0 to 1")
-            values["error_rate"] = float(v)
-        for name in ("kv_cache_leak", "hang", "dead"):
+            values["latency_multiplier"] = v
+        for name in ("error_rate", "spec_decode_acceptance"):
+            if name in body:
+                if name == "spec_decode_acceptance" and body[name] is None:
+                    continue
+                v = number(name)
+                if v is None or not 0.0 <= v <= 1.0:
+                    raise FaultError(f"{name}: expected a number from 0 to 1")
+                values[name] = v
+        if "kv_transfer_delay_s" in body:
+            v = number("kv_transfer_delay_s")
+            if v is None or not 0.0 <= v <= 3600.0:
+                raise FaultError("kv_transfer_delay_s: expected seconds from 0 to 3600")
+            values["kv_transfer_delay_s"] = v
+        if "sleep" in body:
+            v = body["sleep"]
+            if isinstance(v, bool) or v not in (0, 1, 2):
+                raise FaultError("sleep: expected 0 (awake), 1 (weights offloaded) or 2 (discard all)")
+            values["sleep"] = int(v)
+        if body.get("max_num_queued_reqs") is not None:
+            v = body["max_num_queued_reqs"]
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise FaultError("max_num_queued_reqs: expected a whole number of at least 1")
+            values["max_num_queued_reqs"] = v
+        for name in ("kv_cache_leak", "hang", "dead", "engine_dead", "health_timeout", "metrics_frozen"):
             if name in body:
                 if not isinstance(body[name], bool):
                     raise FaultError(f"{name}: expected true or false")

@@ -16,12 +16,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from monitor.sim.engine import Engine, EngineDeadError, InjectedError, RequestRejected, SimRequest
-from monitor.sim.metrics import CONTENT_TYPE, VllmMetrics
+from monitor.sim.engine import (
+    AdmissionRejected,
+    Engine,
+    EngineDeadError,
+    InjectedError,
+    RequestRejected,
+    SimRequest,
+)
+from monitor.sim.metrics import CONTENT_TYPE, METRICS_VERSIONS, VLLM_VERSION, VllmMetrics
 from monitor.sim.params import FaultError, Faults
 from monitor.sim.tokens import output_word, tokenize_messages, tokenize_prompt
 
-VLLM_VERSION = {"v1": "0.16.0", "v0": "0.8.5"}
+MAX_CONTROL_BODY = 64 * 1024
 
 
 def error(status: int, kind: str, message: str, param: str | None = None) -> JSONResponse:
@@ -44,8 +51,14 @@ class SimInstance:
             Route("/v1/completions", self.completions, methods=["POST"]),
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
             Route("/sim/faults", self.faults, methods=["GET", "POST"]),
+            Route("/sim/control", self.control, methods=["GET", "POST"]),
             Route("/sim/state", self.state, methods=["GET"]),
+            # vLLM's sleep-mode endpoints (served with VLLM_SERVER_DEV_MODE=1)
+            Route("/sleep", self.sleep, methods=["POST"]),
+            Route("/wake_up", self.wake_up, methods=["POST"]),
+            Route("/is_sleeping", self.is_sleeping, methods=["GET"]),
         ])
+        self._frozen_page: bytes | None = None
 
     @property
     def model(self) -> str:
@@ -54,17 +67,68 @@ class SimInstance:
     # --- operational endpoints ----------------------------------------------------------------
 
     async def health(self, request: Request) -> Response:
-        if self.engine.faults.hang:
-            await self.engine.wait_unhung()  # a hung engine never answers; the prober times out
+        faults = self.engine.faults
+        if faults.hang or faults.health_timeout:
+            await self.engine.wait_health()  # never answers while the fault lasts; the prober times out
         if self.engine.faults.dead:
             return Response(status_code=503)
         return Response(status_code=200)
 
     async def prometheus(self, request: Request) -> Response:
+        if self.engine.faults.metrics_frozen:
+            if self._frozen_page is None:
+                self._frozen_page = self.metrics.render()
+            return Response(self._frozen_page, media_type=CONTENT_TYPE)
+        self._frozen_page = None
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)
 
     async def version(self, request: Request) -> Response:
         return JSONResponse({"version": VLLM_VERSION[self.metrics.version]})
+
+    def set_metrics_version(self, version: str) -> None:
+        """Serve another vLLM version's page from now on (its counters start at zero, as after the
+        restart an upgrade takes); the engine and its requests carry on."""
+        if version not in METRICS_VERSIONS:
+            raise FaultError(f"metrics_version: expected one of {', '.join(METRICS_VERSIONS)}, got {version!r}")
+        if version != self.metrics.version:
+            self.metrics = self.metrics.with_version(version)  # type: ignore[arg-type]
+            self.engine.attach_metrics(self.metrics)
+            self._frozen_page = None
+
+    async def control(self, request: Request) -> Response:
+        """`{"metrics_version": "latest"|"v1"|"v0"}`: settings that are not faults, so `{}` on
+        /sim/faults leaves them alone."""
+        if request.method == "POST":
+            try:
+                raw = await request.body()
+                if len(raw) > MAX_CONTROL_BODY:
+                    raise FaultError("body too large")
+                body = json.loads(raw or b"{}")
+                if not isinstance(body, dict):
+                    raise FaultError('expected a JSON object such as {"metrics_version": "v0"}')
+                unknown = sorted(set(body) - {"metrics_version"})
+                if unknown:
+                    raise FaultError(f"unknown key(s) {', '.join(unknown)}; known: metrics_version")
+                if "metrics_version" in body:
+                    self.set_metrics_version(body["metrics_version"])
+            except (ValueError, FaultError) as exc:
+                return error(400, "BadRequestError", str(exc))
+        return JSONResponse({"instance": self.engine.name, "metrics_version": self.metrics.version})
+
+    async def sleep(self, request: Request) -> Response:
+        try:
+            level = int(request.query_params.get("level", "1"))
+            self.engine.set_faults(Faults.from_json({**self.engine.faults.active, "sleep": level}))
+        except (ValueError, FaultError) as exc:
+            return error(400, "BadRequestError", str(exc))
+        return Response(status_code=200)
+
+    async def wake_up(self, request: Request) -> Response:
+        self.engine.set_faults(Faults.from_json({**self.engine.faults.active, "sleep": 0}))
+        return Response(status_code=200)
+
+    async def is_sleeping(self, request: Request) -> Response:
+        return JSONResponse({"is_sleeping": self.engine.faults.sleep > 0})
 
     async def models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{
@@ -121,6 +185,8 @@ class SimInstance:
                                      min_tokens=min_tokens, arrival=arrival)
         except RequestRejected as exc:
             return error(400, "BadRequestError", str(exc))
+        except AdmissionRejected as exc:
+            return error(503, "ServiceUnavailableError", str(exc))
         except (EngineDeadError, InjectedError) as exc:
             return error(500, "InternalServerError", str(exc))
         if body.get("stream", False):

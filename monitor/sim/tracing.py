@@ -1,6 +1,6 @@
 """`--otlp-endpoint URL`: simulated instances send one `llm_request` span per finished request, as vLLM V1 does.
 
-Shaped like vLLM V1's `OutputProcessor.do_tracing` (0.10.2+; reference/vllm-metrics.md Part 2): a SERVER
+Shaped like vLLM V1's `OutputProcessor.do_tracing` (0.10.2+; docs/gpus-and-traces.md): a SERVER
 span named `llm_request` starting at the request's arrival and ending when its last token was
 produced, with `gen_ai.latency.*` (seconds) and `gen_ai.usage.*` attributes, and no model attribute
 (V1 sends none; the receiver takes the model its scrapes saw). As in V1, only requests the engine
@@ -18,7 +18,7 @@ The processor's schedule is the SDK's (5 s, `OTEL_BSP_SCHEDULE_DELAY` overrides)
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -26,8 +26,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Tracer
 
-if TYPE_CHECKING:
-    from monitor.sim.engine import SimRequest
+from monitor.sim.request import SimRequest
 
 log = logging.getLogger("monitor.sim")
 
