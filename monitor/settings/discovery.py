@@ -14,15 +14,12 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from monitor.settings.base import OptionalStr, Section
 from monitor.units import Duration, HttpUrl, Size
 
 DEFAULT_TIMEOUT = 10.0  # per refresh of a network source, when the item does not say (capped by its refresh)
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # PromQL label matchers, the same grammar as `source.selector`: pasted nowhere, but matched by us
@@ -78,7 +75,7 @@ def _check_headers(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
-class _Network(_Section):
+class _Network(Section):
     """What every polled network source shares: how often, how long at most, how much at most."""
 
     refresh: Duration
@@ -97,7 +94,7 @@ class _Network(_Section):
 
 class _Http(_Network):
     headers: dict[str, str] = Field(default_factory=dict, description="sent with every request, e.g. X-Scope-OrgID")
-    bearer_token: str | None = Field(default=None, description="sent as Authorization: Bearer")
+    bearer_token: OptionalStr = Field(default=None, description="sent as Authorization: Bearer")
 
     @field_validator("headers")
     @classmethod
@@ -105,7 +102,7 @@ class _Http(_Network):
         return _check_headers(value)
 
 
-class FileDiscovery(_Section):
+class FileDiscovery(Section):
     """Prometheus `file_sd`: JSON or YAML lists of target groups, matched by globs.
 
     Files are polled for changes (mtime, size, inode) every scrape interval and re-read every
@@ -208,7 +205,7 @@ def _parse_nameserver(value: Any) -> str:
     return value.strip()
 
 
-class DiscoverySettings(_Section):
+class DiscoverySettings(Section):
     """The top-level `discovery` section: what all pools' discovery shares."""
 
     nameservers: list[str] = Field(

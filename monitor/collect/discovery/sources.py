@@ -37,7 +37,7 @@ from monitor.collect.discovery.targets import (
     split_host_port,
     target,
 )
-from monitor.collect.scraper import ACCEPT_ENCODING, BodyTooLarge, BodyUndecodable, _read_capped
+from monitor.collect.scraper import ACCEPT_ENCODING, BodyTooLarge, BodyUndecodable, read_capped
 from monitor.settings.discovery import (
     DiscoveryConfig,
     DiscoverySettings,
@@ -281,7 +281,7 @@ class _HttpSource(Source):
         try:
             async with asyncio.timeout(timeout):
                 async with self._client.stream("GET", url, headers=extra_headers) as response:
-                    body = await _read_capped(response, self.config.max_size)
+                    body = await read_capped(response, self.config.max_size)
                     return response.status_code, response.headers.get("content-type", ""), body
         except (TimeoutError, httpx.TimeoutException):
             raise DiscoveryError(f"{where}: no complete answer within timeout {timeout:g}s") from None
