@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from monitor.errors import BadInput
+from monitor.settings.discovery import DiscoverySettings
 from monitor.settings import (  # noqa: F401 - re-exported: `from monitor.config import SloConfig` keeps working
     INDICATOR_TYPES,
     AlertmanagerConfig,
@@ -98,6 +99,7 @@ class Config(Section):
     haproxy: HaproxyConfig = HaproxyConfig()
     traces: TracesConfig = TracesConfig()
     ha: HaConfig = HaConfig()
+    discovery: DiscoverySettings = DiscoverySettings()
 
     @model_validator(mode="after")
     def _cross_sections(self) -> Config:
@@ -295,7 +297,6 @@ def _model_in(annotation: Any) -> Any:
 # what a missing key wants, for the keys a first config most often lacks
 _MISSING_HINTS = {
     "pools": "e.g. pools: [{name: default, targets: [http://127.0.0.1:8000]}]",
-    "targets": "a list of vLLM URLs, e.g. [http://10.0.0.11:8000]",
     "name": "letters, digits, '_', '.', '-'",
     "indicator": "e.g. {type: latency, metric: ttft, threshold: 500ms}",
     "objective": "e.g. 99.9%",

@@ -7,6 +7,8 @@ error says the value it saw and the form it wants, since `check` prints it to a 
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import re
 from decimal import Decimal
 from typing import Annotated, Any
@@ -184,3 +186,10 @@ def instance_address(url: str) -> str:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     host = parts.hostname or ""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def rfc3339(t: float | None) -> str | None:
+    """Unix seconds as RFC 3339 UTC with milliseconds (`2026-12-04T22:53:14.000Z`); None stays None."""
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

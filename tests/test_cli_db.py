@@ -1,5 +1,6 @@
 """`slo-monitor db upgrade` applies the migrations to the configured database."""
 
+import pytest
 from sqlalchemy import create_engine, inspect
 
 from monitor.cli import main
@@ -24,6 +25,7 @@ def test_db_upgrade_with_a_bad_config_exits_2(tmp_path, capsys):
     assert "storage.url" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_serve_with_an_unreachable_database_exits_1_with_one_clear_line(tmp_path):
     import subprocess
     import sys

@@ -84,14 +84,6 @@ def install_sighup(app: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    # loaded only when serving: `check` and the other commands should not pay for the whole service
-    import uvicorn
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from monitor.server import GracefulServer
-    from monitor.service import create_app
-    from monitor.store import Store, upgrade
-
     loaded = load_config(args.config)
     cfg = loaded.config
     if args.listen:
@@ -110,6 +102,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(bind_error(cfg.api.listen, exc), file=sys.stderr)
         return EXIT_ERROR
     try:
+        # loaded only when serving (`check` and the other commands should not pay for the whole
+        # service), and after the bind, so that a busy port is named at once
+        import uvicorn
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from monitor.server import GracefulServer
+        from monitor.service import create_app
+        from monitor.store import Store, upgrade
+
         store = Store.open(cfg.storage.url)
         try:
             # migrate before serving: a database that is unreachable at start is one clear line and

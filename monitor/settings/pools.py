@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from monitor.settings.base import Section
+from monitor.settings.discovery import DiscoveryConfig
 from monitor.units import Duration, HttpUrl, Name, Percent, Ratio, Window
 
 
@@ -126,7 +127,15 @@ class PoolConfig(Section):
     name: Name
     # duplicates (within a pool and across pools) are checked on the whole Config, together with
     # every other problem, so that `check` names them in the same pass as a typo elsewhere
-    targets: list[HttpUrl] = Field(min_length=1)
+    # optional when `discovery` finds the members; a pool needs at least one of the two
+    targets: list[HttpUrl] = Field(default_factory=list)
+    discovery: list[DiscoveryConfig] = Field(default_factory=list, description="file_sd, http_sd, dns, prometheus")
     health: HealthSettings = HealthSettings()
     scaling: ScalingSettings = ScalingSettings()
     cost: CostConfig | None = Field(default=None, description="GPU-hour price: cost per token and request")
+
+    @model_validator(mode="after")
+    def _has_members(self) -> PoolConfig:
+        if not self.targets and not self.discovery:
+            raise ValueError("a pool needs `targets`, `discovery` or both (e.g. targets: [http://10.0.0.11:8000])")
+        return self
