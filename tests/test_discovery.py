@@ -542,3 +542,20 @@ async def test_a_nameserver_that_never_answers_is_bounded_by_the_timeout_and_kee
         silent.close()
     assert list(members["chat"]) == ["10.0.0.1:8000"]
     assert "dns A a.example.test: no answer within timeout 0.5s" in discovery.statuses()[0].last_error
+
+
+async def test_files_that_together_list_more_than_max_targets_keep_their_last_good_lists(tmp_path):
+    write_atomically(tmp_path / "chat-a.json", json.dumps(groups((["10.0.0.2:8000", "10.0.0.3:8000"], None))))
+    item = FileDiscovery(type="file", files=[str(tmp_path / "*.json")])
+    discovery = Discovery([PoolSpec("chat", [], [item])], DiscoverySettings(max_targets=3))
+    await discovery.refresh(now=0.0)
+    write_atomically(tmp_path / "chat-b.json", json.dumps(groups((["10.0.0.4:8000", "10.0.0.5:8000"], None))))
+    members = await discovery.refresh(now=5.0)
+    assert sorted(members["chat"]) == ["10.0.0.2:8000", "10.0.0.3:8000"]
+    assert "4 targets, more than discovery.max_targets 3" in discovery.statuses()[0].last_error
+    (tmp_path / "chat-a.json").unlink()  # room again: b is taken once it changes (or at the next full re-read)
+    members = await discovery.refresh(now=10.0)
+    assert list(members["chat"]) == []
+    members = await discovery.refresh(now=400.0)
+    assert sorted(members["chat"]) == ["10.0.0.4:8000", "10.0.0.5:8000"]
+    assert discovery.statuses()[0].last_error is None

@@ -115,7 +115,10 @@ class Source:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug here must not stop collection either
-            self._fail("", f"{type(exc).__name__}: {exc}")
+            log.exception("discovery %s: refresh failed", self.name)
+            self._fail("*", f"{type(exc).__name__}: {exc}")
+        else:
+            self._ok("*")
         if self._failed_now:
             self.status.failures += 1
         if self._failing:
@@ -139,9 +142,9 @@ class Source:
 
     def _fail(self, item: str, message: str) -> None:
         self._failed_now = True
-        if item not in self._failing:
-            log.warning("discovery %s%s: %s; keeping the last good list (%d targets)", self.name,
-                        f" {item}" if item else "", message, len(self.targets))
+        if item not in self._failing:  # the message names the file, name or URL itself
+            log.warning("discovery %s: %s; keeping the last good list (%d targets)", self.name, message,
+                        len(self.targets))
         self._failing[item] = message
 
     def _ok(self, item: str) -> None:
@@ -193,6 +196,7 @@ class FileSource(Source):
         paths = sorted({p for pattern in self.config.files for p in glob.glob(pattern)})
         new: dict[str, _FileState] = {}
         changed = set(self._files) - set(paths)  # files gone from the globs: their targets go too
+        read_now: list[str] = []
         for path in paths:
             old = self._files.get(path) or _FileState()
             try:
@@ -202,7 +206,7 @@ class FileSource(Source):
                 self._ok(path)
                 continue
             except OSError as exc:
-                self._fail(path, f"cannot stat: {exc.strerror or exc}")
+                self._fail(path, f"file {path}: cannot stat: {exc.strerror or exc}")
                 new[path] = old
                 continue
             if not stat.S_ISREG(st.st_mode):  # a FIFO would block the reader forever, a device never end
@@ -224,17 +228,21 @@ class FileSource(Source):
                 self._fail(path, message)
                 new[path] = _FileState(signature, old.targets)  # not re-read until it changes again
                 continue
-            self._ok(path)
             new[path] = _FileState(signature, targets)
-        for gone in set(self._failing) - set(new) - {""}:
+            read_now.append(path)
+        for gone in set(self._failing) - set(new) - {"*"}:
             self._ok(gone)
         total = sum(len(s.targets) for s in new.values())
         if total > self.max_targets:
-            self._fail("", f"{total} targets in {len(new)} files, more than discovery.max_targets {self.max_targets}")
-            # each file's last good list stays; the new signatures spare a re-read until a file changes again
-            self._files = {p: _FileState(s.signature, self._files.get(p, _FileState()).targets) for p, s in new.items()}
-            return
-        self._ok("")
+            # the files read now are refused as a bad file is: each keeps its last good list, and
+            # is not read again until it changes
+            for path in read_now:
+                self._fail(path, f"file {path}: the files of this source list {total} targets, more than "
+                                 f"discovery.max_targets {self.max_targets}")
+                new[path] = _FileState(new[path].signature, self._files.get(path, _FileState()).targets)
+        else:
+            for path in read_now:
+                self._ok(path)
         self._files = new
         if changed or full:
             self._set(_dedupe([s.targets for s in new.values()]))
@@ -372,18 +380,27 @@ class DnsSource(Source):
 
     def __init__(self, pool: str, index: int, config: DnsDiscovery, settings: DiscoverySettings) -> None:
         super().__init__(pool, index, config, settings)
+        self._resolver_error: str | None = None
         if settings.nameservers:
             self._resolver = dns.asyncresolver.Resolver(configure=False)
             self._resolver.nameservers = [dns.nameserver.Do53Nameserver(*nameserver_address(ns))
                                           for ns in settings.nameservers]
         else:
-            self._resolver = dns.asyncresolver.Resolver()
+            try:
+                self._resolver = dns.asyncresolver.Resolver()
+            except dns.exception.DNSException as exc:  # no /etc/resolv.conf: every refresh says so
+                self._resolver = dns.asyncresolver.Resolver(configure=False)
+                self._resolver_error = (f"dns: no system resolver ({exc}); set discovery.nameservers, "
+                                        'e.g. ["10.96.0.10:53"]')
         self._resolver.lifetime = config.timeout_s
         self._resolver.timeout = min(2.0, config.timeout_s)  # per try; retried until lifetime
         self._rdtype = dns.rdatatype.from_text(config.record)
         self._by_name: dict[str, list[DiscoveredTarget]] = {}
 
     async def _refresh(self, now: float) -> None:
+        if self._resolver_error is not None:
+            self._fail("", self._resolver_error)
+            return
         names = self.config.names
         async with asyncio.timeout(self.config.timeout_s + 1.0):  # the resolver's lifetime, and a margin
             answers = await asyncio.gather(*(self._lookup(n) for n in names), return_exceptions=True)
