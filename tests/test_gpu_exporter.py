@@ -14,11 +14,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import free_port
-from fake_pynvml import FakeGpu, make_pynvml
 from monitor.gpu.exporter import ExporterServer, GpuPageSource
 from monitor.gpu.nvml import NvmlReader
 from monitor.gpu.parse import parse_gpu_page
+
+from tests.helpers.fake_pynvml import FakeGpu, make_pynvml
+from tests.helpers.ports import free_port
 
 UUIDS = ["GPU-0a0a0a0a-0000-0000-0000-000000000000", "GPU-1b1b1b1b-0000-0000-0000-000000000000"]
 
@@ -55,7 +56,7 @@ def test_page_has_dcgm_names_and_labels(served):
     util = {s.labels["gpu"]: s for s in families["DCGM_FI_DEV_GPU_UTIL"].samples}
     assert util["0"].value == 87.0
     assert util["0"].labels == {"gpu": "0", "UUID": UUIDS[0], "pci_bus_id": "00000000:18:00.0", "device": "nvidia0",
-                                "modelName": "NVIDIA H100 80GB HBM3", "Hostname": "gpu-node-7",
+                                "modelName": "NVIDIA H100 80GB HBM3", "hostname": "gpu-node-7",
                                 "DCGM_FI_DRIVER_VERSION": "550.54.15"}
     assert families["DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"].type == "counter"
     # the raw sample keeps dcgm-exporter's name (no `_total` appended), as Prometheus will store it
@@ -65,6 +66,30 @@ def test_page_has_dcgm_names_and_labels(served):
     assert power[0].value == pytest.approx(512.345)
     xid = [s for s in families["DCGM_FI_DEV_XID_ERRORS"].samples if s.labels["gpu"] == "0"][0]
     assert (xid.value, xid.labels["err_code"], xid.labels["err_msg"]) == (48, "48", "Double Bit ECC Error")
+
+
+def test_the_old_hostname_spelling_on_request_reads_back_the_same(served):
+    server, reader, module, gpus = served
+    page = GpuPageSource(reader, min_interval_s=0.0, hostname_label="Hostname").page()
+    assert 'Hostname="gpu-node-7"' in page and 'hostname="' not in page
+    assert [r.host for r in parse_gpu_page(page).readings] == ["gpu-node-7", "gpu-node-7"]
+
+
+def test_profiling_fields_appear_where_gpm_is_supported_and_are_absent_elsewhere(served):
+    server, reader, module, gpus = served
+    gpus[0].gpm = (62.5, 40.0)  # GPU 0 is a Hopper; GPU 1 has no GPM
+    reader.close()
+    reader.start()
+    first = httpx.get(server.url + "/metrics").text
+    assert "DCGM_FI_PROF_GR_ENGINE_ACTIVE" not in first  # one GPM sample so far: nothing to compare yet
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(server.url + "/metrics").text)}
+    for name, value in (("DCGM_FI_PROF_GR_ENGINE_ACTIVE", 0.625), ("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", 0.4)):
+        samples = families[name].samples
+        assert [(s.labels["gpu"], s.value) for s in samples] == [("0", value)], name  # GPU 1: absent, not 0
+    reading = parse_gpu_page(httpx.get(server.url + "/metrics").text).readings[0]
+    assert (reading.gr_engine_active, reading.pipe_tensor_active) == (0.625, 0.4)
+    reader.close()
+    assert module.gpm_samples_live == 0  # every GPM sample freed
 
 
 def test_our_parser_reads_back_what_nvml_gave(served):
@@ -91,6 +116,7 @@ def test_lost_gpu_on_the_page(served):
     assert httpx.get(server.url + "/nope").status_code == 404
 
 
+@pytest.mark.e2e
 def test_exporter_command_without_a_driver(tmp_path):
     """The real command with the real nvidia-ml-py. Where an NVIDIA driver is present it must serve
     GPU series; elsewhere one clear log line and an empty page; SIGTERM ends it with exit 0."""
@@ -123,6 +149,7 @@ def test_exporter_command_without_a_driver(tmp_path):
         assert len(lines) == 1 and "empty page" in lines[0], err
 
 
+@pytest.mark.e2e
 def test_exporter_command_bad_listen():
     result = subprocess.run([sys.executable, "-m", "monitor", "exporter", "--listen", "nowhere"],
                             capture_output=True, text=True, timeout=30)

@@ -8,10 +8,11 @@ import sys
 
 import pytest
 
-from fake_pynvml import DRIVER_NOT_LOADED, GIB, LIBRARY_NOT_FOUND, FakeGpu, make_pynvml
 from monitor.gpu.nvml import NvmlReader
 from monitor.gpu.readings import MIB
 from monitor.gpu.render import render_page
+
+from tests.helpers.fake_pynvml import DRIVER_NOT_LOADED, GIB, LIBRARY_NOT_FOUND, FakeGpu, make_pynvml
 
 UUID0 = "GPU-11111111-2222-3333-4444-555555555555"
 UUID1 = "GPU-66666666-7777-8888-9999-000000000000"
@@ -202,3 +203,31 @@ def test_xid_events_last_value_and_window_counts(inject):
     clock.t += 301  # out of the window: the count goes, the last value stays (as dcgm-exporter)
     second = r.read()[1]
     assert second.xid_recent == {} and second.xid_last == 13
+
+
+def test_gpm_is_asked_once_on_a_gpu_without_it_and_never_on_an_old_driver(inject):
+    module = inject([FakeGpu(UUID0), FakeGpu(UUID1, gpm=(10.0, 5.0), unsupported={"nvmlGpmQueryDeviceSupport"})])
+    r = reader()
+    assert r.start()
+    for _ in range(3):
+        readings = r.read()
+    assert all(x.gr_engine_active is None and x.pipe_tensor_active is None for x in readings)
+    assert [g.calls.get("nvmlGpmQueryDeviceSupport") for g in module.gpus] == [1, 1]
+    assert "nvmlGpmSampleGet" not in module.gpus[0].calls
+    del module.nvmlGpmQueryDeviceSupport  # a binding older than the GPM API
+    r.close()
+    r2 = reader()
+    assert r2.start() and r2.read()[0].gr_engine_active is None
+    assert "DCGM_FI_PROF" not in render_page(r2.read(), nvml_up=True)
+
+
+def test_gpm_ratios_come_from_two_samples(inject):
+    module = inject([FakeGpu(UUID0, gpm=(100.0, 0.0))])
+    r = reader()
+    assert r.start()
+    assert r.read()[0].gr_engine_active is None
+    [reading] = r.read()
+    assert (reading.gr_engine_active, reading.pipe_tensor_active) == (1.0, 0.0)  # 0 here is measured, not absent
+    assert module.gpm_samples_live == 1  # the latest sample, kept for the next read
+    r.close()
+    assert module.gpm_samples_live == 0

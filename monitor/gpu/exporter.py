@@ -18,6 +18,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from monitor.gpu.nvml import XID_WINDOW_S, NvmlReader
+from monitor.gpu.readings import LABEL_HOSTNAME, LABEL_HOSTNAME_TAGGED
 from monitor.gpu.render import CONTENT_TYPE, render_page
 
 log = logging.getLogger("monitor.gpu")
@@ -28,9 +29,11 @@ DEFAULT_LISTEN = "0.0.0.0:9400"  # dcgm-exporter's port, so Prometheus jobs writ
 class GpuPageSource:
     """The current page, read at most once per `min_interval_s` whatever the number of scrapers."""
 
-    def __init__(self, reader: NvmlReader, *, min_interval_s: float = 1.0) -> None:
+    def __init__(self, reader: NvmlReader, *, min_interval_s: float = 1.0,
+                 hostname_label: str = LABEL_HOSTNAME) -> None:
         self.reader = reader
         self.min_interval_s = min_interval_s
+        self.hostname_label = hostname_label
         self._page: str | None = None
         self._read_at = float("-inf")
         self._lock = threading.Lock()
@@ -40,7 +43,7 @@ class GpuPageSource:
             now = time.monotonic()
             if self._page is None or now - self._read_at >= self.min_interval_s:
                 readings = self.reader.read()
-                self._page = render_page(readings, nvml_up=self.reader.available)
+                self._page = render_page(readings, nvml_up=self.reader.available, hostname_label=self.hostname_label)
                 self._read_at = now
             return self._page
 
@@ -105,7 +108,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "dcgm-exporter's metric names and labels. Without an NVIDIA driver it logs why and "
                     "serves an empty page.")
     p.add_argument("--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT to serve on (default {DEFAULT_LISTEN})")
-    p.add_argument("--hostname", help="value of the Hostname label (default: $NODE_NAME, else the OS hostname)")
+    p.add_argument("--hostname", help="value of the hostname label (default: $NODE_NAME, else the OS hostname)")
+    p.add_argument("--hostname-label", choices=[LABEL_HOSTNAME, LABEL_HOSTNAME_TAGGED], default=LABEL_HOSTNAME,
+                   help="spelling of the node label: hostname (dcgm-exporter since PR #655, default) or Hostname "
+                        "(its tagged releases up to 4.8.2), for dashboards that match the old one")
     p.add_argument("--xid-window", default="5m",
                    help="window of DCGM_EXP_XID_ERRORS_COUNT, e.g. 5m (default, as dcgm-exporter)")
     p.set_defaults(func=cmd_exporter)
@@ -127,7 +133,8 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     reader = NvmlReader(args.hostname or node_hostname(), xid_window_s=xid_window or XID_WINDOW_S)
     reader.start()
     try:
-        server = ExporterServer(host.strip("[]") or "0.0.0.0", int(port), GpuPageSource(reader))
+        server = ExporterServer(host.strip("[]") or "0.0.0.0", int(port),
+                                GpuPageSource(reader, hostname_label=args.hostname_label))
     except OSError as exc:
         reader.close()
         raise BadInput(f"--listen: cannot bind {listen}: {exc.strerror or exc}") from None

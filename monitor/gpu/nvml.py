@@ -12,6 +12,13 @@ What can go wrong is the normal case on a fleet, so each failure has its own nar
 
 XID events come from an NVML event set drained (without blocking) at each read: no thread, and the
 last XID and the per-XID counts over `xid_window_s` are what dcgm-exporter publishes.
+
+`DCGM_FI_PROF_GR_ENGINE_ACTIVE` and `DCGM_FI_PROF_PIPE_TENSOR_ACTIVE` have no classic NVML getter; they
+come from NVML's GPM API (Hopper and later): a GPM sample is taken at each read and the metrics are
+computed between it and the previous one (`NVML_GPM_METRIC_GRAPHICS_UTIL`, `…_ANY_TENSOR_UTIL`, in %,
+published as dcgm's 0–1 ratios). A GPU without GPM support (`nvmlGpmQueryDeviceSupport`), or a driver
+or binding without the API, simply lacks the two fields — absent, never 0 — and is not asked again;
+the first read after start has no previous sample, so the fields appear from the second read on.
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ class _Gpu:
     xid_supported: bool = False
     xid_last: int = 0
     xid_events: deque = field(default_factory=deque)  # (monotonic time, xid)
+    gpm_supported: bool | None = None  # None until asked
+    gpm_sample: Any = None  # the previous GPM sample, to compute metrics against
 
 
 class NvmlReader:
@@ -139,6 +148,13 @@ class NvmlReader:
         nvml, self._nvml = self._nvml, None
         if nvml is None:
             return
+        for gpu in self._gpus:
+            if gpu.gpm_sample is not None:
+                try:
+                    nvml.nvmlGpmSampleFree(gpu.gpm_sample)
+                except nvml.NVMLError:
+                    pass
+                gpu.gpm_sample = None
         if self._event_set is not None:
             try:
                 nvml.nvmlEventSetFree(self._event_set)
@@ -288,6 +304,7 @@ class NvmlReader:
         out["mem_clock_mhz"] = _float(get("mem_clock", lambda: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_MEM)))
         out["throttle_reasons"] = _float(get("throttle_reasons", lambda: self._throttle_reasons(h)))
         out["pcie_replays"] = _float(get("pcie_replays", lambda: nvml.nvmlDeviceGetPcieReplayCounter(h)))
+        out.update(self._gpm(gpu, get))
         for attr, kind, counter in (
             ("ecc_sbe_volatile", "NVML_MEMORY_ERROR_TYPE_CORRECTED", "NVML_VOLATILE_ECC"),
             ("ecc_dbe_volatile", "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", "NVML_VOLATILE_ECC"),
@@ -297,6 +314,73 @@ class NvmlReader:
             out[attr] = _float(get(attr, lambda k=kind, c=counter: nvml.nvmlDeviceGetTotalEccErrors(
                 h, getattr(nvml, k), getattr(nvml, c))))
         return {k: v for k, v in out.items() if v is not None}
+
+    def _gpm(self, gpu: _Gpu, get: Callable[[str, Callable[[], Any]], Any]) -> dict[str, float]:
+        """Graphics-engine and tensor-pipe activity (0–1) between the previous GPM sample and one
+        taken now; {} where GPM is not supported, and on the first read (no previous sample)."""
+        nvml, h = self._nvml, gpu.handle
+        if gpu.gpm_supported is None:
+            if not hasattr(nvml, "nvmlGpmQueryDeviceSupport"):  # a binding older than GPM
+                gpu.gpm_supported = False
+                return {}
+
+            def query() -> Any:
+                try:
+                    return nvml.nvmlGpmQueryDeviceSupport(h)
+                except nvml.NVMLError_FunctionNotFound:  # a driver older than GPM
+                    raise nvml.NVMLError(nvml.NVML_ERROR_NOT_SUPPORTED) from None
+
+            support = get("gpm", query)
+            if support is None and "gpm" not in gpu.unsupported:
+                return {}  # the query failed this time: asked again at the next read
+            gpu.gpm_supported = bool(support is not None and getattr(support, "isSupportedDevice", 0))
+            if not gpu.gpm_supported:
+                log.info("%s: no GPM support; DCGM_FI_PROF_GR_ENGINE_ACTIVE / PIPE_TENSOR_ACTIVE left out",
+                         _name(gpu))
+        if not gpu.gpm_supported or "gpm" in gpu.unsupported:
+            return {}
+
+        def sample_now() -> Any:
+            sample = nvml.nvmlGpmSampleAlloc()
+            try:
+                return nvml.nvmlGpmSampleGet(h, sample)
+            except nvml.NVMLError:
+                nvml.nvmlGpmSampleFree(sample)
+                raise
+
+        current = get("gpm", sample_now)
+        if current is None:
+            return {}
+        previous, gpu.gpm_sample = gpu.gpm_sample, current
+        if previous is None:
+            return {}
+        wanted = (("gr_engine_active", nvml.NVML_GPM_METRIC_GRAPHICS_UTIL),
+                  ("pipe_tensor_active", nvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL))
+
+        def metrics() -> Any:
+            request = nvml.c_nvmlGpmMetricsGet_t()
+            request.version = nvml.NVML_GPM_METRICS_GET_VERSION
+            request.numMetrics = len(wanted)
+            request.sample1, request.sample2 = previous, current
+            for i, (_, metric_id) in enumerate(wanted):
+                request.metrics[i].metricId = metric_id
+            return nvml.nvmlGpmMetricsGet(request)
+
+        try:
+            answer = get("gpm", metrics)
+        finally:
+            try:
+                nvml.nvmlGpmSampleFree(previous)
+            except nvml.NVMLError:
+                pass
+        if answer is None:
+            return {}
+        out: dict[str, float] = {}
+        for i, (attr, _) in enumerate(wanted):
+            metric = answer.metrics[i]
+            if metric.nvmlReturn == nvml.NVML_SUCCESS and 0.0 <= metric.value <= 100.0:
+                out[attr] = float(metric.value) / 100.0
+        return out
 
     # NVML calls with a newer and an older form: the newer is tried first, the older where the
     # driver lacks it (NVMLError_FunctionNotFound) or the binding is too old (AttributeError).

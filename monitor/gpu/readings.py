@@ -16,7 +16,11 @@ MIB = 2**20
 
 # label names, in dcgm-exporter's order (render template, tag 4.5.3-4.8.2)
 LABEL_GPU, LABEL_UUID, LABEL_PCI, LABEL_DEVICE, LABEL_MODEL = "gpu", "UUID", "pci_bus_id", "device", "modelName"
-LABEL_HOSTNAME = "Hostname"  # dcgm-exporter main renamed it `hostname` (PR #655): the parser reads both
+# The node label: `Hostname` in every tagged dcgm-exporter up to 4.8.2, lowercase `hostname` since
+# PR #655 (main, 2026-05-12). We emit the current spelling (exporter `--hostname-label` for the old
+# one); the parser reads both.
+LABEL_HOSTNAME = "hostname"
+LABEL_HOSTNAME_TAGGED = "Hostname"
 LABEL_DRIVER = "DCGM_FI_DRIVER_VERSION"
 
 XID_METRIC = "DCGM_FI_DEV_XID_ERRORS"
@@ -65,6 +69,11 @@ FIELDS: tuple[FieldSpec, ...] = (
               "Total number of single-bit persistent ECC errors."),
     FieldSpec("DCGM_FI_DEV_ECC_DBE_AGG_TOTAL", "ecc_dbe_aggregate", "counter",
               "Total number of double-bit persistent ECC errors."),
+    # DCGM profiling fields, from NVML's GPM API where the GPU has it (Hopper and later)
+    FieldSpec("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "gr_engine_active", "gauge",
+              "Ratio of time the graphics engine is active.", decimals=True),
+    FieldSpec("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", "pipe_tensor_active", "gauge",
+              "Ratio of cycles the tensor (HMMA) pipe is active.", decimals=True),
 )
 FIELD_BY_METRIC: dict[str, FieldSpec] = {f.metric: f for f in FIELDS}
 # other spellings of the same fields met on real pages
@@ -136,6 +145,8 @@ class GpuReading:
     ecc_dbe_volatile: float | None = None
     ecc_sbe_aggregate: float | None = None
     ecc_dbe_aggregate: float | None = None
+    gr_engine_active: float | None = None  # 0–1, DCGM_FI_PROF_GR_ENGINE_ACTIVE
+    pipe_tensor_active: float | None = None  # 0–1, DCGM_FI_PROF_PIPE_TENSOR_ACTIVE
     xid_last: int | None = None
     xid_recent: Mapping[int, int] | None = field(default=None, hash=False, compare=True)
 

@@ -3,8 +3,9 @@
 Written by hand rather than through prometheus_client: its counter families append `_total` to the
 sample name, and `DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION_total` would break every dashboard and alert
 written for dcgm-exporter, which is the point of using its names. The page follows dcgm-exporter's
-shape: `# HELP`/`# TYPE` per family, labels `gpu, UUID, pci_bus_id, device, modelName, Hostname,
+shape: `# HELP`/`# TYPE` per family, labels `gpu, UUID, pci_bus_id, device, modelName, hostname,
 DCGM_FI_DRIVER_VERSION` (then `err_code, err_msg` on XID), a family left out when no GPU has the value.
+The node label is spelled `hostname` as dcgm-exporter does since PR #655 (`Hostname` on request).
 """
 
 from __future__ import annotations
