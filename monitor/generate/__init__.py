@@ -2,7 +2,7 @@
 
 Teams that already run Prometheus and Grafana get the SLOs and the fleet view there, from the same
 config and the same arithmetic (`monitor.evaluate.slo`) as the service, without running the
-service's own alerting. Output layout (docs/ and `monitor.generate.layout`), under DIR:
+service's own alerting. Output layout (docs/cli.md and `monitor.generate.layout`), under DIR:
 
 * `dashboards/*.json` and `dashboards/provisioning/{datasources,dashboards}/llm-slo-monitor.yml`;
 * `alerts/<set>.rules.yml` with `alerts/<set>.test.yml` beside each (promtool unit tests), where a

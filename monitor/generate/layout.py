@@ -12,17 +12,23 @@ generated: a rule file or dashboard that carries this generator's mark and is no
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import monitor.generate.expressions as q
 from monitor.config import Config
 import monitor.generate.configs as configs
 import monitor.generate.dashboards as dashboards
+import monitor.generate.kubernetes as kubernetes
 import monitor.generate.rules as rules
-from monitor.generate.docs import alerts_readme, dashboards_readme
+from monitor.generate.docs import alerts_readme, dashboards_readme, operator_readme
 from monitor.generate.rule_tests import fleet_test_file, service_test_file, slo_test_file
 from monitor.generate.yaml_text import MARK, to_yaml
+
+PLAIN = "plain"  # alerts/ and dashboards/: rule files, promtool tests, dashboard JSON, example configs
+OPERATOR = "prometheus-operator"  # prometheus-operator/: Kubernetes objects (monitor.generate.kubernetes)
+FORMATS = (PLAIN, OPERATOR)
 
 
 @dataclass(frozen=True)
@@ -31,10 +37,22 @@ class Options:
     scrape_interval: str = "15s"  # in the example prometheus.yml and the Grafana datasource
     service_target: str | None = None  # host:port Prometheus scrapes slo-monitor at (default: api.listen)
     replica_metrics: tuple[str, str] | None = rules.REPLICA_METRICS
+    formats: tuple[str, ...] = (PLAIN,)  # what to write (FORMATS)
+    kubernetes: kubernetes.KubernetesOptions = field(default_factory=kubernetes.KubernetesOptions)
 
 
 def pool_names(config: Config) -> list[str]:
     return [p.name for p in config.pools]
+
+
+def rule_groups(config: Config, options: Options = Options()) -> dict[str, list[dict[str, Any]]]:
+    """File stem -> rule groups for every alert set: each SLO, the fleet, the service's decisions."""
+    interval = options.rule_interval_s
+    pools = pool_names(config)
+    out = {f"slo-{slo.name}": rules.slo_rules(pools, slo, interval).groups for slo in config.slos}
+    out[rules.FLEET_FILE] = rules.fleet_rules(pools, interval)
+    out[rules.SERVICE_FILE] = rules.service_rules(rules.service_alerts(options.replica_metrics), interval)
+    return out
 
 
 def rule_sets(config: Config, options: Options = Options()) -> dict[str, tuple[str, str]]:
@@ -72,7 +90,34 @@ def left_out(config: Config) -> list[str]:
 
 
 def render_all(config: Config, options: Options = Options()) -> dict[str, str]:
-    """Relative path -> file content of everything `generate` writes."""
+    """Relative path -> file content of everything `generate` writes, in every format asked for."""
+    files: dict[str, str] = {}
+    unknown = sorted(set(options.formats) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"unknown output format(s) {', '.join(unknown)}; known: {', '.join(FORMATS)}")
+    if PLAIN in options.formats:
+        files.update(render_plain(config, options))
+    if OPERATOR in options.formats:
+        files.update(render_operator(config, options))
+    return files
+
+
+def render_operator(config: Config, options: Options = Options()) -> dict[str, str]:
+    """prometheus-operator/: one Kubernetes object per file, a kustomization listing them, a README."""
+    specs = dashboards.dashboard_specs(gpus=gpus_configured(config), replica_metrics=options.replica_metrics)
+    built = kubernetes.objects(
+        config.pools, rule_groups(config, options), {spec.file_stem: dashboards.render(spec) for spec in specs},
+        metrics_path=config.scrape.metrics_path, scrape_interval=options.scrape_interval,
+        timeout_s=config.scrape.timeout, options=options.kubernetes)
+    folder = kubernetes.FOLDER
+    files = {f"{folder}/{name}": to_yaml(obj) for name, obj in built.files.items()}
+    files[f"{folder}/kustomization.yaml"] = to_yaml(built.kustomization())
+    files[f"{folder}/README.md"] = operator_readme(built.files, options.kubernetes)
+    return files
+
+
+def render_plain(config: Config, options: Options = Options()) -> dict[str, str]:
+    """alerts/ and dashboards/: rule files with their promtool tests, dashboards, example configs."""
     files: dict[str, str] = {}
     specs = dashboards.dashboard_specs(gpus=gpus_configured(config), replica_metrics=options.replica_metrics)
     for spec in specs:
@@ -107,11 +152,12 @@ def _ours(path: Path) -> bool:
     return text.startswith(MARK)
 
 
-# folder -> the patterns of files in it that `generate` may have written (and so may remove)
-OWNED = {"alerts": ("*.rules.yml", "*.test.yml"), "dashboards": ("*.json",)}
+# format -> folder -> the patterns of files in it that `generate` may have written (and so may remove)
+OWNED = {PLAIN: {"alerts": ("*.rules.yml", "*.test.yml"), "dashboards": ("*.json",)},
+         OPERATOR: {kubernetes.FOLDER: ("*.yaml",)}}
 
 
-def write(files: dict[str, str], out: str | Path, owned: dict[str, tuple[str, ...]] = OWNED) -> list[Path]:
+def write(files: dict[str, str], out: str | Path, owned: dict[str, tuple[str, ...]]) -> list[Path]:
     """Write `files` under `out` (each atomically) and delete this generator's files in the `owned`
     folders that are no longer produced; returns the paths written, sorted."""
     root = Path(out)
@@ -133,7 +179,9 @@ def write(files: dict[str, str], out: str | Path, owned: dict[str, tuple[str, ..
 
 def generate(config: Config, out: str | Path, options: Options = Options()) -> list[Path]:
     """Write everything under `out`; returns the paths written, sorted."""
-    return write(render_all(config, options), out)
+    owned = {folder: patterns for fmt in options.formats for folder, patterns in OWNED[fmt].items()}
+    return write(render_all(config, options), out, owned)
 
 
-__all__ = ["Options", "generate", "gpus_configured", "left_out", "render_all", "rule_sets", "write"]
+__all__ = ["FORMATS", "OPERATOR", "PLAIN", "Options", "generate", "gpus_configured", "left_out", "render_all",
+           "render_operator", "render_plain", "rule_groups", "rule_sets", "write"]
