@@ -57,18 +57,20 @@ def bind_error(listen: str, exc: OSError) -> str:
 
 
 def on_sighup(app: Any) -> None:
-    """What SIGHUP does to a running service: the hook for re-reading the config.
+    """What SIGHUP does to a running service: re-read the config file (as Prometheus does).
 
-    Runs on the event loop (scheduled from the signal handler). When the service offers
-    `request_reload()` it is asked to reload; until then the signal is logged and ignored, so a
-    `kill -HUP` meant for a reload, or a closed terminal, does not stop the service.
+    Runs on the event loop (scheduled from the signal handler). The app's `reloader` (built when
+    the service knows its config file) validates the file whole and applies it or keeps the old
+    one; without one the signal is logged and ignored, so a `kill -HUP` meant for a reload, or a
+    closed terminal, never stops the service.
     """
-    reload = getattr(getattr(app.state, "service", None), "request_reload", None)
-    if callable(reload):
+    reloader = getattr(app.state, "reloader", None)
+    if reloader is not None:
         log.info("SIGHUP: reloading the configuration")
-        reload()
+        reloader.request()
     else:
-        log.warning("SIGHUP: ignored; this version does not reload its configuration (restart to apply changes)")
+        log.warning("SIGHUP: ignored; no config file to reload (serve started without --config, "
+                    "or this version cannot reload)")
 
 
 def install_sighup(app: Any) -> None:
