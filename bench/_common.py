@@ -1,10 +1,14 @@
-"""Helpers shared by the benchmarks: child processes, /proc readings, waiting, ports, tables."""
+"""Helpers shared by the benchmarks: child processes, /proc readings, tables.
+
+The real-server runners (Prometheus, Alertmanager, NGINX), ports and waiting are the tests' own,
+from tests/helpers/: benchmarks run as `.venv/bin/python bench/NAME.py` from the repository root,
+so the root goes on sys.path here.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,11 +20,24 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.helpers.am_server import Alertmanager, alertmanager_config  # noqa: E402
+from tests.helpers.nginx_server import NginxServer  # noqa: E402
+from tests.helpers.ports import free_range  # noqa: E402
+from tests.helpers.prom_server import Prometheus  # noqa: E402
+from tests.helpers.waiting import wait_until  # noqa: E402
+
+__all__ = ["HERE", "ROOT", "PYTHON", "Alertmanager", "NginxServer", "Prometheus", "Proc", "ProcStat", "Sampler",
+           "alertmanager_config", "free_range", "load_average", "percentile", "python_module", "ratio", "ready",
+           "table", "wait_for", "BENCH_NGINX_LOCATION"]
+
 PYTHON = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PROMETHEUS = "/usr/bin/prometheus"
-ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
-NGINX = "/usr/sbin/nginx"
+# what the benchmarks' NGINX adds to its location: every answer says which server it came from
+BENCH_NGINX_LOCATION = ("proxy_http_version 1.1; proxy_buffering off; proxy_read_timeout 600s; "
+                        "add_header X-Upstream $upstream_addr always;")
 
 
 class Proc:
@@ -64,41 +81,10 @@ class Proc:
 python_module = lambda *args: [PYTHON, "-m", "monitor", *args]  # noqa: E731
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float, procs: Iterable[Proc] = (), poll: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        for p in procs:
-            p.check()
-        try:
-            last = check()
-            if last:
-                return last
-        except (httpx.HTTPError, OSError, ValueError, KeyError) as exc:
-            last = exc
-        time.sleep(poll)
-    raise RuntimeError(f"timed out after {timeout:g}s waiting for {what}; last: {last!r}")
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_range(start: int, count: int, limit: int = 32767) -> int:
-    """The first base port >= start such that base..base+count-1 are all free (below the ephemeral range)."""
-    base = start
-    while base + count - 1 <= limit:
-        busy = next((p for p in range(base, base + count) if not port_free(p)), None)
-        if busy is None:
-            return base
-        base = busy + 1
-    raise RuntimeError(f"no {count} free ports from {start} below {limit}")
+def wait_for(what: str, check: Callable[[], Any], timeout: float, procs: Iterable[Any] = (), poll: float = 0.1) -> Any:
+    """tests.helpers.waiting.wait_until, with the errors a benchmark's half-started stack gives counted as
+    not yet, and each of `procs` checked for an early exit on every round."""
+    return wait_until(check, timeout, poll, what, (httpx.HTTPError, OSError, ValueError, KeyError), procs)
 
 
 def ready(url: str) -> bool:
@@ -195,84 +181,3 @@ def ratio(ours: float, baseline: float) -> str:
 
 def load_average() -> str:
     return "load average " + " ".join(Path("/proc/loadavg").read_text().split()[:3]) + f" on {os.cpu_count()} cores"
-
-
-AM_CONFIG = """
-route:
-  receiver: "null"
-  group_by: [alertname, slo, pool]
-  group_wait: 0s
-  group_interval: 1s
-  repeat_interval: 1h
-receivers:
-  - name: "null"
-inhibit_rules:
-  - source_matchers: ['burnrate_tier="fast"']
-    target_matchers: ['burnrate_tier="slow"']
-    equal: [slo, pool, model_name]
-"""
-
-
-def start_alertmanager(workdir: Path, port: int) -> tuple[Proc, str]:
-    """Debian's Alertmanager on a loopback port, clustering off, its state under `workdir`."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "alertmanager.yml").write_text(AM_CONFIG)
-    proc = Proc([ALERTMANAGER, f"--config.file={workdir / 'alertmanager.yml'}", f"--storage.path={workdir / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"],
-                name=f"alertmanager:{port}")
-    url = f"http://127.0.0.1:{port}"
-    wait_for("Alertmanager ready", lambda: ready(url + "/-/ready"), 30, [proc])
-    return proc, url
-
-
-class Nginx:
-    """NGINX under its own prefix in `root` (`daemon off`), proxying to the upstream `pool` of an
-    included file; every answer says which server it came from (`X-Upstream`)."""
-
-    def __init__(self, root: Path, upstream_file: Path, port: int, pool: str) -> None:
-        self.root, self.port = root, port
-        root.mkdir(parents=True, exist_ok=True)
-        self.conf, self.error_log = root / "nginx.conf", root / "error.log"
-        for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (root / sub).mkdir(exist_ok=True)
-        self.conf.write_text(f"""
-worker_processes 1;
-pid {root}/nginx.pid;
-error_log {self.error_log} warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {root}/client_body;
-    proxy_temp_path {root}/proxy;
-    fastcgi_temp_path {root}/fastcgi;
-    uwsgi_temp_path {root}/uwsgi;
-    scgi_temp_path {root}/scgi;
-    include {upstream_file};
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://{pool};
-            proxy_http_version 1.1;
-            proxy_buffering off;
-            proxy_read_timeout 600s;
-            add_header X-Upstream $upstream_addr always;
-        }}
-    }}
-}}
-""")
-        self.base = [NGINX, "-e", str(self.error_log), "-p", str(root), "-c", str(self.conf)]
-        self.proc: Proc | None = None
-        self.url = f"http://127.0.0.1:{port}"
-
-    def command(self, *args: str) -> str:
-        return " ".join([*self.base, *args])
-
-    def start(self) -> Proc:
-        self.proc = Proc([*self.base, "-g", "daemon off;"], name="nginx")
-        wait_for("NGINX listening", lambda: socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                 or True, 15, [self.proc])
-        return self.proc
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop(signal.SIGQUIT)

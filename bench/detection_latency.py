@@ -35,8 +35,8 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (PROMETHEUS, Nginx, Proc, free_range, load_average, python_module, ready,  # noqa: E402
-                     start_alertmanager, table, wait_for)
+from _common import (BENCH_NGINX_LOCATION, Alertmanager, NginxServer, Prometheus, Proc, alertmanager_config,  # noqa: E402
+                     free_range, load_average, python_module, ready, table, wait_for)
 
 FAULTS = {"errors": {"error_rate": 1.0}, "latency": {"latency_multiplier": 50}}
 
@@ -76,9 +76,10 @@ def main() -> None:
             instances = [u.split("//", 1)[1] for u in urls]
             victim = instances[0]
 
-            am1, am1_url = start_alertmanager(root / "am-ours", am1_port)
-            am2, am2_url = start_alertmanager(root / "am-prometheus", am2_port)
+            am1 = Alertmanager(root / "am-ours", am1_port, alertmanager_config(group_wait="0s")).start(timeout_s=30)
+            am2 = Alertmanager(root / "am-prometheus", am2_port, alertmanager_config(group_wait="0s")).start(timeout_s=30)
             procs += [am1, am2]
+            am1_url, am2_url = am1.url, am2.url
 
             upstream_file = root / "nginx" / "conf.d" / "llm-upstreams.conf"
             upstream_file.parent.mkdir(parents=True)
@@ -86,8 +87,9 @@ def main() -> None:
             from monitor.decide.health import HEALTHY
 
             upstream_file.write_text(render_file({"llama": [UpstreamServer(i, HEALTHY) for i in instances]}))
-            nginx = Nginx(root / "nginx", upstream_file, nginx_port, "llama")
-            procs.append(nginx.start())
+            nginx = NginxServer(root / "nginx", upstream_file, "llama", nginx_port, location=BENCH_NGINX_LOCATION)
+            nginx.start(timeout_s=15)
+            procs.append(nginx)
 
             config = {
                 "storage": {"url": f"sqlite:///{root}/monitor.db"},
@@ -118,8 +120,7 @@ def main() -> None:
             prom_cfg["scrape_configs"] = [j for j in prom_cfg["scrape_configs"] if j["job_name"] == "vllm"]
             prom_cfg["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am2_port}"]}]}]}
             (root / "prometheus.yml").write_text(to_yaml(prom_cfg))
-            prom = Proc([PROMETHEUS, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'tsdb'}",
-                         f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"], name="prometheus")
+            prom = Prometheus(root, config=(root / "prometheus.yml").read_text(), port=prom_port).start(timeout_s=60)
             procs.append(prom)
             service = Proc(python_module("serve", "--config", root / "monitor.yaml"), name="serve", cwd=root)
             procs.append(service)
@@ -158,10 +159,7 @@ def main() -> None:
             client.post(urls[0] + "/sim/faults", json={})
         finally:
             for p in reversed(procs):
-                if nginx is not None and p is nginx.proc:
-                    nginx.stop()
-                else:
-                    p.stop()
+                p.stop()
 
     report(args, got, interval_s)
     if got["503"] is None:

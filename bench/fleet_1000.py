@@ -1,6 +1,6 @@
 """One `slo-monitor serve` process tracking 1,000 targets every 5 s, against Prometheus scraping the same fleet.
 
-The fleet: 1,000 static servers of a realistic ~58 KB vLLM V1 page (bench/realistic_page.py) on
+The fleet: 1,000 static servers of a realistic ~58 KB vLLM V1 page (tests/helpers/realistic_page.py) on
 loopback ports, two bench/static_fleet.py processes of 500. Each side runs alone against it, one
 after the other, for `--duration` seconds after a warm-up:
 
@@ -32,9 +32,9 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (HERE, PROMETHEUS, PYTHON, Proc, ProcStat, Sampler, free_range, load_average,  # noqa: E402
+from _common import (HERE, PYTHON, Prometheus, Proc, ProcStat, Sampler, free_range, load_average,  # noqa: E402
                      percentile, python_module, ratio, ready, table, wait_for)
-from realistic_page import build  # noqa: E402
+from tests.helpers.realistic_page import build  # noqa: E402
 
 
 def start_fleet(n: int, base: int, page_file: Path, per_process: int = 500) -> list[Proc]:
@@ -189,8 +189,7 @@ def run_prometheus(args, root: Path, urls: list[str], fleet: list[Proc]) -> dict
     prom_cfg["scrape_configs"] = [j for j in prom_cfg["scrape_configs"] if j["job_name"] == "vllm"]
     (root / "prometheus.yml").write_text(yaml.safe_dump(prom_cfg))
     base = f"http://127.0.0.1:{port}"
-    prom = Proc([PROMETHEUS, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'tsdb'}",
-                 f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"], name="prometheus")
+    prom = Prometheus(root, config=(root / "prometheus.yml").read_text(), port=port).start(timeout_s=60)
     try:
         started = time.monotonic()
         wait_for("Prometheus ready", lambda: ready(base + "/-/ready"), 60, [prom])

@@ -32,9 +32,9 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (HERE, PROMETHEUS, PYTHON, Proc, ProcStat, free_range, load_average, percentile,  # noqa: E402
+from _common import (HERE, PYTHON, Prometheus, Proc, ProcStat, free_range, load_average, percentile,  # noqa: E402
                      python_module, ready, table, wait_for)
-from realistic_page import build  # noqa: E402
+from tests.helpers.realistic_page import build  # noqa: E402
 
 
 async def _read_response(reader: asyncio.StreamReader) -> int:
@@ -138,8 +138,7 @@ def main() -> None:
                                                  evaluation_interval="5s")
             prom_cfg["scrape_configs"] = [j for j in prom_cfg["scrape_configs"] if j["job_name"] == "vllm"]
             (root / "prometheus.yml").write_text(yaml.safe_dump(prom_cfg))
-            prom = Proc([PROMETHEUS, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'tsdb'}",
-                         f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"], name="prometheus")
+            prom = Prometheus(root, config=(root / "prometheus.yml").read_text(), port=prom_port).start(timeout_s=60)
             procs.append(prom)
             svc, prom_url = f"http://127.0.0.1:{svc_port}", f"http://127.0.0.1:{prom_port}"
             wait_for("service", lambda: ready(svc + "/healthz"), 60, procs)

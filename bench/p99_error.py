@@ -32,14 +32,15 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PROMETHEUS, Proc, free_range, load_average, python_module, ready, table, wait_for  # noqa: E402
+from _common import Prometheus, Proc, free_range, load_average, python_module, ready, table, wait_for  # noqa: E402
+
+from tests.helpers.times import parse_rfc3339  # noqa: E402
 
 from monitor.sim.metrics import REQUEST_LATENCY_BUCKETS, TPOT_BUCKETS, TTFT_BUCKETS  # noqa: E402
 
@@ -96,10 +97,6 @@ def truth_values(rows: list[dict], instance: str, field: str, start: float, end:
     return out
 
 
-def parse_time(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of readings once the window is full")
@@ -143,8 +140,7 @@ def main() -> None:
                                                  evaluation_interval=args.interval)
             prom_cfg["scrape_configs"] = [j for j in prom_cfg["scrape_configs"] if j["job_name"] == "vllm"]
             (root / "prometheus.yml").write_text(to_yaml(prom_cfg))
-            prom = Proc([PROMETHEUS, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'tsdb'}",
-                         f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"], name="prometheus")
+            prom = Prometheus(root, config=(root / "prometheus.yml").read_text(), port=prom_port).start(timeout_s=60)
             service = Proc(python_module("serve", "--config", root / "monitor.yaml"), name="serve", cwd=root)
             procs += [prom, service]
             svc, prom_url = f"http://127.0.0.1:{svc_port}", f"http://127.0.0.1:{prom_port}"
@@ -166,7 +162,7 @@ def main() -> None:
                 for view in client.get(svc + "/api/v1/instances").json():
                     if not view["last_scrape"]:
                         continue
-                    at = parse_time(view["last_scrape"])
+                    at = parse_rfc3339(view["last_scrape"])
                     pairs = {}
                     for field, (names, _) in METRICS.items():
                         expr = (f"histogram_quantile(0.99, sum by (le) (rate({names[args.metrics_version]}_bucket"

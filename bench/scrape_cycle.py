@@ -2,11 +2,11 @@
 
 1. Parse + normalise, per page, against prometheus_client's `text_string_to_metric_families` (the
    parser a user would otherwise reach for) followed by the same normaliser, on:
-   - a realistic V1 page of ~58 KB (bench/realistic_page.py: serving, request-size, phase-time and
+   - a realistic V1 page of ~58 KB (tests/helpers/realistic_page.py: serving, request-size, phase-time and
      iteration histograms, python/process and http families, as vLLM 0.11 prints them);
    - the simulator's own V1 and V0 pages (monitor/sim/metrics.py) after some traffic;
    - the V0 multiprocess fixture of the tests.
-   Identical results are checked on every page the tests have (tests/test_exposition.py's pages, plus
+   Identical results are checked on every page the tests have (tests/helpers/exposition_pages.py, plus
    the ones above): the same `vllm:` samples as prometheus_client, and the same normalised
    ModelSamples.
 2. Whole scrape cycles (HTTP `/metrics` + `/health` + parse) over N static targets in another
@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -33,24 +32,14 @@ from prometheus_client.parser import text_string_to_metric_families
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(ROOT / "tests"))
-from realistic_page import build  # noqa: E402
+from _common import ROOT as _ROOT  # noqa: E402,F401  (puts the repository root on sys.path)
+
+from tests.helpers.exposition_pages import baseline_parse_page, pages  # noqa: E402
+from tests.helpers.realistic_page import build  # noqa: E402
 
 from monitor.collect.exposition import samples  # noqa: E402
 from monitor.collect.scraper import Scraper, Target  # noqa: E402
-from monitor.collect.vllm import parse_page, samples_by_model  # noqa: E402
-
-
-def baseline_parse_page(text: str):
-    """prometheus_client's parser over the whole page, then the same normaliser as ours."""
-    values: dict = defaultdict(lambda: defaultdict(list))
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name.startswith("vllm:"):
-                labels = dict(s.labels)
-                model = labels.pop("model_name", "")
-                values[s.name][model].append((labels, float(s.value)))
-    return samples_by_model(values)
+from monitor.collect.vllm import parse_page  # noqa: E402
 
 
 def simulator_page(version: str, requests: int = 400) -> str:
@@ -130,7 +119,7 @@ def canon(obj):
 
 def parse_benchmark() -> None:
     timed = {
-        "realistic V1 (bench/realistic_page.py)": build(),
+        "realistic V1 (tests/helpers/realistic_page.py)": build(),
         "simulator V1 (monitor/sim)": simulator_page("v1"),
         "simulator V0 (monitor/sim)": simulator_page("v0"),
         "V0 multiprocess (tests/fixtures)": (ROOT / "tests/fixtures/vllm_v0_multiproc.txt").read_text(),
@@ -144,17 +133,12 @@ def parse_benchmark() -> None:
         same = same_samples(text) and same_normalised(text)
         print(f"{name:<40}{len(text) / 1024:6.1f}{ours * 1000:10.3f}{base * 1000:13.3f}{base / ours:9.1f}x  {same}")
 
-    try:
-        from test_exposition import pages
-        every = {**pages(), **{f"bench: {k}": v for k, v in timed.items()}}
-    except ImportError as exc:  # the tests are not shipped: the timed pages only
-        print(f"(tests/test_exposition.py not importable: {exc}; checking the timed pages only)")
-        every = timed
+    every = {**pages(), **{f"bench: {k}": v for k, v in timed.items()}}
     differ = [name for name, text in every.items() if not (same_samples(text) and same_normalised(text))]
     print(f"identical samples and normalised ModelSamples on {len(every) - len(differ)} of {len(every)} pages"
           + (f"; DIFFERENT: {differ}" if differ else ""))
     # 1,000 targets every 5 s means 200 pages per second of one core
-    page = timed["realistic V1 (bench/realistic_page.py)"]
+    page = timed["realistic V1 (tests/helpers/realistic_page.py)"]
     ours, base = per_call(parse_page, page), per_call(baseline_parse_page, page)
     print(f"one core at 1,000 targets / 5 s: parsing alone takes {ours * 200:.0%} of it with ours, "
           f"{base * 200:.0%} with the baseline")

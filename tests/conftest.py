@@ -1,38 +1,27 @@
 """Shared fixtures. Real parts only: SQLite files and the PostgreSQL server at 127.0.0.1:5432.
 
 Outside CI a missing PostgreSQL skips its tests with the reason; with CI=true it fails them, so a
-broken CI machine can never pass quietly.
+broken CI machine can never pass quietly (tests.helpers.ci.require). Helpers that are not fixtures
+live in tests/helpers/ and are imported from there, never from here or from another test module.
 """
 
 from __future__ import annotations
 
 import os
-import socket
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+from tests.helpers.ci import require
 
 PG_URL = os.environ.get("SLO_MONITOR_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def require(condition: bool, reason: str) -> None:
-    """Skip locally, fail in CI, when a real dependency of the test is missing."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"CI=true and a required part is missing: {reason}")
-    pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """No `-q` count drops the final summary line (`N passed, M skipped in T s`): pytest prints it down
+    to -q, and -qq, easily reached when a wrapper adds its own -q, would leave a run that says nothing."""
+    config.option.verbose = max(config.option.verbose, -1)
 
 
 @pytest.fixture

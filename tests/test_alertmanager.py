@@ -11,16 +11,17 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from datetime import datetime
 
 import pytest
 
-from am_server import Alertmanager, require_alertmanager
-from conftest import free_port
 from monitor.config import validate
 from monitor.evaluate.slo import WINDOWS, evaluate_counts
 from monitor.evaluate.slo_engine import SloKey, SloStatus
 from monitor.publish.alertmanager import AlertmanagerNotifier
+
+from tests.helpers.am_server import Alertmanager, require_alertmanager
+from tests.helpers.ports import free_port
+from tests.helpers.times import parse_rfc3339
 
 CONFIG = validate({
     "pools": [{"name": "llama", "targets": ["http://10.0.0.1:8000"]}],
@@ -41,10 +42,7 @@ def status(slo_index: int, error_ratio: float, model: str = "", total: float = 1
     return SloStatus(SloKey(slo.name, "llama", model), slo, ev, now or time.time())
 
 
-def parse(ts: str) -> float:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-
-
+@pytest.mark.e2e
 async def test_page_and_ticket_reach_alertmanager_the_page_inhibits_the_ticket_and_both_resolve(tmp_path):
     with Alertmanager(tmp_path) as am:
         notifier = AlertmanagerNotifier(am.url, resend_interval=30, timeout=2)
@@ -69,8 +67,8 @@ async def test_page_and_ticket_reach_alertmanager_the_page_inhibits_the_ticket_a
             assert "Firing: 1h/5m (burn 1000/1000 > 14.4), 6h/30m (burn 1000/1000 > 6)" in notes["description"]
             assert "5m=1000, 30m=1000, 1h=1000" in notes["description"]
             # firing alerts carry endsAt four resend intervals ahead, so they expire if we die
-            assert parse(page[0]["endsAt"]) == pytest.approx(now + 120, abs=1)
-            assert parse(page[0]["startsAt"]) == pytest.approx(now, abs=0.01)
+            assert parse_rfc3339(page[0]["endsAt"]) == pytest.approx(now + 120, abs=1)
+            assert parse_rfc3339(page[0]["startsAt"]) == pytest.approx(now, abs=0.01)
 
             ticket = am.alerts(slo="errors", severity="ticket")
             assert ticket[0]["labels"]["burnrate_tier"] == "slow"
@@ -97,6 +95,7 @@ async def test_page_and_ticket_reach_alertmanager_the_page_inhibits_the_ticket_a
             await notifier.aclose()
 
 
+@pytest.mark.e2e
 async def test_unreachable_alertmanager_is_retried_with_backoff_then_delivered(tmp_path):
     require_alertmanager()
     port = free_port()

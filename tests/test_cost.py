@@ -10,8 +10,9 @@ import pytest
 from monitor.config import ConfigError, validate
 from monitor.otlp.records import RequestRecord
 from monitor.service import create_app
-from test_slo_api import AUTH, Client
-from test_slo_engine import Server, result
+
+from tests.helpers.asgi_client import AUTH, Client
+from tests.helpers.slo_scrapes import Server, result
 
 CONFIG = {
     "pools": [{"name": "llama", "targets": ["http://10.0.0.1:8000", "http://10.0.0.2:8000"],

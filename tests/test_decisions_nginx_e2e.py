@@ -31,12 +31,18 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
-from serve_proc import wait_until
-from nginx_server import NGINX, NginxServer
-from conftest import free_port, require
 from monitor.act.nginx import HEADER, UpstreamServer, render_file
 from monitor.decide.health import HEALTHY
+
+from tests.helpers.ci import require
+from tests.helpers.nginx_server import NGINX, NginxServer
+from tests.helpers.ports import free_port
+from tests.helpers.times import parse_rfc3339
+from tests.helpers.waiting import wait_until
+
+pytestmark = pytest.mark.e2e  # every test here starts a process or a server on a real port
 
 
 INTERVAL = 0.5  # scrape interval, s
@@ -360,14 +366,8 @@ def _scenario(s: _Scene, service: _Proc, sim: _Proc, load: _Proc) -> None:
         assert any(r.startswith("failing open: all 3 targets of pool llama failed at once") for r in v["reasons"]), v
         assert v["scrape"]["error"], v
     audit = s.client.get(f"{s.base}/api/v1/decisions", params={"kind": "health"}).json()
-    late_ejections = [d for d in audit if d["to"] == "ejected" and _ts(d["at"]) > t_kill]
+    late_ejections = [d for d in audit if d["to"] == "ejected" and parse_rfc3339(d["at"]) > t_kill]
     assert late_ejections == [], late_ejections
     assert "failing open" in service.output()
     print(f"[e2e] simulator killed: failing open after {t_open - t_kill:.2f}s, nothing newly ejected in "
           f"{time.time() - t_kill:.1f}s; reason: {views[s.addresses[0]]['reasons'][-1]}")
-
-
-def _ts(rfc3339: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(rfc3339).timestamp()

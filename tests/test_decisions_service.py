@@ -4,10 +4,14 @@ the scaling endpoint, the audit log, and an ejection that survives a restart."""
 from __future__ import annotations
 
 import httpx
+import pytest
 
-from conftest import free_port
-from serve_proc import serve, stop, wait_until
-from vllm_pages import ClockedVllm, PageServer
+from tests.helpers.ports import free_port
+from tests.helpers.serve_proc import serve, stop
+from tests.helpers.vllm_pages import ClockedVllm, PageServer
+from tests.helpers.waiting import wait_until
+
+pytestmark = pytest.mark.e2e  # every test here starts a process or a server on a real port
 
 
 def test_latency_fault_ejects_then_survives_a_restart(tmp_path):

@@ -8,12 +8,15 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
-from conftest import free_port, require
 from monitor.act.nginx import UpstreamServer, render_file
 from monitor.cli import main
 from monitor.config import instance_address, load
+
+from tests.helpers.ci import require
+from tests.helpers.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
@@ -50,6 +53,7 @@ def test_deploy_holds_a_fresh_generation(tmp_path):
         assert committed == fresh, f"deploy/{folder} is stale; run: slo-monitor {' '.join(GENERATE[:-1])} ... --out deploy"
 
 
+@pytest.mark.e2e
 def test_nginx_accepts_the_config_with_a_rendered_upstream(tmp_path):
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     require(Path(nginx).exists(), "nginx (Debian nginx-light) is not installed")
@@ -75,6 +79,7 @@ def compose_command() -> list[str] | None:
     return [legacy] if legacy else None
 
 
+@pytest.mark.e2e
 def test_docker_compose_config_passes():
     command = compose_command()
     require(command is not None, "no docker compose client (apt-get install docker-compose)")
@@ -83,6 +88,7 @@ def test_docker_compose_config_passes():
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.e2e
 def test_docker_compose_config_refuses_a_broken_file(tmp_path):
     """The check above can fail: the same client refuses a service with a misspelt key."""
     command = compose_command()

@@ -28,7 +28,9 @@ from monitor.collect.vllm import PageError, parse_page
 from monitor.otlp.decode import JSON, PROTOBUF, OtlpError, decompress, parse_request
 from monitor.otlp.receiver import TraceReceiver
 from monitor.otlp.records import Routing
-from vllm_pages import FakeVllmV1
+
+from tests.helpers.vllm_pages import FakeVllmV1
+
 
 # database=None: no .hypothesis/ directory in the working tree; failures print their example
 FUZZ = settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

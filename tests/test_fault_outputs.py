@@ -25,18 +25,21 @@ import time
 import urllib.request
 
 import httpx
+import pytest
 from prometheus_client import generate_latest
 
-from am_server import Alertmanager, require_alertmanager
-from conftest import free_port, require
 from monitor.config import validate
 from monitor.publish.alertmanager import AlertmanagerNotifier, _Alert
 from monitor.publish.metrics import make_registry
 from monitor.service import Service
-from serve_proc import serve, stop, wait_until
-from test_nginx import NGINX, _Nginx
-from test_slo_e2e import FaultableVllm
-from vllm_pages import ClockedVllm, PageServer
+
+from tests.helpers.am_server import Alertmanager, require_alertmanager
+from tests.helpers.ci import require
+from tests.helpers.nginx_server import NGINX, RoutingNginx
+from tests.helpers.ports import free_port
+from tests.helpers.serve_proc import serve, stop
+from tests.helpers.vllm_pages import ClockedVllm, FaultableVllm, PageServer
+from tests.helpers.waiting import wait_until
 
 AM_PASSWORD = "am-s3cret-Pa55"
 
@@ -46,6 +49,7 @@ def metric(text: str, name: str) -> float | None:
     return float(found.group(1)) if found else None
 
 
+@pytest.mark.e2e
 def test_alertmanager_down_is_retried_with_backoff_reported_and_delivered_once_up(tmp_path):
     require_alertmanager()
     vllm = FaultableVllm(seed=7)
@@ -147,11 +151,12 @@ async def test_a_trickling_alertmanager_costs_at_most_the_timeout():
         await notifier.aclose()
 
 
+@pytest.mark.e2e
 async def test_nginx_reload_failure_is_reported_retried_and_recovers(tmp_path, caplog):
     require(os.path.exists(NGINX), f"nginx binary not found at {NGINX} (apt-get install nginx-light)")
     vllm = [ClockedVllm(rps=10, ttft=(0.05, 0.2), kv=0.3, waiting=0, seed=i) for i in range(2)]
     upstream_file = tmp_path / "conf.d" / "llm-upstreams.conf"
-    nginx = _Nginx(tmp_path, upstream_file)
+    nginx = RoutingNginx(tmp_path, upstream_file)
     attempts = tmp_path / "reloads"
     with PageServer(vllm[0]) as a, PageServer(vllm[1]) as b:
         config = validate({

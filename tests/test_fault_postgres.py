@@ -34,10 +34,12 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from conftest import free_port, require
-from private_pg import PrivatePostgres
-from serve_proc import serve, stop, wait_until
-from vllm_pages import ClockedVllm, PageServer
+from tests.helpers.ci import require
+from tests.helpers.ports import free_port
+from tests.helpers.private_pg import PrivatePostgres
+from tests.helpers.serve_proc import serve, stop
+from tests.helpers.vllm_pages import ClockedVllm, PageServer
+from tests.helpers.waiting import wait_until
 
 PASSWORD = "pg-0utage-S3cret"
 OUTAGE_S = 60.0
@@ -89,6 +91,7 @@ def counts(url: str) -> dict[str, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_postgres_down_for_60s_evaluation_goes_on_and_nothing_is_lost(tmp_path):
     ok, why = PrivatePostgres.available()
     require(ok, why)
@@ -229,6 +232,7 @@ slos:
           f"requests served {requests} = rollups {sum(rollups.values())} = SLO events {slo_sums['errors'][1]:.0f}")
 
 
+@pytest.mark.e2e
 def test_a_database_that_never_answers_costs_bounded_time():
     """A server that accepts TCP connections and never says a word (a hung database, a proxy in front
     of a dead one): a flush gives up after the connect timeout and keeps its rows, and the audit-log
@@ -321,6 +325,7 @@ def test_a_full_buffer_during_a_slow_write_loses_nothing_silently(tmp_path):
         store.close()
 
 
+@pytest.mark.e2e
 def test_exit_with_the_database_down_keeps_trying_then_names_what_is_lost(tmp_path):
     """SIGTERM while PostgreSQL is down: the rows held in memory get ~10 s more. A database back in
     time gets every one of them; one that stays down gets a log line with the count lost, and the

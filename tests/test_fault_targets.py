@@ -21,11 +21,15 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
-import raw_targets as raw
-from conftest import free_port
-from serve_proc import serve, stop
-from vllm_pages import ClockedVllm, PageServer
+from tests.helpers import raw_targets as raw
+from tests.helpers.ports import free_port
+from tests.helpers.serve_proc import serve, stop
+from tests.helpers.vllm_pages import ClockedVllm, PageServer
+
+pytestmark = pytest.mark.e2e  # every test here starts a process or a server on a real port
+
 
 TIMEOUT_S = 1.0
 INTERVAL_S = 2.0

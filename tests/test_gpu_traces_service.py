@@ -7,14 +7,18 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from conftest import free_port
-from serve_proc import serve, stop, wait_until
-from test_gpu_service import dcgm_page
-from test_otlp_receiver import vllm_spans
-from vllm_pages import ClockedVllm, PageServer
+from tests.helpers.dcgm_pages import dcgm_page
+from tests.helpers.otlp_spans import vllm_spans
+from tests.helpers.ports import free_port
+from tests.helpers.serve_proc import serve, stop
+from tests.helpers.vllm_pages import ClockedVllm, PageServer
+from tests.helpers.waiting import wait_until
+
+pytestmark = pytest.mark.e2e  # every test here starts a process or a server on a real port
 
 
 def test_gpus_and_traces_in_the_service(tmp_path):

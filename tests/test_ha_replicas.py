@@ -24,10 +24,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from am_server import Alertmanager
-from conftest import free_port
-from serve_proc import wait_until
-from vllm_pages import ClockedVllm, PageServer
+from tests.helpers.am_server import Alertmanager
+from tests.helpers.ports import free_port
+from tests.helpers.vllm_pages import ClockedVllm, PageServer
+from tests.helpers.waiting import wait_until
 
 LEASE_S = 3.0
 RENEW_S = 0.5  # = scrape.interval (the default renew interval is min(scrape.interval, lease / 3))
@@ -152,6 +152,7 @@ def leaders(replicas: list[Replica]) -> list[Replica]:
     return [r for r in replicas if (h := r.healthz()) is not None and h["leader"]]
 
 
+@pytest.mark.e2e
 def test_one_leader_acts_a_killed_leader_is_replaced_within_the_lease_and_nothing_pages_twice(tmp_path, pg_url):
     hook = Webhook()
     good, bad = ClockedVllm(rps=20, ttft=(0.05, 0.2), kv=0.3, waiting=0, seed=1), FailingVllm(

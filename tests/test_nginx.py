@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from nginx_server import NGINX, NginxServer
-from conftest import free_port, require
 from monitor.act.nginx import HEADER, UpstreamServer, UpstreamWriter, render_file, render_upstream
 from monitor.decide.health import DEGRADED, EJECTED, HEALTHY, UNKNOWN, InstanceVerdict
 
+from tests.helpers.ci import require
+from tests.helpers.nginx_server import NGINX, RoutingNginx
+from tests.helpers.ports import free_port
 
 
 # --- rendering ----------------------------------------------------------------------------------
@@ -187,27 +188,12 @@ class _NamedBackend:
         self.server.server_close()
 
 
-class _Nginx(NginxServer):
-    """The shared NGINX runner, proxying to upstream `p`, with a plain client."""
-
-    def __init__(self, root: Path, upstream_file: Path) -> None:
-        super().__init__(root, upstream_file, "p", free_port(), worker_connections=64)
-
-    def get(self) -> str:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/", headers={"Connection": "close"})
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.read().decode()
-
-    def names(self, n: int = 20) -> list[str]:
-        return [self.get() for _ in range(n)]
-
-
 @pytest.fixture
 def nginx_setup(tmp_path):
     require(os.path.exists(NGINX), f"nginx binary not found at {NGINX} (apt-get install nginx-light)")
     backends = [_NamedBackend("alpha"), _NamedBackend("beta")]
     upstream_file = tmp_path / "conf.d" / "llm-upstreams.conf"
-    nginx = _Nginx(tmp_path, upstream_file)
+    nginx = RoutingNginx(tmp_path, upstream_file)
     writer = UpstreamWriter(upstream_file, check=nginx.command("-t", "-q"), reload=nginx.command("-s", "reload"))
     healthy = render_file({"p": [UpstreamServer(b.address, HEALTHY) for b in backends]})
     first = writer.apply_sync(healthy)  # the reload fails (nothing running yet) but the file is in place
@@ -221,7 +207,7 @@ def nginx_setup(tmp_path):
             b.close()
 
 
-def _wait_for(nginx: _Nginx, allowed: set[str], timeout: float = 10.0) -> list[str]:
+def _wait_for(nginx: RoutingNginx, allowed: set[str], timeout: float = 10.0) -> list[str]:
     """Requests until 20 in a row reach only `allowed` backends (a reload swaps workers asynchronously)."""
     deadline = time.monotonic() + timeout
     seen: list[str] = []
@@ -233,6 +219,7 @@ def _wait_for(nginx: _Nginx, allowed: set[str], timeout: float = 10.0) -> list[s
     raise AssertionError(f"still reaching {set(seen) - allowed} after {timeout}s; last: {seen}")
 
 
+@pytest.mark.e2e
 def test_real_nginx_stops_sending_to_an_ejected_backend_and_survives_a_broken_render(nginx_setup):
     nginx, writer, (alpha, beta) = nginx_setup
     assert set(nginx.names(20)) == {"alpha", "beta"}  # round robin over both
@@ -265,6 +252,7 @@ def test_real_nginx_stops_sending_to_an_ejected_backend_and_survives_a_broken_re
         time.sleep(0.05)
 
 
+@pytest.mark.e2e
 def test_real_nginx_degraded_weight_and_fail_open_render(nginx_setup):
     nginx, writer, (alpha, beta) = nginx_setup
     degraded = render_file({"p": [UpstreamServer(alpha.address, HEALTHY), UpstreamServer(beta.address, DEGRADED, 0.25)]})

@@ -29,12 +29,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import free_port
 from monitor.collect.promql import PrometheusSource, build_query
 from monitor.collect.scraper import Target
-from prom_server import Prometheus, require_prometheus
-from serve_proc import wait_until
-from vllm_pages import FakeVllmV1, PageServer
+
+from tests.helpers.ports import free_port
+from tests.helpers.prom_server import Prometheus, require_prometheus
+from tests.helpers.vllm_pages import FakeVllmV1, PageServer
+from tests.helpers.waiting import wait_until
 
 RPS = 20.0
 INTERVAL = "500ms"  # scrape.interval of both services, and Prometheus's scrape_interval
@@ -177,6 +178,7 @@ def rel_diff(a: float | None, b: float | None) -> float:
     return 0.0 if a == b else abs(a - b) / max(abs(a), abs(b))
 
 
+@pytest.mark.e2e
 def test_decisions_and_figures_from_prometheus_match_direct_scraping(tmp_path):
     require_prometheus()
     gated = [GatedVllm((0.05, 0.2), 0.0, 1), GatedVllm((0.55, 0.9), 0.0, 2), GatedVllm((2.0, 3.0), 0.1, 3)]

@@ -13,8 +13,10 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from conftest import free_port
-from vllm_pages import ClockedVllm, PageServer
+from tests.helpers.ports import free_port
+from tests.helpers.vllm_pages import ClockedVllm, PageServer
+
+pytestmark = pytest.mark.e2e  # every test here starts a process or a server on a real port
 
 
 def hang(path: str) -> tuple[int, bytes]:

@@ -10,6 +10,7 @@ import sys
 import time
 
 import httpx
+import pytest
 
 from monitor.cli import main
 
@@ -50,6 +51,7 @@ def wait_healthy(url: str, timeout: float = 20.0) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.e2e
 def test_simulate_serves_until_sigterm_and_load_reports_a_summary(tmp_path):
     base = consecutive_free_ports(2)
     truth = tmp_path / "truth.jsonl"

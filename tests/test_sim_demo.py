@@ -7,6 +7,10 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.e2e  # every test here starts a process or a server on a real port
+
 
 def test_demo_runs_for_its_duration_and_shows_the_faulted_instance_slower(tmp_path):
     proc = subprocess.run(

@@ -12,6 +12,8 @@ from monitor.collect.vllm import parse_page
 from monitor.sim.fleet import running_fleet
 from monitor.sim.params import InstanceParams
 
+pytestmark = pytest.mark.e2e  # every test here starts a process or a server on a real port
+
 
 async def _ttft(client: httpx.AsyncClient, url: str) -> float:
     """The server's own TTFT of one request: the increase of the TTFT histogram's sum. Prompts differ,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
 from monitor.collect.vllm import parse_page
 from monitor.evaluate.windows import histogram_increase
@@ -14,6 +15,8 @@ from monitor.loadgen.workload import Workload
 from monitor.sim.fleet import running_fleet
 from monitor.sim.groundtruth import read_rows
 from monitor.sim.params import InstanceParams
+
+pytestmark = pytest.mark.e2e  # every test here starts a process or a server on a real port
 
 
 async def _watch_waiting(client: httpx.AsyncClient, url: str, seen: list[int], stop: asyncio.Event) -> None:

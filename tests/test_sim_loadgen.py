@@ -15,6 +15,7 @@ from monitor.sim.params import InstanceParams
 SPEC = RequestSpec(prompt="one two three four five", prompt_tokens=5, max_tokens=12)
 
 
+@pytest.mark.e2e
 async def test_both_clients_time_a_stream_the_same_way_and_reuse_connections():
     params = InstanceParams(time_scale=0.2, seed=2)
     async with running_fleet([params]) as fleet:

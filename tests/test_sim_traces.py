@@ -15,7 +15,6 @@ import httpx
 import pytest
 import uvicorn
 
-from conftest import free_port
 from monitor.config import validate
 from monitor.loadgen.runner import LoadRun
 from monitor.loadgen.workload import Workload
@@ -25,7 +24,9 @@ from monitor.service import create_app
 from monitor.sim.fleet import QuietServer, SimFleet
 from monitor.sim.params import InstanceParams
 from monitor.sim.tracing import span_attributes
-from test_sim_groundtruth import _wait_for_rows
+
+from tests.helpers.ports import free_port
+from tests.helpers.sim_truth import wait_for_rows
 
 TTFT, TPOT = "20ms", "8ms"  # near the medians on an idle machine; any value must agree
 
@@ -51,6 +52,7 @@ def truth_goodput(rows: list[dict], objectives: tuple[LatencyObjective, ...]) ->
     return len(rows), good, met
 
 
+@pytest.mark.e2e
 async def test_goodput_from_simulator_spans_equals_the_ground_truth(tmp_path):
     truth = tmp_path / "truth.jsonl"
     params = [InstanceParams(time_scale=0.25, seed=5, max_num_seqs=6),
@@ -77,7 +79,7 @@ async def test_goodput_from_simulator_spans_equals_the_ground_truth(tmp_path):
             run = LoadRun(urls, rate=30, duration_s=2.0,
                           workload=Workload(prompt_tokens=200, output_tokens=20, seed=11))
             await run.run()
-            rows = await _wait_for_rows(truth, run.sent)
+            rows = await wait_for_rows(truth, run.sent)
             assert len(rows) == run.sent
             assert await asyncio.to_thread(fleet.spans.force_flush)  # what the BatchSpanProcessor holds, now
             goodput = (await client.get(f"http://127.0.0.1:{port}/api/v1/pools/llama/goodput",

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
-import httpx
-
 from monitor.config import validate
 from monitor.service import create_app
-from test_slo_engine import T0, Server, result
+
+from tests.helpers.asgi_client import AUTH, Client
+from tests.helpers.slo_scrapes import T0, Server, result
 
 CONFIG = validate({
     "pools": [{"name": "mixed", "targets": ["http://10.0.0.1:8000"]},
@@ -18,24 +16,6 @@ CONFIG = validate({
               "objective": "99%", "pools": ["single"], "runbook_url": "https://runbooks.example/ttft"}],
     "api": {"token": "s3cret"},
 }).config
-AUTH = {"Authorization": "Bearer s3cret"}
-
-
-class Client:
-    """GETs through the ASGI app in-process; the lifespan (scraping) is never started."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    def get(self, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
-        async def call() -> httpx.Response:
-            transport = httpx.ASGITransport(app=self.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                return await client.get(path, headers=headers)
-
-        return asyncio.run(call())
-
-
 def app_with_traffic() -> Client:
     app = create_app(CONFIG, store=None)  # no lifespan: nothing scrapes, the test feeds the engine
     engine = app.state.service.slo

@@ -19,71 +19,28 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 import time
 
 import httpx
 import pytest
 
-from am_server import Alertmanager
-from conftest import free_port
 from monitor.config import parse_ratio
 from monitor.evaluate.slo_engine import SloEventRow
 from monitor.store.db import Store, upgrade
-from serve_proc import serve, stop, wait_until
-from vllm_pages import FakeVllmV1, PageServer
+
+from tests.helpers.am_server import Alertmanager
+from tests.helpers.ports import free_port
+from tests.helpers.serve_proc import serve, stop
+from tests.helpers.vllm_pages import FakeVllmV1, FaultableVllm, PageServer
+from tests.helpers.waiting import wait_until
+
+pytestmark = pytest.mark.e2e  # every test here starts a process or a server on a real port
+
 
 RPS = 20.0
 # The Workbook's own case is 99.9% (page after 51.8 s); the default keeps the suite fast. Run
 # `SLO_E2E_OBJECTIVE=99.9% pytest tests/test_slo_e2e.py -s` to measure that one (about 70 s).
 OBJECTIVE = os.environ.get("SLO_E2E_OBJECTIVE", "99.99%")
-
-
-class FaultableVllm:
-    """A V1 server finishing `RPS` requests a second of wall-clock time; a share `error_ratio` of them
-    finish with reason `error`. Requests are accounted up to the moment the ratio changes, so the
-    fault's onset is exact to the request."""
-
-    def __init__(self, seed: int) -> None:
-        self.fake = FakeVllmV1(seed=seed, extra_families=False)
-        self.fake.set_load(running=4, waiting=0, kv=0.3)
-        self.error_ratio = 0.0
-        self.paused = False
-        self.lock = threading.Lock()
-        self.last = time.monotonic()
-        self.carry = self.carry_bad = 0.0
-        self.finished = self.errors = 0
-
-    def _advance(self) -> None:
-        now = time.monotonic()
-        due = 0.0 if self.paused else (now - self.last) * RPS + self.carry
-        self.last = now
-        n = int(due)
-        self.carry = due - n
-        bad_due = n * self.error_ratio + self.carry_bad  # whole requests: the fractions carry over
-        bad = int(bad_due)
-        self.carry_bad = bad_due - bad
-        if n - bad:
-            self.fake.finish(n - bad, output_tokens=2)
-        if bad:
-            self.fake.finish(bad, output_tokens=2, reason="error")
-        self.finished += n
-        self.errors += bad
-
-    def set(self, *, error_ratio: float | None = None, paused: bool | None = None) -> None:
-        with self.lock:
-            self._advance()
-            if error_ratio is not None:
-                self.error_ratio = error_ratio
-            if paused is not None:
-                self.paused = paused
-
-    def __call__(self, path: str) -> tuple[int, bytes]:
-        if path == "/health":
-            return 200, b""
-        with self.lock:
-            self._advance()
-            return 200, self.fake.render().encode()
 
 
 def slos(base: str) -> dict[str, dict]:

@@ -13,8 +13,9 @@ from monitor.evaluate.slo_engine import SloEngine, SloKey
 from monitor.otlp.records import RequestRecord
 from monitor.otlp.store import TraceStore
 from monitor.service import create_app
-from test_slo_api import AUTH, Client
-from test_slo_engine import T0, Server, config, result
+
+from tests.helpers.asgi_client import AUTH, Client
+from tests.helpers.slo_scrapes import T0, Server, config, result
 
 TTFT_300 = {"name": "ttft-300", "indicator": {"type": "latency", "metric": "ttft", "threshold": "300ms"},
             "objective": "99%"}

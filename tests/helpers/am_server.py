@@ -2,21 +2,21 @@
 
 Own config and --storage.path under the test's tmp_path, clustering off (--cluster.listen-address=),
 so tests can run side by side and never talk to anything else. Tests that use it call
-conftest.require() first: with CI=true a missing binary fails them instead of skipping.
+tests.helpers.ci.require() first: with CI=true a missing binary fails them instead of skipping.
 """
 
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from procs import start_ready, stop_process
-from conftest import free_port, require
+from tests.helpers.ci import require
+from tests.helpers.ports import free_port
+from tests.helpers.procs import LoggedServer, start_ready
 
 BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 
@@ -38,14 +38,21 @@ inhibit_rules:
 """
 
 
+def alertmanager_config(group_wait: str = "1s") -> str:
+    """The configuration README.md recommends; the benchmarks time pages with `group_wait: 0s`."""
+    return CONFIG.replace("group_wait: 1s", f"group_wait: {group_wait}")
+
+
 def require_alertmanager() -> str:
     require(BINARY is not None, "prometheus-alertmanager is not installed (apt-get install prometheus-alertmanager)")
     assert BINARY is not None
     return BINARY
 
 
-class Alertmanager:
+class Alertmanager(LoggedServer):
     """Start with `with Alertmanager(tmp_path) as am:`; `am.url`, `am.alerts()`."""
+
+    name = "alertmanager"
 
     def __init__(self, workdir: Path, port: int | None = None, config: str = CONFIG) -> None:
         self.binary = require_alertmanager()
@@ -54,18 +61,15 @@ class Alertmanager:
         (self.workdir / "alertmanager.yml").write_text(config)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
+        self.log_path = self.workdir / "alertmanager.log"
 
-    def start(self) -> Alertmanager:
+    def start(self, timeout_s: float = 15.0) -> Alertmanager:
         self.proc, self.log = start_ready(
             [self.binary, f"--config.file={self.workdir / 'alertmanager.yml'}",
              f"--storage.path={self.workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
              "--cluster.listen-address=", "--log.level=warn"],
-            self.workdir / "alertmanager.log", f"{self.url}/-/ready", "alertmanager")
+            self.log_path, f"{self.url}/-/ready", "alertmanager", timeout_s)
         return self
-
-    def stop(self) -> None:
-        stop_process(self.proc, getattr(self, "log", None))
 
     def __enter__(self) -> Alertmanager:
         return self.start()

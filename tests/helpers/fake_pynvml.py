@@ -55,6 +55,8 @@ class FakeGpu:
     failing: set[str] = field(default_factory=set)  # calls answering NVMLError_Unknown
     old_driver: bool = False  # no _v2 / V entry points: FunctionNotFound
     xid_events: bool = True
+    # GPM (Hopper+): (graphics engine %, tensor pipe %) between two samples; None: the GPU has no GPM
+    gpm: tuple[float, float] | None = None
     lost: bool = False
     calls: dict[str, int] = field(default_factory=dict)
 
@@ -200,6 +202,39 @@ def make_pynvml(gpus: list[FakeGpu], *, driver: str = "550.54.15", init_error: i
     for name, fn in dict(locals()).items():
         if name.startswith("nvml") and callable(fn):
             setattr(m, name, fn)
+    m.NVML_GPM_METRICS_GET_VERSION, m.NVML_GPM_METRIC_GRAPHICS_UTIL, m.NVML_GPM_METRIC_ANY_TENSOR_UTIL = 1, 1, 5
+    m.gpm_samples_live = 0  # allocated and not freed, so tests can check nothing leaks
+
+    def nvmlGpmQueryDeviceSupport(h: FakeGpu) -> SimpleNamespace:
+        check(h, "nvmlGpmQueryDeviceSupport")
+        return SimpleNamespace(version=1, isSupportedDevice=1 if h.gpm is not None else 0)
+
+    def nvmlGpmSampleAlloc() -> SimpleNamespace:
+        m.gpm_samples_live += 1
+        return SimpleNamespace(gpu=None)
+
+    def nvmlGpmSampleFree(sample: SimpleNamespace) -> None:
+        m.gpm_samples_live -= 1
+
+    def nvmlGpmSampleGet(h: FakeGpu, sample: SimpleNamespace) -> SimpleNamespace:
+        check(h, "nvmlGpmSampleGet")
+        sample.gpu = h
+        return sample
+
+    def c_nvmlGpmMetricsGet_t() -> SimpleNamespace:
+        return SimpleNamespace(version=0, numMetrics=0, sample1=None, sample2=None,
+                               metrics=[SimpleNamespace(metricId=0, nvmlReturn=SUCCESS, value=0.0) for _ in range(98)])
+
+    def nvmlGpmMetricsGet(request: SimpleNamespace) -> SimpleNamespace:
+        gpu = request.sample2.gpu
+        assert request.version == 1 and request.sample1.gpu is gpu
+        for metric in request.metrics[: request.numMetrics]:
+            metric.value = {1: gpu.gpm[0], 5: gpu.gpm[1]}.get(metric.metricId, 0.0)
+        return request
+
+    for fn in (nvmlGpmQueryDeviceSupport, nvmlGpmSampleAlloc, nvmlGpmSampleFree, nvmlGpmSampleGet,
+               c_nvmlGpmMetricsGet_t, nvmlGpmMetricsGet):
+        setattr(m, fn.__name__, fn)
     m.nvmlSystemGetDriverVersion = lambda: driver
     m.nvmlEventSetCreate = lambda: object()
     m.nvmlEventSetFree = lambda event_set: None

@@ -168,3 +168,51 @@ class ClockedVllm:
                 self.fake.finish(due - self.done, ttft=self.ttft, output_tokens=10)
                 self.done = due
             return 200, self.fake.render().encode()
+
+
+class FaultableVllm:
+    """A V1 server finishing `rps` requests a second of wall-clock time; a share `error_ratio` of them
+    finish with reason `error`. Requests are accounted up to the moment the ratio changes, so the
+    fault's onset is exact to the request."""
+
+    def __init__(self, seed: int, rps: float = 20.0) -> None:
+        self.rps = rps
+        self.fake = FakeVllmV1(seed=seed, extra_families=False)
+        self.fake.set_load(running=4, waiting=0, kv=0.3)
+        self.error_ratio = 0.0
+        self.paused = False
+        self.lock = threading.Lock()
+        self.last = time.monotonic()
+        self.carry = self.carry_bad = 0.0
+        self.finished = self.errors = 0
+
+    def _advance(self) -> None:
+        now = time.monotonic()
+        due = 0.0 if self.paused else (now - self.last) * self.rps + self.carry
+        self.last = now
+        n = int(due)
+        self.carry = due - n
+        bad_due = n * self.error_ratio + self.carry_bad  # whole requests: the fractions carry over
+        bad = int(bad_due)
+        self.carry_bad = bad_due - bad
+        if n - bad:
+            self.fake.finish(n - bad, output_tokens=2)
+        if bad:
+            self.fake.finish(bad, output_tokens=2, reason="error")
+        self.finished += n
+        self.errors += bad
+
+    def set(self, *, error_ratio: float | None = None, paused: bool | None = None) -> None:
+        with self.lock:
+            self._advance()
+            if error_ratio is not None:
+                self.error_ratio = error_ratio
+            if paused is not None:
+                self.paused = paused
+
+    def __call__(self, path: str) -> tuple[int, bytes]:
+        if path == "/health":
+            return 200, b""
+        with self.lock:
+            self._advance()
+            return 200, self.fake.render().encode()

@@ -4,7 +4,7 @@ The machine's shared cluster (127.0.0.1:5432) must never be stopped: other tests
 This one lives in a temporary directory, listens on a free loopback port (and a socket in its own
 directory), asks for a password (scram-sha-256) and is removed afterwards. Debian's server binaries
 are in /usr/lib/postgresql/<version>/bin; as root, they run as the `postgres` user (initdb refuses
-root). Tests call `PrivatePostgres.available()` through conftest.require(), so with CI=true a
+root). Tests call `PrivatePostgres.available()` through tests.helpers.ci.require(), so with CI=true a
 missing binary fails the test instead of skipping it.
 """
 
@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from conftest import free_port
+from tests.helpers.ports import free_port
 
 
 def _bindir() -> Path | None:

@@ -5,14 +5,11 @@ families, as a 0.11 single-process server prints them."""
 from __future__ import annotations
 
 import random
-import sys
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, generate_latest
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from vllm_pages import REQUEST_LATENCY_BUCKETS, FakeVllmV1  # noqa: E402
+from tests.helpers.vllm_pages import REQUEST_LATENCY_BUCKETS, FakeVllmV1
 
 
 def build(seed: int = 0, requests: int = 500) -> str:

@@ -1,4 +1,5 @@
-"""A real NGINX (Debian nginx-light) under its own prefix in a temporary folder, as a child process.
+"""A real NGINX (Debian nginx-light) under its own prefix in a temporary folder, as a child process
+(for the tests and the benchmarks).
 
 Every path NGINX writes (pid, error log, temp folders) is inside `root`, so tests never touch the
 machine's own NGINX and can run side by side.
@@ -11,7 +12,10 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
+
+from tests.helpers.ports import free_port
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -26,6 +30,7 @@ class NginxServer:
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.port = port
+        self.url = f"http://127.0.0.1:{port}"
         self.conf = root / "nginx.conf"
         self.error_log = root / "error.log"
         for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
@@ -72,6 +77,17 @@ http {{
                 time.sleep(0.05)
         raise RuntimeError("nginx did not start listening")
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "nginx not started"
+        return self.process.pid
+
+    def check(self) -> None:
+        """Raise with its error log if the master has exited."""
+        if self.process is not None and self.process.poll() is not None:
+            log = self.error_log.read_text(errors="replace")[-4000:] if self.error_log.exists() else ""
+            raise RuntimeError(f"nginx exited with {self.process.returncode}:\n{log}")
+
     def reloads(self) -> int:
         """How many reloads the master has carried out (each SIGHUP it logs as `reconfiguring`)."""
         return self.error_log.read_text(errors="replace").count("reconfiguring") if self.error_log.exists() else 0
@@ -84,3 +100,18 @@ http {{
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+class RoutingNginx(NginxServer):
+    """NGINX on a free port proxying to upstream `p`, with a plain client that reads which backend answered."""
+
+    def __init__(self, root: Path, upstream_file: Path) -> None:
+        super().__init__(root, upstream_file, "p", free_port(), worker_connections=64)
+
+    def get(self) -> str:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/", headers={"Connection": "close"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.read().decode()
+
+    def names(self, n: int = 20) -> list[str]:
+        return [self.get() for _ in range(n)]

@@ -3,22 +3,22 @@
 Own config and --storage.tsdb.path under the test's tmp_path, 1 s scrape interval by default
 (400 ms timeout). Prometheus 2.x applies discovered targets in batches every 5 s, so the first
 samples exist about 5-6 s after start; `wait_for_targets` waits for them. Tests call
-conftest.require() (through require_prometheus): with CI=true a missing binary fails them
+tests.helpers.ci.require() (through require_prometheus): with CI=true a missing binary fails them
 instead of skipping.
 """
 
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import httpx
 
-from procs import start_ready, stop_process
-from conftest import free_port, require
+from tests.helpers.ci import require
+from tests.helpers.ports import free_port
+from tests.helpers.procs import LoggedServer, start_ready
 
 BINARY = shutil.which("prometheus")
 
@@ -29,31 +29,38 @@ def require_prometheus() -> str:
     return BINARY
 
 
-class Prometheus:
-    """`with Prometheus(tmp_path, targets) as prom:`; `prom.url`, `prom.query(q)`."""
+class Prometheus(LoggedServer):
+    """`with Prometheus(tmp_path, targets) as prom:`; `prom.url`, `prom.query(q)`.
 
-    def __init__(self, workdir: Path, targets: list[str], *, job: str = "vllm", interval: str = "1s") -> None:
+    `config` replaces the generated one-job configuration with a whole prometheus.yml (rule files,
+    alerting) for the benchmarks; `port` pins the port.
+    """
+
+    name = "prometheus"
+
+    def __init__(self, workdir: Path, targets: Sequence[str] = (), *, job: str = "vllm", interval: str = "1s",
+                 config: str | None = None, port: int | None = None) -> None:
         self.binary = require_prometheus()
         self.workdir = workdir / f"prometheus-{time.monotonic_ns()}"
         self.workdir.mkdir(parents=True)
         self.targets = [t.split("://", 1)[-1].rstrip("/") for t in targets]
         listed = ", ".join(f'"{t}"' for t in self.targets)
-        (self.workdir / "prometheus.yml").write_text(f"""
+        (self.workdir / "prometheus.yml").write_text(config if config is not None else f"""
 global: {{scrape_interval: {interval}, scrape_timeout: 400ms, evaluation_interval: {interval}}}
 scrape_configs:
   - job_name: {job}
     static_configs: [{{targets: [{listed}]}}]
 """)
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
+        self.log_path = self.workdir / "prometheus.log"
 
-    def start(self) -> Prometheus:
+    def start(self, timeout_s: float = 15.0) -> Prometheus:
         self.proc, self.log = start_ready(
             [self.binary, f"--config.file={self.workdir / 'prometheus.yml'}",
              f"--storage.tsdb.path={self.workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
              "--storage.tsdb.retention.time=1h", "--log.level=warn"],
-            self.workdir / "prometheus.log", f"{self.url}/-/ready", "prometheus")
+            self.log_path, f"{self.url}/-/ready", "prometheus", timeout_s)
         return self
 
     def wait_for_targets(self, timeout_s: float = 20.0) -> None:
@@ -69,9 +76,6 @@ scrape_configs:
         response = httpx.post(f"{self.url}/api/v1/query", data={"query": promql}, timeout=5)
         response.raise_for_status()
         return response.json()["data"]["result"]
-
-    def stop(self) -> None:
-        stop_process(self.proc, getattr(self, "log", None))
 
     def __enter__(self) -> Prometheus:
         return self.start()

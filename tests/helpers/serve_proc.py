@@ -6,10 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-
-import httpx
 
 
 def serve(config: Path, port: int) -> subprocess.Popen:
@@ -25,19 +22,3 @@ def stop(proc: subprocess.Popen) -> str:
     output = proc.communicate(timeout=30)[0]
     assert proc.returncode == 0, output
     return output
-
-
-def wait_until(predicate, deadline_s: float, poll_s: float = 0.1, what: str = "condition",
-               not_yet: tuple[type[BaseException], ...] = (httpx.TransportError,)):
-    """Poll until `predicate()` is truthy and return its value; errors in `not_yet` count as not yet."""
-    deadline = time.monotonic() + deadline_s
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except not_yet as exc:
-            last = exc
-        time.sleep(poll_s)
-    raise AssertionError(f"timed out after {deadline_s:g}s waiting for {what}; last: {last!r}")

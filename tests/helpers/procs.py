@@ -1,4 +1,4 @@
-"""Starting the real servers tests use (Prometheus, Alertmanager, ...) and waiting until they answer."""
+"""Starting the real servers tests and benchmarks use (Prometheus, Alertmanager, ...) and waiting until they answer."""
 
 from __future__ import annotations
 
@@ -45,3 +45,30 @@ def stop_process(proc: subprocess.Popen | None, log: IO[str] | None) -> None:
             proc.wait()
     if log is not None:
         log.close()
+
+
+class LoggedServer:
+    """A server started by `start_ready`, its output in a log file: `check()`, `pid`, `stop()`.
+
+    `check()` and `stop()` are what `wait_until(procs=...)` and the benchmarks' process lists expect.
+    """
+
+    name = "server"
+    proc: subprocess.Popen | None = None
+    log: IO[str] | None = None
+    log_path: Path | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, f"{self.name} not started"
+        return self.proc.pid
+
+    def check(self) -> None:
+        """Raise with the tail of its log if the process has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            text = self.log_path.read_text(errors="replace")[-4000:] if self.log_path and self.log_path.exists() else ""
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{text}")
+
+    def stop(self) -> None:
+        stop_process(self.proc, self.log)
+        self.log = None

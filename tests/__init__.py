@@ -1,0 +1,1 @@
+"""The test suite; a package so test modules and `bench/` can import `tests.helpers` from the repository root."""
