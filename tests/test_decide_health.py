@@ -9,16 +9,11 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from monitor.decide.health import (
-    DEGRADED,
-    EJECTED,
-    HEALTHY,
-    UNKNOWN,
-    FleetHealth,
-    HealthSettings,
-    InstanceSignals,
-    PoolHealth,
-)
+from monitor.decide.fleet import FleetDecisions, PoolPolicy
+from monitor.decide.pool import PoolHealth
+from monitor.decide.verdicts import DEGRADED, EJECTED, HEALTHY, UNKNOWN
+from monitor.evaluate.signals import InstanceSignals, pool_signals
+from monitor.settings import HealthSettings, ScalingSettings
 
 INTERVAL = 5.0
 T0 = 1_700_000_000.0
@@ -209,7 +204,181 @@ def test_hang_running_requests_without_generation_tokens():
     decision = d.step({d.names[0]: frozen})
     assert d.state(0) == EJECTED
     assert decision.verdicts[d.names[0]].kind == "hang"
-    assert "hang: 6 requests running and no generation token for 3 intervals" in d.reasons(0)
+    assert "hung: 6 running and 0 waiting, and no generation token for 3 intervals" in d.reasons(0)
+
+
+def test_hang_with_nothing_running_and_requests_waiting_when_the_engine_core_died():
+    # vllm#39863: EngineCore dead, the API server still answers; running 0, waiting climbs, nothing moves
+    d = Driver(4, HealthSettings(hang_intervals=3))
+    d.step()
+    for k in range(4):
+        d.step({d.names[0]: {"requests_running": 0.0, "requests_waiting": 3.0 + k, "generation_tokens_total": 500.0,
+                             "finished_total": 40.0, "iterations_total": 900.0}})
+    assert d.state(0) == EJECTED
+    assert d.pool.instances[d.names[0]].kind == "hang"
+    assert "hung: 0 running and 6 waiting" in d.reasons(0)
+    assert "no generation token, no finished request, no engine iteration" in d.reasons(0)
+
+
+def test_engine_iterations_moving_mean_the_engine_is_alive_even_without_new_tokens():
+    d = Driver(4, HealthSettings(hang_intervals=2))
+    for k in range(6):
+        d.step({d.names[0]: {"requests_running": 2.0, "generation_tokens_total": 500.0, "finished_total": 40.0,
+                             "iterations_total": 900.0 + k}})
+    assert d.state(0) == HEALTHY
+
+
+def test_metrics_answering_while_health_times_out_is_a_hang():
+    d = Driver(4, HealthSettings(hang_intervals=3, failure_threshold=3))
+    d.step()
+    for _ in range(3):
+        d.step({d.names[0]: {"health_error": "timed out after 2s"}})
+    assert d.state(0) == EJECTED
+    assert "hung: /metrics answers but /health timed out 3x in a row" in d.reasons(0)
+
+
+def test_a_frozen_metrics_page_with_requests_in_flight_is_a_hang():
+    # /health says 200 and the page is served, but it is the same page every time
+    d = Driver(4, HealthSettings(hang_intervals=2))
+    d.step()
+    frozen = {"requests_running": 4.0, "requests_waiting": 1.0, "generation_tokens_total": 777.0,
+              "finished_total": 12.0, "iterations_total": 3000.0}
+    for _ in range(3):
+        d.step({d.names[0]: frozen})
+    assert d.state(0) == EJECTED and "hung:" in d.reasons(0)
+
+
+def test_an_idle_instance_with_nothing_running_or_waiting_is_never_hung():
+    d = Driver(4, HealthSettings(hang_intervals=2))
+    idle = {"requests_running": 0.0, "requests_waiting": 0.0, "generation_tokens_total": 500.0,
+            "finished_total": 40.0, "iterations_total": 900.0}
+    for _ in range(8):
+        d.step({d.names[0]: idle})
+    assert d.state(0) == HEALTHY
+
+
+# --- sleeping engines ----------------------------------------------------------------------------
+
+
+def test_a_sleeping_engine_is_drained_not_failed_and_returns_when_it_wakes():
+    d = Driver(3, HealthSettings(hang_intervals=2))
+    d.step()
+    asleep = {"sleep_level": 1.0, "requests_running": 0.0, "requests_waiting": 2.0, "generation_tokens_total": 5.0,
+              "finished_total": 1.0, "iterations_total": 1.0, "ttft_p99_s": None}
+    for _ in range(5):
+        decision = d.step({d.names[0]: asleep})
+    verdict = decision.verdicts[d.names[0]]
+    assert verdict.state == "sleeping" and verdict.http_status == 503 and verdict.weight == 0.0
+    assert "engine asleep (weights offloaded)" in verdict.reason_line
+    assert d.pool.instances[d.names[0]].ejections == 0  # never ejected, so no backoff either
+    decision = d.step()
+    assert decision.verdicts[d.names[0]].state == HEALTHY and "engine awake again" in d.reasons(0)
+
+
+def test_sleeping_instances_do_not_count_toward_the_ejection_cap_or_fail_open():
+    d = Driver(2, HealthSettings(max_ejection_percent=50))
+    d.step()
+    decision = d.step({d.names[0]: {"sleep_level": 2.0}, d.names[1]: {"ttft_p99_s": 3.0}})
+    # the only judged member is the slow one: it may be ejected (cap of 1 of 1), and nobody fails open
+    assert decision.fail_open is None
+    assert d.state(0) == "sleeping" and d.state(1) == EJECTED
+
+
+# --- membership: starting, leaving -------------------------------------------------------------
+
+
+def test_a_joined_instance_is_starting_without_traffic_until_first_seen_healthy():
+    d = Driver(3)
+    d.step()
+    new = "10.0.0.9:8000"
+    d.pool.set_members(d.names + [new])
+    d.names.append(new)
+    decision = d.step({new: failing()})
+    verdict = decision.verdicts[new]
+    assert verdict.state == "starting" and not verdict.serves_traffic and verdict.http_status == 503
+    assert ("", "starting") in {(t.from_state, t.to_state) for t in decision.transitions if t.instance == new}
+    for _ in range(5):
+        decision = d.step({new: failing()})  # refusing connections while the model loads: not a failure
+    assert decision.verdicts[new].state == "starting" and decision.fail_open is None
+    decision = d.step()
+    assert decision.verdicts[new].state == HEALTHY and decision.verdicts[new].weight == 1.0
+
+
+def test_a_starting_instance_past_startup_grace_is_judged_like_any_other():
+    d = Driver(3, HealthSettings(startup_grace="10s", failure_threshold=3))
+    d.step()
+    new = "10.0.0.9:8000"
+    d.pool.set_members(d.names + [new])
+    d.names.append(new)
+    for _ in range(5):
+        d.step({new: failing()})
+    assert d.state(3) == EJECTED
+
+
+def test_an_instance_gone_from_discovery_is_drained_then_dropped_without_counting_as_a_failure():
+    d = Driver(3, HealthSettings(drain_time="12s"))
+    d.step()
+    d.pool.set_members(d.names[:2])
+    decision = d.step()
+    gone = d.names[2]
+    verdict = decision.verdicts[gone]
+    assert verdict.state == "leaving" and verdict.http_status == 503 and verdict.weight == 0.0
+    assert d.pool.current_replicas() == 2
+    d.step()
+    decision = d.step()
+    assert gone not in d.pool.instances and gone not in decision.verdicts
+    assert ("leaving", "removed") in {(t.from_state, t.to_state) for t in d.transitions if t.instance == gone}
+    assert all(t.to_state != EJECTED for t in d.transitions)
+
+
+def test_membership_changes_keep_the_state_of_the_instances_that_stay():
+    d = Driver(4)
+    d.step()
+    d.step({d.names[0]: {"ttft_p99_s": 3.0}})
+    assert d.state(0) == EJECTED
+    until = d.pool.instances[d.names[0]].ejected_until
+    d.pool.set_members(d.names[:3] + ["10.0.0.7:8000"])
+    d.step()
+    assert d.state(0) == EJECTED and d.pool.instances[d.names[0]].ejected_until == until
+
+
+def test_slow_start_ramps_a_new_instance_weight_from_the_degraded_weight():
+    d = Driver(2, HealthSettings(slow_start="20s", degraded_weight=0.25))
+    d.step()
+    new = "10.0.0.9:8000"
+    d.pool.set_members(d.names + [new])
+    d.names.append(new)
+    first = d.step().verdicts[new]
+    assert first.state == HEALTHY and first.weight == 0.25
+    later = [d.step().verdicts[new].weight for _ in range(4)]
+    assert later == sorted(later) and later[-1] == 1.0
+
+
+# --- slow decoding and small pools --------------------------------------------------------------
+
+
+def test_tpot_p99_thresholds_degrade_and_eject():
+    d = Driver(4, HealthSettings(tpot_p99_degraded="100ms", tpot_p99_eject="300ms"))
+    d.step({d.names[0]: {"tpot_p99_s": 0.15}, d.names[1]: {"tpot_p99_s": 0.5}})
+    assert d.state(0) == DEGRADED and "TPOT p99 150ms > degraded threshold 100ms" in d.reasons(0)
+    assert d.state(1) == EJECTED
+
+
+def test_a_small_pool_degrades_an_instance_far_slower_than_the_others_but_never_ejects_on_that_alone():
+    # the demo's fault: TPOT p99 0.22 s against 0.04 s, e2e 9.9 s against 1.5 s, TTFT within thresholds
+    d = Driver(3, HealthSettings(ttft_p99_degraded=None, ttft_p99_eject=None))
+    for _ in range(3):
+        d.step({d.names[0]: {"tpot_p99_s": 0.22, "e2e_p99_s": 9.9}, d.names[1]: {"tpot_p99_s": 0.04, "e2e_p99_s": 1.5},
+                d.names[2]: {"tpot_p99_s": 0.045, "e2e_p99_s": 1.4}})
+    assert d.state(0) == DEGRADED
+    assert "slower than the pool: TPOT p99 220ms is 5.2x the median" in d.reasons(0)
+    assert d.state(1) == HEALTHY and d.state(2) == HEALTHY
+
+
+def test_relative_slowness_needs_requests_on_both_sides():
+    d = Driver(2, HealthSettings(ttft_p99_degraded=None, ttft_p99_eject=None))
+    d.step({d.names[0]: {"e2e_p99_s": 9.0, "requests": 3.0}, d.names[1]: {"e2e_p99_s": 1.0}})
+    assert d.state(0) == HEALTHY
 
 
 def test_idle_instance_with_flat_counter_is_not_a_hang():
@@ -463,18 +632,17 @@ def test_snapshot_and_restore_keep_an_ejection_until_earned_back():
     assert restarted.pool.instances[restarted.names[0]].ejections == 1  # backoff survives too
 
 
-# --- the adapter from the service's fleet view --------------------------------------------------
+# --- end to end from scrape results: the fleet's tracks, the cycle's signals, every pool's rules -----
 
 
-def test_fleet_health_from_real_scrape_results():
-    from monitor.config import validate
+def test_fleet_decisions_from_real_scrape_results():
     from monitor.evaluate.fleet import FleetView
     from monitor.samples import Histogram, ModelSample, ScrapeResult
 
-    config = validate({"pools": [{"name": "p", "targets": [f"http://10.0.0.{i}:8000" for i in (1, 2, 3, 4)]}],
-                       "scrape": {"interval": "5s", "timeout": "2s"}}).config
-    fleet = FleetView(config)
-    health = FleetHealth(config, {"p": HealthSettings(hang_intervals=2)})
+    addresses = [f"10.0.0.{i}:8000" for i in (1, 2, 3, 4)]
+    fleet = FleetView(60.0, 5.0, {"p": {a: f"http://{a}" for a in addresses}})
+    health = FleetDecisions({"p": PoolPolicy(HealthSettings(hang_intervals=2), ScalingSettings())},
+                            {"p": addresses}, 5.0)
     bounds = (0.1, 0.5, 1.0, 2.5, float("inf"))
 
     def sample(i: int, k: int) -> ModelSample:
@@ -483,11 +651,11 @@ def test_fleet_health_from_real_scrape_results():
         slow_count = 10 * k if slow else 0
         ttft = Histogram(bounds, (fast_count, fast_count, fast_count, fast_count + slow_count,
                                   fast_count + slow_count), 0.0, 10.0 * k)
-        tokens = 1000.0 if i == 3 else 1000.0 * k  # instance 3 is hung
+        moved = 1 if i == 3 else k  # instance 3 is hung: no token, no finished request after the first scrape
         return ModelSample("m", histograms={"ttft": ttft},
-                           counters={"generation_tokens": tokens},
+                           counters={"generation_tokens": 1000.0 * moved},
                            gauges={"running": 3.0, "waiting": 0.0, "kv_cache_usage": 0.2},
-                           finished={"stop": 10.0 * k})
+                           finished={"stop": 10.0 * moved})
 
     for k in range(1, 5):
         t = T0 + 5.0 * k
@@ -504,7 +672,9 @@ def test_fleet_health_from_real_scrape_results():
                                             health_status=200))
         fleet.ingest(results)
         fleet.last_cycle_at, fleet.last_cycle_duration_s = t + 0.01, 0.01
-        decisions = health.evaluate(fleet, t + 0.02)
+        signals = {"p": pool_signals(fleet, "p", addresses, t + 0.02, 60.0)}
+        decisions = health.decide(signals, t + 0.02, data_at=fleet.last_cycle_at,
+                                  cycle_duration_s=fleet.last_cycle_duration_s).health
     verdicts = decisions[0].verdicts
     assert verdicts["10.0.0.1:8000"].state == HEALTHY
     assert verdicts["10.0.0.2:8000"].state == EJECTED and "TTFT p99" in verdicts["10.0.0.2:8000"].reason_line

@@ -176,8 +176,8 @@ async def test_nginx_reload_failure_is_reported_retried_and_recovers(tmp_path, c
             async def cycles(n: int, pause: float = 0.2) -> None:
                 for _ in range(n):
                     await service.scrape_cycle()
-                    if service._nginx_task is not None:
-                        await service._nginx_task
+                    if service.upstreams.task is not None:
+                        await service.upstreams.task
                     await asyncio.sleep(pause)
 
             # NGINX is not running: `nginx -t` passes, `nginx -s reload` fails (no master to signal)
@@ -192,6 +192,7 @@ async def test_nginx_reload_failure_is_reported_retried_and_recovers(tmp_path, c
             assert 2 <= tries <= 3, tries  # first try + one retry per second, not one per cycle
             assert len(warnings) == tries, warnings  # one warning per attempt, naming the error
             assert "reload failed" in warnings[0] and "nginx.pid" in warnings[0]
+            assert warnings[0].startswith("nginx upstreams: wrote 1 pool, 0 servers down, validated, but failed after ")
 
             nginx.start()
             try:
@@ -199,7 +200,7 @@ async def test_nginx_reload_failure_is_reported_retried_and_recovers(tmp_path, c
                 result = service.nginx.last_result
                 assert result.ok and "slo_monitor_nginx_last_apply_ok 1.0" in generate_latest(registry).decode()
                 assert service.nginx.last_applied == upstream_file.read_text()
-                assert any(r.levelno == logging.INFO and "reloaded=True" in r.getMessage() for r in caplog.records)
+                assert any(r.levelno == logging.INFO and "validated, reloaded in" in r.getMessage() for r in caplog.records)
                 with urllib.request.urlopen(f"http://127.0.0.1:{nginx.port}/metrics", timeout=5) as response:
                     assert response.status == 200 and b"vllm:" in response.read()  # routed by the file
             finally:

@@ -243,14 +243,14 @@ def test_a_database_that_never_answers_costs_bounded_time():
     from monitor.config import validate
     from monitor.publish.api import DB_READ_TIMEOUT_S
     from monitor.service import create_app
-    from monitor.store.db import PG_CONNECT_TIMEOUT_S, Decision, Store
+    from monitor.store import PG_CONNECT_TIMEOUT_S, AuditEntry, Store
 
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(16)  # the kernel completes handshakes; nobody ever reads
         store = Store.open(f"postgresql+psycopg://monitor:{PASSWORD}@127.0.0.1:{listener.getsockname()[1]}/db")
         try:
-            store.queue_decisions([Decision(time.time(), "health", "p", "127.0.0.1:1", "healthy", "ejected", (), {})])
+            store.queue_decisions([AuditEntry(time.time(), "health", "p", "127.0.0.1:1", "healthy", "ejected", (), {})])
             result: list[int] = []
             started = time.perf_counter()
             flusher = threading.Thread(target=lambda: result.append(store.flush()), daemon=True)
@@ -265,7 +265,7 @@ def test_a_database_that_never_answers_costs_bounded_time():
             app = create_app(validate({"pools": [{"name": "p", "targets": ["http://127.0.0.1:1"]}]}).config,
                              store=store, migrate=False)
             app.state.service.recent_decisions.append(
-                Decision(time.time(), "health", "p", "127.0.0.1:1", "healthy", "ejected", ("test",), {}))
+                AuditEntry(time.time(), "health", "p", "127.0.0.1:1", "healthy", "ejected", ("test",), {}))
             # under uvicorn (lifespan off: starting would ask the database), as the service runs it
             server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), lifespan="off",
                                                    log_level="warning"))
@@ -293,15 +293,15 @@ def test_a_full_buffer_during_a_slow_write_loses_nothing_silently(tmp_path):
     it wrote. Popping as many rows as it wrote used to remove the newest, unwritten ones, uncounted."""
     import sqlite3
 
-    from monitor.store.db import Decision, Store, upgrade
+    from monitor.store import AuditEntry, Store, upgrade
 
     url = f"sqlite:///{tmp_path}/m.db"
     upgrade(url)
     store = Store.open(url)
     store.max_pending = 10
 
-    def decision(i: int) -> Decision:
-        return Decision(1.7e9 + i, "health", "p", f"10.0.0.{i}:8000", "healthy", "ejected", (), {})
+    def decision(i: int) -> AuditEntry:
+        return AuditEntry(1.7e9 + i, "health", "p", f"10.0.0.{i}:8000", "healthy", "ejected", (), {})
 
     try:
         store.queue_decisions(decision(i) for i in range(10))

@@ -12,7 +12,7 @@ from monitor.gpu.parse import GpuPage
 from monitor.gpu.readings import MIB, GpuReading
 from monitor.gpu.rollup import GpuRollups
 from monitor.service import Service
-from monitor.store.db import Store, upgrade
+from monitor.store import Store, upgrade
 
 T0 = 1_790_000_040.0  # a minute boundary
 URL = "http://10.0.0.11:9400"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from monitor.store.db import make_engine, upgrade
+from monitor.store import make_engine, upgrade
 from monitor.store.lease import LeaderLease, Leadership
 
 

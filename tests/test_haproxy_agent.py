@@ -11,17 +11,10 @@ import asyncio
 import pytest
 
 from monitor.act.haproxy import AgentCheckServer, agent_reply
-from monitor.config import validate
-from monitor.decide.health import (
-    DEGRADED,
-    EJECTED,
-    HEALTHY,
-    UNKNOWN,
-    FleetHealth,
-    HealthSettings,
-    InstanceSignals,
-    InstanceVerdict,
-)
+from monitor.decide.fleet import FleetDecisions, PoolPolicy
+from monitor.decide.verdicts import DEGRADED, EJECTED, HEALTHY, UNKNOWN, InstanceVerdict
+from monitor.evaluate.signals import InstanceSignals
+from monitor.settings import HealthSettings, ScalingSettings
 
 
 def verdict(state: str, kind: str | None = None, weight: float = 1.0, reasons=("r",)) -> InstanceVerdict:
@@ -52,9 +45,9 @@ async def _ask(port: int, payload: bytes | None) -> bytes:
 
 @pytest.fixture
 async def fleet_agent():
-    config = validate({"pools": [{"name": "p", "targets": [f"http://10.0.0.{i}:8000" for i in (1, 2, 3, 4)]}]}).config
-    health = FleetHealth(config, {"p": HealthSettings(hang_intervals=None)})
-    pool = health.pools["p"]
+    health = FleetDecisions({"p": PoolPolicy(HealthSettings(hang_intervals=None), ScalingSettings())},
+                            {"p": [f"10.0.0.{i}:8000" for i in (1, 2, 3, 4)]}, 5.0)
+    pool = health.health["p"]
     t = 1_700_000_000.0
     for k in range(1, 5):
         now = t + 5 * k
@@ -88,7 +81,7 @@ async def test_agent_answers_per_backend_over_tcp(fleet_agent):
 
 async def test_agent_reply_follows_the_instance_back(fleet_agent):
     agent, health = fleet_agent
-    pool = health.pools["p"]
+    pool = health.health["p"]
     now = pool.last_decision.at
     assert await _ask(agent.port, b"p/10.0.0.3:8000\n") == b"up drain\n"
     for _ in range(8):  # 40 s of good signals: past the 30 s ejection and 3 good intervals

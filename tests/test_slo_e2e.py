@@ -26,7 +26,7 @@ import pytest
 
 from monitor.config import parse_ratio
 from monitor.evaluate.slo_engine import SloEventRow
-from monitor.store.db import Store, upgrade
+from monitor.store import Store, upgrade
 
 from tests.helpers.am_server import Alertmanager
 from tests.helpers.ports import free_port

@@ -12,8 +12,9 @@ from __future__ import annotations
 import pytest
 
 from monitor.evaluate.slo import DAY, PAIRS
+from monitor.service.wiring import slo_engine
 from monitor.evaluate.slo_engine import SloEngine, SloEventRow, SloKey, format_duration, predicted_exact
-from monitor.store.db import Store, upgrade
+from monitor.store import Store, upgrade
 
 from tests.helpers.slo_scrapes import T0, Server, config, result
 
@@ -28,7 +29,7 @@ def status(engine: SloEngine, slo: str, pool: str = "llama", model: str = "") ->
 
 
 def test_error_events_add_up_over_a_pools_instances():
-    engine = SloEngine(config(ERRORS))
+    engine = slo_engine(config(ERRORS))
     a, b = Server(), Server(rejections=0.0)
     engine.observe([result("llama", "10.0.0.1:8000", T0, a), result("llama", "10.0.0.2:8000", T0, b)])
     engine.evaluate(T0 + 1)
@@ -53,7 +54,7 @@ def test_latency_off_a_bucket_boundary_is_interpolated_and_inexact():
     ttft_500 = {**ttft_300, "name": "ttft-500", "indicator": {**ttft_300["indicator"], "threshold": "500ms"}}
     cfg = config(ttft_300, ttft_500)
     assert [predicted_exact(s) for s in cfg.slos] == [False, True]
-    engine = SloEngine(cfg)
+    engine = slo_engine(cfg)
     assert [s.evaluation.exact for s in engine.evaluate(T0)] == [False, True]  # before any data: as `check` says
     server = Server()
     engine.observe([result("llama", "10.0.0.1:8000", T0, server)])
@@ -70,7 +71,7 @@ def test_latency_off_a_bucket_boundary_is_interpolated_and_inexact():
 
 def test_availability_counts_one_event_per_scrape():
     avail = {"name": "up", "indicator": {"type": "availability"}, "objective": "99%"}
-    engine = SloEngine(config(avail))
+    engine = slo_engine(config(avail))
     engine.observe([result("llama", "10.0.0.1:8000", T0, Server()),
                     result("llama", "10.0.0.2:8000", T0, Server(), health=503)])
     engine.observe([result("llama", "10.0.0.1:8000", T0 + 5, Server(), health=None),  # /health timed out
@@ -78,7 +79,7 @@ def test_availability_counts_one_event_per_scrape():
     ev = engine.evaluate(T0 + 6)[0].evaluation
     assert (ev.good, ev.total) == (1.0, 4.0)
     # without a health probe, reachability alone decides
-    engine = SloEngine(config(avail, scrape={"health_path": None}))
+    engine = slo_engine(config(avail, scrape={"health_path": None}))
     engine.observe([result("llama", "10.0.0.1:8000", T0, Server(), health=None),
                     result("llama", "10.0.0.2:8000", T0, error="timed out", health=None)])
     assert engine.evaluate(T0 + 1)[0].evaluation.good == 1.0
@@ -86,7 +87,7 @@ def test_availability_counts_one_event_per_scrape():
 
 def test_saturation_counts_seconds_at_or_under_the_threshold():
     kv = {"name": "kv", "indicator": {"type": "saturation", "threshold": 0.9}, "objective": "99%"}
-    engine = SloEngine(config(kv))
+    engine = slo_engine(config(kv))
     server = Server(kv=0.5)
     engine.observe([result("llama", "10.0.0.1:8000", T0, server)])
     server.kv = 0.95
@@ -101,7 +102,7 @@ def test_a_pool_serving_several_models_is_also_evaluated_per_model():
     avail = {"name": "up", "indicator": {"type": "availability"}, "objective": "99%"}
     cfg = config(ERRORS, avail, pools=[{"name": "mixed", "targets": ["http://10.0.0.1:8000"]},
                                        {"name": "single", "targets": ["http://10.0.0.2:8000"]}])
-    engine = SloEngine(cfg)
+    engine = slo_engine(cfg)
     small, large, only = Server(model="small"), Server(model="large"), Server(model="only")
     for k in range(3):
         small.requests(10)
@@ -123,11 +124,11 @@ def test_a_pool_serving_several_models_is_also_evaluated_per_model():
 def test_slo_limited_to_some_pools():
     cfg = config({**ERRORS, "pools": ["b"]}, pools=[{"name": "a", "targets": ["http://10.0.0.1:8000"]},
                                                     {"name": "b", "targets": ["http://10.0.0.2:8000"]}])
-    assert [s.key for s in SloEngine(cfg).evaluate(T0)] == [SloKey("errors", "b")]
+    assert [s.key for s in slo_engine(cfg).evaluate(T0)] == [SloKey("errors", "b")]
 
 
 def test_an_instance_restart_counts_from_zero_and_a_gap_is_spread_over_its_minutes():
-    engine = SloEngine(config(ERRORS))
+    engine = slo_engine(config(ERRORS))
     server = Server()
     server.requests(1000)
     engine.observe([result("llama", "10.0.0.1:8000", T0, server)])
@@ -152,7 +153,7 @@ def test_an_instance_restart_counts_from_zero_and_a_gap_is_spread_over_its_minut
 
 def test_full_outage_pages_after_52_seconds_through_the_counting_path():
     """100% errors at 99.9% over a healthy 3-day history: the 1h/5m page after 51.84 s (the Workbook)."""
-    engine = SloEngine(config(ERRORS))
+    engine = slo_engine(config(ERRORS))
     # three days of healthy history at 10 requests/s, as reloaded from the database
     history = [SloEventRow("errors", "llama", "", T0 - 60 * k, 600.0, 600.0) for k in range(1, int(3.1 * 1440))]
     assert engine.load(history, T0) == len(history)
@@ -173,7 +174,7 @@ def test_full_outage_pages_after_52_seconds_through_the_counting_path():
 def test_min_bad_events_comes_from_the_config():
     one_of_ten = []
     for guard, expected in ((5, "none"), (1, "page")):
-        engine = SloEngine(config({**ERRORS, "min_bad_events": guard}))
+        engine = slo_engine(config({**ERRORS, "min_bad_events": guard}))
         server = Server()
         engine.observe([result("llama", "10.0.0.1:8000", T0, server)])
         server.requests(9)
@@ -209,7 +210,7 @@ def test_restart_reloads_the_budget_and_windows_from_the_database(db_url):
                           "window": "7d"})
     store = Store.open(db_url)
     try:
-        before = SloEngine(cfg)
+        before = slo_engine(cfg)
         server = Server()
         before.observe([result("llama", "10.0.0.1:8000", T0, server)])
         drive(before, T0, T0 + 3600, 5, server, 20, 0.0)
@@ -222,7 +223,7 @@ def test_restart_reloads_the_budget_and_windows_from_the_database(db_url):
         now = T0 + 7230
         old = {s.key: s.evaluation for s in before.evaluate(now)}
 
-        after = SloEngine(cfg)
+        after = slo_engine(cfg)
         used = after.load(store.slo_events(since=now - after.horizon()), now)
         assert used == 2 * 121  # two SLOs x minutes T0 .. T0+2h (the last one partial)
         new = {s.key: s.evaluation for s in after.evaluate(now)}
@@ -262,7 +263,7 @@ def test_restart_reloads_the_budget_and_windows_from_the_database(db_url):
 
 
 def test_rows_of_unknown_slos_or_pools_are_ignored_on_reload():
-    engine = SloEngine(config(ERRORS))
+    engine = slo_engine(config(ERRORS))
     rows = [SloEventRow("errors", "llama", "", T0, 5.0, 10.0), SloEventRow("gone", "llama", "", T0, 1.0, 1.0),
             SloEventRow("errors", "other-pool", "", T0, 1.0, 1.0), SloEventRow("errors", "llama", "m1", T0, 2.0, 4.0)]
     assert engine.load(rows, T0 + 60) == 2

@@ -26,7 +26,7 @@ from monitor.evaluate.slo import (
     burn_factors,
     burn_rate,
     count_events,
-    decide,
+    alert_verdict,
     error_budget_remaining,
     error_events,
     evaluate,
@@ -295,13 +295,13 @@ def test_objectives_too_low_for_a_pair_are_reported():
 def test_decide_needs_both_windows_and_enough_bad_events():
     rates = {"5m": 20.0, "1h": 20.0, "30m": 1.0, "6h": 1.0, "2h": 0.0, "1d": 0.0, "3d": 0.0}
     bad = {"1h": 10.0}
-    assert decide(rates, bad).alert == "page"
-    assert decide(rates, bad).fired == ("1h/5m",)
-    assert decide({**rates, "5m": 14.0}, bad).alert == "none"  # the short window has recovered
-    assert decide({**rates, "5m": None}, bad).alert == "none"  # no traffic is not an outage
-    held = decide(rates, {"1h": 4.0})
+    assert alert_verdict(rates, bad).alert == "page"
+    assert alert_verdict(rates, bad).fired == ("1h/5m",)
+    assert alert_verdict({**rates, "5m": 14.0}, bad).alert == "none"  # the short window has recovered
+    assert alert_verdict({**rates, "5m": None}, bad).alert == "none"  # no traffic is not an outage
+    held = alert_verdict(rates, {"1h": 4.0})
     assert held.alert == "none" and held.held == ("1h/5m",)
-    assert decide({**rates, "5m": 0.5, "1h": 0.5, "2h": 4, "1d": 4}, {"1d": 100}).fired == ("1d/2h",)
+    assert alert_verdict({**rates, "5m": 0.5, "1h": 0.5, "2h": 4, "1d": 4}, {"1d": 100}).fired == ("1d/2h",)
 
 
 def test_retention_covers_the_longest_alert_window():

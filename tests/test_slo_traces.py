@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from monitor.service.wiring import slo_engine
 from monitor.evaluate.slo_engine import SloEngine, SloKey
 from monitor.otlp.records import RequestRecord
 from monitor.otlp.store import TraceStore
@@ -63,7 +64,7 @@ def minute_row(engine: SloEngine, minute: int) -> tuple[float, float]:
 def test_settled_minutes_covered_by_traces_are_recounted_exactly():
     clock = [T0]
     store = TraceStore(clock=lambda: clock[0])
-    engine = SloEngine(config(TTFT_300))
+    engine = slo_engine(config(TTFT_300))
     engine.use_traces(store, T0)
     Traffic(engine, store).run(T0, T0 + 180)
     clock[0] = T0 + 180
@@ -83,7 +84,7 @@ def test_settled_minutes_covered_by_traces_are_recounted_exactly():
 def test_too_few_spans_keep_the_histogram_count():
     clock = [T0]
     store = TraceStore(clock=lambda: clock[0])
-    engine = SloEngine(config(TTFT_300))
+    engine = slo_engine(config(TTFT_300))
     engine.use_traces(store, T0)
     Traffic(engine, store, traced=0.8).run(T0, T0 + 180)  # 80% of the requests have a span: under 90%
     clock[0] = T0 + 180
@@ -95,7 +96,7 @@ def test_too_few_spans_keep_the_histogram_count():
 def test_a_late_histogram_increase_does_not_add_to_a_traced_minute():
     clock = [T0]
     store = TraceStore(clock=lambda: clock[0])
-    engine = SloEngine(config(TTFT_300))
+    engine = slo_engine(config(TTFT_300))
     engine.use_traces(store, T0)
     late = Server(model="m")
     engine.observe([result("llama", B, T0, late)])  # B's baseline; its next scrape comes 4 minutes later
@@ -109,14 +110,14 @@ def test_a_late_histogram_increase_does_not_add_to_a_traced_minute():
 
 
 def test_exact_slis_off_and_without_traces():
-    engine = SloEngine(config(TTFT_300, traces={"exact_slis": False}))
+    engine = slo_engine(config(TTFT_300, traces={"exact_slis": False}))
     server = Server(model="m")
     engine.observe([result("llama", A, T0, server)])
     server.requests(10, ttft_s=0.45)
     engine.observe([result("llama", A, T0 + 5, server)])
     [status] = engine.evaluate(T0 + 100)
     assert status.source == "histograms" and status.evaluation.exact is False
-    assert SloEngine(config({"name": "errors", "indicator": {"type": "error_ratio"}, "objective": "99%"})
+    assert slo_engine(config({"name": "errors", "indicator": {"type": "error_ratio"}, "objective": "99%"})
                      ).evaluate(T0)[0].source == "counters"
     app = create_app(config(TTFT_300, traces={"exact_slis": False}), store=None)
     assert app.state.service.slo._traces is None  # `exact_slis: false`: the service never hands traces over
@@ -140,7 +141,7 @@ def test_spans_without_the_metric_do_not_cover_its_slo():
     store = TraceStore(clock=lambda: clock[0])
     queue = {"name": "queue-1s", "indicator": {"type": "latency", "metric": "queue", "threshold": "1s"},
              "objective": "99%"}
-    engine = SloEngine(config(TTFT_300, queue))
+    engine = slo_engine(config(TTFT_300, queue))
     engine.use_traces(store, T0)
     Traffic(engine, store).run(T0, T0 + 180)  # the records carry TTFT but no time in queue
     clock[0] = T0 + 180

@@ -13,10 +13,15 @@ from monitor.config import validate
 from monitor.evaluate.fleet import FleetView, OutcomeTally, Rollup, take_outcomes
 from monitor.evaluate.windows import window_stats
 from monitor.samples import Histogram, ModelSample, ScrapeResult
-from monitor.store.db import Store, make_engine, upgrade
+from monitor.store import Store, make_engine, upgrade
 from monitor.store.models import Base
 
 CONFIG = validate({"pools": [{"name": "llama", "targets": ["http://10.0.0.1:8000", "http://10.0.0.2:8000"]}]}).config
+
+
+def members(config) -> dict[str, dict[str, str]]:
+    """pool -> {host:port: url}: the fleet as `Store.sync_fleet` and `FleetView` take it."""
+    return {p.name: {u.split("://", 1)[1]: u for u in p.targets} for p in config.pools}
 T0 = 1_790_000_040.0  # a minute boundary
 
 
@@ -53,7 +58,7 @@ def test_rollups_and_outcomes_round_trip(db_url):
     upgrade(db_url)
     store = Store.open(db_url)
     try:
-        store.sync_fleet(CONFIG, T0)
+        store.sync_fleet(members(CONFIG), T0)
         tally = OutcomeTally()
         tally.add(ScrapeResult("llama", "10.0.0.1:8000", "http://10.0.0.1:8000", T0, 0.05))
         tally.add(ScrapeResult("llama", "10.0.0.1:8000", "http://10.0.0.1:8000", T0 + 5, 2.0,
@@ -87,7 +92,7 @@ def test_retention_deletes_only_old_rows(db_url):
     upgrade(db_url)
     store = Store.open(db_url)
     try:
-        store.sync_fleet(CONFIG, T0)
+        store.sync_fleet(members(CONFIG), T0)
         store.queue([rollup("10.0.0.1:8000", T0 - 86400 * 40, 1), rollup("10.0.0.1:8000", T0, 2)], [])
         store.flush()
         assert store.cleanup(older_than=T0 - 86400 * 30) == 1
@@ -100,11 +105,11 @@ def test_instances_removed_from_config_keep_history_but_go_inactive(db_url):
     upgrade(db_url)
     store = Store.open(db_url)
     try:
-        store.sync_fleet(CONFIG, T0)
+        store.sync_fleet(members(CONFIG), T0)
         store.queue([rollup("10.0.0.2:8000", T0, 5)], [])
         store.flush()
         smaller = validate({"pools": [{"name": "llama", "targets": ["http://10.0.0.1:8000"]}]}).config
-        store.sync_fleet(smaller, T0 + 60)
+        store.sync_fleet(members(smaller), T0 + 60)
         assert [r.requests for r in store.rollups(instance="10.0.0.2:8000")] == [5]
         store.queue([rollup("10.0.0.2:8000", T0 + 60, 7)], [])  # no longer configured: not written
         store.flush()
@@ -117,7 +122,7 @@ def test_writes_are_held_while_the_database_is_down_and_flushed_after(tmp_path):
     good_url = f"sqlite:///{tmp_path}/ok.db"
     upgrade(good_url)
     store = Store.open(good_url)
-    store.sync_fleet(CONFIG, T0)
+    store.sync_fleet(members(CONFIG), T0)
     good_engine = store.engine
     store.engine = make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1")
     store.queue([rollup("10.0.0.1:8000", T0, 4)], [])
@@ -132,7 +137,7 @@ def test_writes_are_held_while_the_database_is_down_and_flushed_after(tmp_path):
 
 def test_fleet_rollups_partition_minutes_exactly():
     """Every request lands in exactly one minute's rollup, whichever scrape boundary it crossed."""
-    fleet = FleetView(CONFIG)
+    fleet = FleetView(CONFIG.evaluation.window, CONFIG.scrape.interval, members(CONFIG))
     per_minute: dict[float, float] = {}
     next_minute = T0 - 60
     for i in range(30):  # scrapes 5 s apart from T0 - 10 to T0 + 135, 3 requests finished between each
@@ -168,7 +173,7 @@ def test_last_seen_is_the_last_minute_with_a_successful_scrape_and_never_goes_ba
     upgrade(db_url)
     store = Store.open(db_url)
     try:
-        store.sync_fleet(CONFIG, T0)
+        store.sync_fleet(members(CONFIG), T0)
         store.queue([], [("10.0.0.1:8000", T0 + 60, tally(True)), ("10.0.0.2:8000", T0 + 60, tally(False))])
         store.flush()
         store.queue([], [("10.0.0.1:8000", T0, tally(True))])  # an older minute written late

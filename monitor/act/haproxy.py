@@ -54,7 +54,7 @@ class AgentCheckServer:
     """An asyncio TCP listener answering HAProxy agent checks from a verdict lookup.
 
     lookup(name) takes the `agent-send` text (stripped) and returns the verdict, or None when the
-    name is unknown; `FleetHealth.find` is that function. Start it inside the service's event loop.
+    name is unknown; `FleetDecisions.find` is that function. Start it inside the service's event loop.
     """
 
     def __init__(self, lookup: Callable[[str], InstanceVerdict | None], host: str = "127.0.0.1", port: int = 0,

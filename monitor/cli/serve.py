@@ -123,7 +123,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             store.close()
             return EXIT_ERROR
-        app = create_app(cfg, store=store, migrate=False)
+        app = create_app(cfg, store=store, migrate=False, config_path=args.config)
         install_sighup(app)
         server = GracefulServer(uvicorn.Config(app, host=host, port=int(port), log_level=args.log_level.lower(),
                                                access_log=False))

@@ -43,7 +43,7 @@ from typing import Any, Iterable, Sequence
 
 import httpx
 
-from monitor.collect.scraper import BodyTooLarge, Target, _read_capped
+from monitor.collect.scraper import BodyTooLarge, Target, read_capped
 from monitor.collect.vllm import (
     AVERAGED_GAUGES,
     COUNTERS,
@@ -53,7 +53,6 @@ from monitor.collect.vllm import (
     PageError,
     samples_by_model,
 )
-from monitor.config import Config
 from monitor.samples import ScrapeResult
 
 log = logging.getLogger(__name__)
@@ -144,15 +143,6 @@ class PrometheusSource:
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout), headers=all_headers, trust_env=False,
                                          follow_redirects=False)
 
-    @classmethod
-    def from_config(cls, config: Config) -> PrometheusSource:
-        s = config.source
-        assert s.url is not None  # the config refuses type prometheus without url
-        return cls(s.url, timeout=s.timeout or config.scrape.timeout, max_response_size=s.max_response_size,
-                   instance_label=s.instance_label, selector=s.selector,
-                   max_instances_per_query=s.max_instances_per_query, max_age=s.max_age, headers=dict(s.headers),
-                   bearer_token=s.bearer_token)
-
     async def aclose(self) -> None:
         await self._client.aclose()
 
@@ -188,7 +178,7 @@ class PrometheusSource:
         try:
             async with asyncio.timeout(self.timeout):
                 async with self._client.stream("POST", self.endpoint, data={"query": query}) as response:
-                    body = await _read_capped(response, self.max_response_size)
+                    body = await read_capped(response, self.max_response_size)
                     status = response.status_code
         except (TimeoutError, httpx.TimeoutException):
             raise QueryError("timeout", f"query timed out after {self.timeout:g}s") from None

@@ -18,7 +18,7 @@ import httpx
 
 from monitor.collect.vllm import PageError, parse_page
 from monitor.http1 import ConnectionPool, Exchange, RawHttpError
-from monitor.config import Config, instance_address
+from monitor.units import instance_address
 from monitor.units import redact_url
 from monitor.samples import ScrapeResult
 
@@ -29,16 +29,15 @@ ACCEPT = "text/plain;version=0.0.4;q=0.9,*/*;q=0.1"
 
 @dataclass(frozen=True, slots=True)
 class Target:
+    """One instance to scrape: its pool, base URL and, where discovery set `__metrics_path__`, its own path."""
+
     pool: str
     url: str
+    metrics_path: str | None = None
 
     @property
     def instance(self) -> str:
         return instance_address(self.url)
-
-
-def targets_of(config: Config) -> list[Target]:
-    return [Target(pool.name, url) for pool in config.pools for url in pool.targets]
 
 
 class BodyTooLarge(Exception):
@@ -146,7 +145,7 @@ class BoundedDecoder:
             raise BodyTooLarge(self.size)
 
 
-async def _read_capped(response: Any, limit: int) -> bytes:
+async def read_capped(response: Any, limit: int) -> bytes:
     """The decoded body, at most `limit` bytes; BodyTooLarge past it, BodyUndecodable for bad encodings."""
     declared = response.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -207,12 +206,6 @@ class Scraper:
             )
         return client
 
-    @classmethod
-    def from_config(cls, config: Config) -> Scraper:
-        s = config.scrape
-        return cls(timeout=s.timeout, max_body_size=s.max_body_size, metrics_path=s.metrics_path,
-                   health_path=s.health_path, concurrency=s.concurrency)
-
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
         await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)
@@ -272,13 +265,14 @@ class Scraper:
         )
 
     async def _fetch_metrics(self, target: Target) -> tuple[bytes | None, str | None, str | None]:
-        url = target.url + self.metrics_path
+        path = target.metrics_path or self.metrics_path
+        url = target.url + path
         try:
             async with asyncio.timeout(self.timeout):
-                async with self._get(target, self.metrics_path) as response:
+                async with self._get(target, path) as response:
                     if response.status_code != 200:
                         return None, "http_status", f"HTTP {response.status_code} from {redact_url(url)}"
-                    return await _read_capped(response, self.max_body_size), None, None
+                    return await read_capped(response, self.max_body_size), None, None
         except (TimeoutError, httpx.TimeoutException):
             return None, "timeout", f"timed out after {self.timeout:g}s"
         except BodyTooLarge as exc:

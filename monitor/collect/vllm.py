@@ -1,6 +1,6 @@
 """vLLM's /metrics page → one typed sample per `model_name`.
 
-vLLM renamed metrics between V0 and V1 (see shared/reference/vllm-metrics.md); everything downstream
+vLLM renamed metrics between V0 and V1 (see docs/metrics.md); everything downstream
 works on the fields below, so a fleet mixing versions is evaluated the same way. Each field lists its
 source names in order of preference: the newer name wins where a server exposes both (0.10.2–0.11.x
 expose `time_per_output_token_seconds` and `inter_token_latency_seconds` with the same observations),

@@ -22,58 +22,10 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
-
-from monitor.units import Ratio, instance_address, parse_duration
-
-if TYPE_CHECKING:
-    from monitor.config import Config
-    from monitor.evaluate.fleet import FleetView
-    from monitor.evaluate.windows import WindowStats
-
-
-def parse_window(value: Any) -> float:
-    """A duration that may be zero (`0s`: no stabilisation, the HPA's scale-up default)."""
-    if isinstance(value, str) and value.strip() in ("0", "0s", "0ms", "0m"):
-        return 0.0
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0:
-        return 0.0
-    return parse_duration(value)
-
-
-Window = Annotated[float, BeforeValidator(parse_window)]
-
-
-class ScalingSettings(BaseModel):
-    """`pools[].scaling`: targets per metric (null switches a metric off), tolerance, windows, bounds."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int | None = Field(None, ge=1, description="no upper bound when unset")
-    target_waiting_per_replica: float | None = Field(5.0, gt=0)
-    target_kv_cache_usage: Ratio | None = 0.8
-    target_ttft_p99: Window | None = 0.5
-    target_ttft_burn_rate: float | None = Field(1.0, gt=0)
-    min_requests: int = Field(10, ge=0, description="requests in the window before TTFT p99 counts")
-    tolerance: float = Field(0.1, ge=0.0, lt=1.0)
-    scale_up_stabilization: Window = 60.0
-    scale_down_stabilization: Window = 300.0
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ScalingSettings:
-        problems = []
-        if self.max_replicas is not None and self.max_replicas < self.min_replicas:
-            problems.append("max_replicas must not be below min_replicas")
-        if self.target_kv_cache_usage is not None and self.target_kv_cache_usage <= 0:
-            problems.append("target_kv_cache_usage must be above 0")
-        if self.target_ttft_p99 is not None and self.target_ttft_p99 <= 0:
-            problems.append("target_ttft_p99 must be above 0")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+from monitor.evaluate.windows import WindowStats, instance_figures, merge_stats
+from monitor.settings import ScalingSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +45,7 @@ class ScalingSignals:
 
 
 @dataclass(frozen=True, slots=True)
-class ScalingDecision:
+class ScalingRecommendation:
     """What `/api/v1/pools/{pool}/scaling` serves and the audit log stores."""
 
     pool: str
@@ -130,9 +82,9 @@ class PoolScaler:
         self.pool = pool
         self.settings = settings or ScalingSettings()
         self.history: deque[tuple[float, int]] = deque()
-        self.last: ScalingDecision | None = None
+        self.last: ScalingRecommendation | None = None
 
-    def recommend(self, current_replicas: int, signals: ScalingSignals, now: float) -> ScalingDecision:
+    def recommend(self, current_replicas: int, signals: ScalingSignals, now: float) -> ScalingRecommendation:
         s = self.settings
         current = max(0, current_replicas)
         metrics: dict[str, dict[str, float]] = {}
@@ -181,7 +133,7 @@ class PoolScaler:
             desired = min(desired, s.max_replicas)
 
         reason = self._reason(current, raw, stabilised, desired, driver, metrics, up_floor, down_ceiling)
-        decision = ScalingDecision(self.pool, now, current, desired, reason, {
+        decision = ScalingRecommendation(self.pool, now, current, desired, reason, {
             "metrics": metrics,
             "raw_recommendation": raw,
             "stabilized_recommendation": stabilised,
@@ -224,8 +176,6 @@ def scaling_signals(stats: Sequence[WindowStats | None], burn_rate: float | None
     Waiting requests are summed, KV usage averaged, TTFT p99 taken over all instances' requests
     together (merged histograms), exactly as `merge_stats` combines an instance's models.
     """
-    from monitor.evaluate.windows import instance_figures, merge_stats
-
     present = [s for s in stats if s is not None]
     merged = merge_stats(present)
     figures = instance_figures(merged)
@@ -238,46 +188,3 @@ def scaling_signals(stats: Sequence[WindowStats | None], burn_rate: float | None
         requests=requests,
         ttft_burn_rate=burn_rate,
     )
-
-
-class FleetScaling:
-    """Every pool's `PoolScaler`, fed from the service's `FleetView`. Call `evaluate` once per cycle."""
-
-    def __init__(self, config: Config, settings: Mapping[str, ScalingSettings] | None = None) -> None:
-        self.scalers: dict[str, PoolScaler] = {}
-        self.targets: dict[str, list[str]] = {}
-        for pool in config.pools:
-            chosen = (settings or {}).get(pool.name) or getattr(pool, "scaling", None) or ScalingSettings()
-            self.scalers[pool.name] = PoolScaler(pool.name, chosen)
-            self.targets[pool.name] = [instance_address(u) for u in pool.targets]
-
-    def evaluate(self, fleet: FleetView, now: float, *,
-                 serving: Callable[[str, str], bool] | None = None,
-                 burn_rates: Mapping[str, float | None] | None = None,
-                 current: Mapping[str, int] | None = None) -> dict[str, ScalingDecision]:
-        """One recommendation per pool.
-
-        serving(pool, instance): whether an instance's figures count (pass the health verdict's
-        `serves_traffic`); burn_rates: pool → the TTFT SLO's short-window burn rate; current: pool →
-        replicas now (default: the number of configured targets).
-        """
-        from monitor.evaluate.windows import merge_stats
-
-        out: dict[str, ScalingDecision] = {}
-        for name, scaler in self.scalers.items():
-            stats = []
-            for instance in self.targets[name]:
-                track = fleet.tracks.get(instance)
-                if track is None or track.last is None or not track.last.ok:
-                    continue
-                if serving is not None and not serving(name, instance):
-                    continue
-                stats.append(merge_stats(list(fleet.stats(track, now).values())))
-            signals = scaling_signals(stats, (burn_rates or {}).get(name))
-            replicas = (current or {}).get(name, len(self.targets[name]))
-            out[name] = scaler.recommend(replicas, signals, now)
-        return out
-
-    def decision(self, pool: str) -> ScalingDecision | None:
-        scaler = self.scalers.get(pool)
-        return scaler.last if scaler else None

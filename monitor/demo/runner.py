@@ -86,7 +86,7 @@ async def run_demo(options: DemoOptions, console: Console, stop: asyncio.Event) 
 
 async def _run(options: DemoOptions, console: Console, stop: asyncio.Event, db_path: str) -> int:
     from monitor.service import create_app
-    from monitor.store.db import Store
+    from monitor.store import Store
 
     params = [InstanceParams(num_gpu_blocks=1024, seed=options.seed + i) for i in range(INSTANCES)]
     fleet = SimFleet(params)

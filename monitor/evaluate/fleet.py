@@ -9,9 +9,8 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Mapping
 
-from monitor.config import Config, instance_address
 from monitor.evaluate.windows import WindowStats, instance_figures, merge_stats, stats_over, window_stats
 from monitor.samples import ModelSample, ScrapeResult
 
@@ -47,7 +46,7 @@ class OutcomeTally:
         if not result.ok:
             self.failures += 1
             self.last_error_kind, self.last_error = result.error_kind, result.error
-        if result.health_error or (result.health_status is not None and result.health_status != 200):
+        if health_failure(result) is not None:
             self.health_failures += 1
 
 
@@ -64,11 +63,12 @@ class Rollup:
 
 @dataclass(frozen=True, slots=True)
 class InstanceView:
+    """What the monitor sees of one instance: its figures over the window and its last scrape.
+    The health verdict (state, reasons) is the decide stage's and is joined to this by the outputs."""
+
     pool: str
     instance: str
     url: str
-    state: str
-    reasons: tuple[str, ...]
     last_scrape: float | None
     figures: dict[str, float | None]
     models: dict[str, dict[str, float | None]]
@@ -77,40 +77,52 @@ class InstanceView:
     health_status: int | None
 
 
-def provisional_state(track: InstanceTrack) -> tuple[str, tuple[str, ...]]:
-    """`healthy` when the last scrape and /health succeeded, else `unknown` with the reason.
+def health_failure(result: ScrapeResult) -> str | None:
+    """Why the /health probe of one scrape failed, or None when it passed or was not asked.
 
-    Health decisions (degraded / ejected) belong to the decide stage; this only says whether the
-    service currently sees the instance at all.
+    The one place this is worked out: the tallies, the signals health judges and the API all use it.
     """
-    last = track.last
-    if last is None:
-        return "unknown", ("not scraped yet",)
-    reasons: list[str] = []
-    if last.error:
-        reasons.append(f"scrape failed ({track.consecutive_failures}x): {last.error}")
-    if last.health_error:
-        reasons.append(last.health_error)
-    elif last.health_status is not None and last.health_status != 200:
-        reasons.append(f"/health answered {last.health_status}")
-    return ("unknown", tuple(reasons)) if reasons else ("healthy", ())
+    if result.health_error is not None:
+        return result.health_error
+    if result.health_status is not None and result.health_status != 200:
+        return f"/health answered {result.health_status}"
+    return None
 
 
 class FleetView:
     """Ingests scrape results; answers per-instance figures over the rolling window."""
 
-    def __init__(self, config: Config) -> None:
-        self.window = config.evaluation.window
+    def __init__(self, window_s: float, scrape_interval_s: float,
+                 members: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        self.window = window_s
         # keep enough for the API window and for a full rollup minute with its baseline scrape
-        self.keep = max(self.window, 60.0) + 3 * config.scrape.interval + 120.0
+        self.keep = max(self.window, 60.0) + 3 * scrape_interval_s + 120.0
         self.tracks: dict[str, InstanceTrack] = {}
-        for pool in config.pools:
-            for url in pool.targets:
-                address = instance_address(url)
-                self.tracks[address] = InstanceTrack(pool.name, address, url)
+        if members:
+            self.set_members(members)
         self.last_cycle_at: float | None = None
         self.last_cycle_duration_s: float | None = None
         self._stats_cache: dict[tuple[str, float], tuple[float, tuple, dict[str, WindowStats]]] = {}
+
+    def set_members(self, members: Mapping[str, Mapping[str, str]]) -> tuple[list[InstanceTrack], list[InstanceTrack]]:
+        """Follow the fleet's membership (pool -> {address: url}): tracks of instances that stay are
+        kept as they are; returns (joined, left). A departed instance's samples go with it (its
+        history is in the database), so churn cannot grow memory."""
+        wanted = {address: (pool, url) for pool, instances in members.items() for address, url in instances.items()}
+        left = [t for a, t in self.tracks.items() if a not in wanted or wanted[a][0] != t.pool]
+        for track in left:
+            del self.tracks[track.instance]
+            for key in [k for k in self._stats_cache if k[0] == track.instance]:
+                del self._stats_cache[key]
+        joined = []
+        for address, (pool, url) in wanted.items():
+            track = self.tracks.get(address)
+            if track is None:
+                track = self.tracks[address] = InstanceTrack(pool, address, url)
+                joined.append(track)
+            else:
+                track.url = url
+        return joined, left
 
     def ingest(self, results: Iterable[ScrapeResult]) -> None:
         for result in results:
@@ -154,14 +166,11 @@ class FleetView:
 
     def view(self, track: InstanceTrack, now: float) -> InstanceView:
         per_model = self.stats(track, now)
-        state, reasons = provisional_state(track)
         last = track.last
         return InstanceView(
             pool=track.pool,
             instance=track.instance,
             url=track.url,
-            state=state,
-            reasons=reasons,
             last_scrape=last.started_at if last else None,
             figures=instance_figures(merge_stats(list(per_model.values()))),
             models={m: instance_figures(s) for m, s in sorted(per_model.items())},

@@ -33,9 +33,9 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Protocol, Sequence
+from typing import Iterable, Protocol, Sequence
 
-from monitor.config import AvailabilityIndicator, Config, LatencyIndicator, SloConfig
+from monitor.collect.vllm import threshold_warning
 from monitor.evaluate.slo import (
     MINUTE,
     PAIRS,
@@ -49,10 +49,11 @@ from monitor.evaluate.slo import (
     retention_for,
 )
 from monitor.evaluate.windows import WindowStats, stats_over
+from monitor.otlp.goodput import LatencyObjective, latency_counts
+from monitor.otlp.records import RequestRecord
 from monitor.samples import ModelSample, ScrapeResult
-
-if TYPE_CHECKING:
-    from monitor.otlp.records import RequestRecord
+from monitor.settings import AvailabilityIndicator, LatencyIndicator, SloConfig
+from monitor.units import format_duration  # noqa: F401 - re-exported: the API's window notation
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,6 @@ def predicted_exact(slo: SloConfig) -> bool:
     """
     if not isinstance(slo.indicator, LatencyIndicator):
         return True
-    from monitor.collect.vllm import threshold_warning  # late: evaluation must not need the collector
-
     return threshold_warning(slo.indicator.metric, slo.indicator.threshold) is None
 
 
@@ -163,6 +162,17 @@ class _Track:
         self.source = SOURCES[config.indicator.type]
         self.traced: set[int] = set()  # minutes recounted from traces
 
+    @classmethod
+    def carried(cls, old: _Track, config: SloConfig, keep_rows: bool) -> _Track:
+        """The same key under a (possibly changed) definition: the counted minutes stay."""
+        track = cls(old.key, config, keep_rows)
+        track.series = old.series
+        if old.config == config:
+            track.observed_exact, track.source, track.traced = old.observed_exact, old.source, old.traced
+        if keep_rows and old.dirty:
+            track.dirty = set(old.dirty)
+        return track
+
     @property
     def exact(self) -> bool:
         if self.source == TRACED:
@@ -175,8 +185,6 @@ class _Track:
         histograms counted in it; otherwise keep the histogram count and say so. Only records that
         carry the SLO's metric count towards coverage (spans without `time_in_queue` cannot cover a
         queue SLO)."""
-        from monitor.otlp.goodput import LatencyObjective, latency_counts
-
         indicator = self.config.indicator
         assert isinstance(indicator, LatencyIndicator)
         good, total = latency_counts(records, LatencyObjective(self.config.name, indicator.metric,
@@ -212,37 +220,53 @@ class _Track:
 class SloEngine:
     """Counts, keeps and evaluates every configured SLO per pool (and per model where relevant)."""
 
-    def __init__(self, config: Config, *, keep_rows: bool = True) -> None:
-        """`keep_rows`: remember changed minutes for `take_rows` (False when nothing persists)."""
+    def __init__(self, slos: Sequence[SloConfig], pools: Sequence[str], *, keep_rows: bool = True,
+                 health_checked: bool = True, trace_settle_s: float = 20.0, trace_min_coverage: float = 0.9) -> None:
+        """`keep_rows`: remember changed minutes for `take_rows` (False when nothing persists);
+        `health_checked`: availability requires /health 200 (False for the prometheus source, which
+        cannot see /health); `trace_settle_s`, `trace_min_coverage`: when a minute's spans count."""
         self.keep_rows = keep_rows
-        self.slos: tuple[SloConfig, ...] = tuple(config.slos)
-        # the prometheus source cannot see /health (Prometheus does not probe it): `up` alone decides
-        self.health_checked = config.scrape.health_path is not None and config.source.type == "scrape"
-        pool_names = [p.name for p in config.pools]
-        self._slo_order = {s.name: i for i, s in enumerate(self.slos)}
-        self._pool_order = {name: i for i, name in enumerate(pool_names)}
-        self._by_name = {s.name: s for s in self.slos}
-        self._by_pool: dict[str, list[SloConfig]] = {name: [] for name in pool_names}
+        self.health_checked = health_checked
+        self.trace_settle_s = trace_settle_s
+        self.trace_min_coverage = trace_min_coverage
         self._tracks: dict[SloKey, _Track] = {}
-        for slo in self.slos:
-            for pool in slo.pools or pool_names:
-                self._by_pool[pool].append(slo)
-                key = SloKey(slo.name, pool)
-                self._tracks[key] = _Track(key, slo, keep_rows)
         self._previous: dict[tuple[str, str], tuple[float, ModelSample]] = {}  # (instance, model) -> last
         self.multi_model: set[str] = set()  # pools seen serving more than one model_name
         self.statuses: list[SloStatus] = []
         self.evaluated_at: float | None = None
         # exact SLIs from traces (`use_traces`)
-        traces = config.traces
-        self.trace_settle_s = max(traces.settle, config.scrape.interval + config.scrape.timeout
-                                  + (PROMETHEUS_LAG_S if config.source.type == "prometheus" else 0.0))
-        self.trace_min_coverage = traces.min_coverage
         self._traces: TraceRecords | None = None
         self._traces_checked_to: int | None = None  # the newest minute already compared with traces
         # requests the histograms counted, per (pool, model_name or POOL_WIDE) and minute: the
         # denominator of a minute's trace coverage
         self._requests: dict[tuple[str, str], dict[int, float]] = {}
+        self.configure(slos, pools)
+
+    def configure(self, slos: Sequence[SloConfig], pools: Sequence[str]) -> None:
+        """Take a new set of SLOs and pools (a reload). An SLO that keeps its name keeps the minutes
+        already counted, and counts new ones by its new definition (as a restart would: the stored
+        minutes are counts, not requests); a renamed SLO starts a fresh budget; a pool or SLO that
+        is gone is dropped (its rows stay in the database until retention)."""
+        self.slos = tuple(slos)
+        pool_names = list(pools)
+        self._slo_order = {s.name: i for i, s in enumerate(self.slos)}
+        self._pool_order = {name: i for i, name in enumerate(pool_names)}
+        self._by_name = {s.name: s for s in self.slos}
+        self._by_pool: dict[str, list[SloConfig]] = {name: [] for name in pool_names}
+        old, self._tracks = self._tracks, {}
+        for slo in self.slos:
+            for pool in slo.pools or pool_names:
+                if pool in self._by_pool:
+                    self._by_pool[pool].append(slo)
+        for key, track in old.items():
+            slo = self._by_name.get(key.slo)
+            if slo is not None and slo in self._by_pool.get(key.pool, ()):
+                self._tracks[key] = _Track.carried(track, slo, self.keep_rows)
+        for slo in self.slos:
+            for pool in slo.pools or pool_names:
+                key = SloKey(slo.name, pool)
+                if pool in self._by_pool and key not in self._tracks:
+                    self._tracks[key] = _Track(key, slo, self.keep_rows)
 
     # -- counting ---------------------------------------------------------------------------------
 
@@ -416,15 +440,3 @@ class SloEngine:
             if key.model_name:
                 self.multi_model.add(key.pool)
         return used
-
-
-def format_duration(seconds: float) -> str:
-    """`30d`, `1h30m`, `500ms`: the config's own notation, for the API's `window`."""
-    if seconds <= 0:
-        return "0s"
-    out, rest = "", round(seconds * 1000)
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
-        if rest >= size:
-            out += f"{rest // size}{unit}"
-            rest %= size
-    return out

@@ -254,7 +254,7 @@ def merge_stats(stats: Sequence[WindowStats]) -> WindowStats | None:
 
 
 def instance_figures(stats: WindowStats | None) -> dict[str, float | None]:
-    """The per-instance figures the API and /metrics publish (interfaces.md `metrics` object)."""
+    """The per-instance figures the API and /metrics publish (the `metrics` object, docs/api.md)."""
     names = ("ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s", "tpot_p90_s", "tpot_p99_s",
              "e2e_p50_s", "e2e_p90_s", "e2e_p99_s", "queue_p99_s", "error_ratio", "kv_cache_usage",
              "requests_running", "requests_waiting", "requests_per_s", "prompt_tokens_per_s",

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from monitor.collect.scraper import REQUEST_HEADERS, BodyTooLarge, BodyUndecodable, _read_capped
+from monitor.collect.scraper import REQUEST_HEADERS, BodyTooLarge, BodyUndecodable, read_capped
 from monitor.gpu.health import ExporterScrape
 from monitor.gpu.parse import GpuPageError, parse_gpu_page
 from monitor.units import redact_url
@@ -36,10 +36,6 @@ class GpuScraper:
         self.timeout = timeout
         self.max_body_size = max_body_size
         self._clients: dict[str, httpx.AsyncClient] = {}
-
-    @classmethod
-    def from_config(cls, config) -> GpuScraper:  # noqa: ANN001 - monitor.config.Config
-        return cls(config.gpu.exporters, timeout=config.scrape.timeout, max_body_size=config.scrape.max_body_size)
 
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
@@ -84,7 +80,7 @@ class GpuScraper:
     async def _read(self, response: httpx.Response) -> bytes:
         """The body under the cap, decompressed step by step (a gzip bomb is cut off at the cap)."""
         try:
-            return await _read_capped(response, self.max_body_size)
+            return await read_capped(response, self.max_body_size)
         except BodyTooLarge:
             raise _TooLarge() from None
 

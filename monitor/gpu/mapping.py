@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 from urllib.parse import urlsplit
 
-from monitor.config import Config, instance_address
-from monitor.settings import GpuConfig, GpuMappingConfig
+from monitor.settings import GpuMappingConfig
+from monitor.units import instance_address
 from monitor.gpu.readings import GpuReading
 
 
@@ -49,13 +49,6 @@ class GpuMapper:
                 inst = inst.lower()
                 self._pool_of[inst] = pool
                 self._by_host.setdefault(inst.rpartition(":")[0].strip("[]"), []).append(inst)
-
-    @classmethod
-    def from_config(cls, config: Config, gpu: GpuConfig | None = None) -> GpuMapper:
-        """`gpu` defaults to `config.gpu` (once the proposed section is attached)."""
-        section = gpu if gpu is not None else config.gpu
-        pools = {p.name: [instance_address(u) for u in p.targets] for p in config.pools}
-        return cls(getattr(section, "mappings", ()), pools, auto_map=getattr(section, "auto_map", True))
 
     def place(self, reading: GpuReading) -> GpuPlacement:
         hosts = _hosts(reading)

@@ -15,18 +15,10 @@ from prometheus_client.registry import Collector
 
 from monitor.gpu.health import ExporterStatus, GpuState, GpuTracker
 from monitor.gpu.readings import MIB, xid_message
-from monitor.units import redact_url
+from monitor.units import redact_url, rfc3339
 
 NAMESPACE = "slo_monitor_gpu"
 _LABELS = ["pool", "instance", "host", "gpu", "uuid"]
-
-
-def _rfc3339(t: float | None) -> str | None:
-    from datetime import datetime, timezone
-
-    if t is None:
-        return None
-    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def gpu_json(state: GpuState, now: float, tracker: GpuTracker) -> dict[str, Any]:
@@ -45,7 +37,7 @@ def gpu_json(state: GpuState, now: float, tracker: GpuTracker) -> dict[str, Any]
         "mig_instance": r.mig_instance,
         "exporter": redact_url(state.exporter) if state.exporter else state.exporter,
         "lost": r.lost,
-        "last_seen": _rfc3339(state.seen_at),
+        "last_seen": rfc3339(state.seen_at),
         "reasons": list(tracker.reasons_of(state, now)),
         "metrics": {
             "utilization_pct": r.util_pct,
@@ -63,14 +55,14 @@ def gpu_json(state: GpuState, now: float, tracker: GpuTracker) -> dict[str, Any]
             "xid_last": r.xid_last,
             "xid_last_message": xid_message(r.xid_last) if r.xid_last else None,
         },
-        "xid_events": [{"xid": e.xid, "at": _rfc3339(e.at)} for e in state.xid_events],
+        "xid_events": [{"xid": e.xid, "at": rfc3339(e.at)} for e in state.xid_events],
     }
 
 
 def exporter_json(status: ExporterStatus) -> dict[str, Any]:
     return {"url": redact_url(status.url), "ok": status.ok, "error": status.error, "gpus": status.gpus,
-            "nvml_up": status.nvml_up, "last_scrape": _rfc3339(status.last_scrape_at),
-            "last_success": _rfc3339(status.last_success_at), "duration_s": status.duration_s}
+            "nvml_up": status.nvml_up, "last_scrape": rfc3339(status.last_scrape_at),
+            "last_success": rfc3339(status.last_success_at), "duration_s": status.duration_s}
 
 
 def gpus_json(tracker: GpuTracker, now: float | None = None) -> dict[str, Any]:

@@ -24,7 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Sequence
 
-from monitor.config import LatencyIndicator, SloConfig
+from monitor.settings import LatencyIndicator, SloConfig
+from monitor.units import format_duration
 from monitor.otlp.records import RequestRecord
 
 Metric = Literal["ttft", "tpot", "e2e", "queue"]
@@ -112,10 +113,8 @@ class Goodput:
         return self.good_requests / self.requests if self.requests else None
 
     def to_json(self) -> dict[str, Any]:
-        """The interfaces.md fields (`pool`, `window`, `requests`, `good_requests`, `goodput_rps`,
+        """The public fields (docs/api.md: `pool`, `window`, `requests`, `good_requests`, `goodput_rps`,
         `slos`) and context."""
-        from monitor.evaluate.slo_engine import format_duration
-
         return {
             "pool": self.pool,
             "model_name": self.model,
@@ -128,8 +127,9 @@ class Goodput:
             "good_ratio": self.good_ratio,
             "goodput_rps": self.goodput_rps,
             "throughput_rps": self.throughput_rps,
-            "source": "traces",
-            "exact": True,
+            # with no span received there is nothing to be exact about: say so instead of "exact"
+            "source": "traces" if self.requests else "none",
+            "exact": self.requests > 0,
             "slos": [{"name": s.slo, "metric": s.metric, "threshold_seconds": s.threshold_s, "met": s.met}
                      for s in self.slos],
         }
@@ -162,8 +162,9 @@ def compute_goodput(records: Iterable[RequestRecord], objectives: Sequence[Laten
                 all_met = False
         good += all_met
     outcomes = tuple(SloOutcome(o.slo, o.metric, o.threshold_s, met[i]) for i, o in enumerate(objectives))
-    return Goodput(pool, model, now, window_s, covered_seconds(now, window_s, first_at), requests, completed,
-                   good, outcomes)
+    # no span in the window and none ever received: the traces cover nothing, and the answer says so
+    covered = covered_seconds(now, window_s, first_at) if requests or first_at is not None else 0.0
+    return Goodput(pool, model, now, window_s, covered, requests, completed, good, outcomes)
 
 
 def goodput_report(records: Sequence[RequestRecord], objectives: Sequence[LatencyObjective], *, pool: str,

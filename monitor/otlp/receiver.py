@@ -97,7 +97,7 @@ class TraceReceiver:
         """Read the body under the cap, process, hand records to the sink, answer."""
         received_at = self.clock()
         try:
-            body = await self._read_capped(request)
+            body = await self.read_capped(request)
         except PayloadTooLarge as exc:
             fmt = _format_or_json(request.headers.get("content-type"))
             return self._answer(Outcome(413, encode_status(fmt, 413, exc.message), fmt, error=exc.message),
@@ -130,7 +130,7 @@ class TraceReceiver:
         media = PROTOBUF if outcome.media_type == PROTOBUF else JSON
         return Response(outcome.body, status_code=outcome.status, media_type=media)
 
-    async def _read_capped(self, request: Request) -> bytes:
+    async def read_capped(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.max_body:
             raise PayloadTooLarge(f"body of {declared} bytes is over the {self.max_body}-byte limit")

@@ -1,6 +1,6 @@
 """vLLM `llm_request` spans → one `RequestRecord` per request, placed in a pool (and instance).
 
-Attributes read (vllm-metrics.md Part 2; all latencies in seconds):
+Attributes read (docs/gpus-and-traces.md; all latencies in seconds):
 - `gen_ai.latency.time_to_first_token` (TTFT), `gen_ai.latency.e2e`, `gen_ai.latency.time_in_queue`:
   every vLLM version with tracing (0.5.1+, V0 and V1);
 - `gen_ai.usage.prompt_tokens` / `completion_tokens` (`input_tokens` / `output_tokens` where an old
@@ -12,7 +12,7 @@ Attributes read (vllm-metrics.md Part 2; all latencies in seconds):
 TPOT is derived, as the issue and vLLM's benchmark define it: (e2e − TTFT) / (output tokens − 1),
 None with fewer than two output tokens (there is no inter-token gap to measure).
 
-Placement follows interfaces.md: the resource attribute `service.instance.id` names the instance
+Placement follows docs/api.md (`POST /v1/traces`): the resource attribute `service.instance.id` names the instance
 (`host:port` as in the pool's targets; a URL is reduced to that), else `service.name` names the pool.
 A request span that neither places is rejected (counted in the partial-success answer, with the
 reason), since counting it in no pool or a guessed one would both be wrong. Other spans in the same
@@ -28,7 +28,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
-from monitor.config import instance_address
+from monitor.units import instance_address
 
 REQUEST_SPAN = "llm_request"
 A_TTFT = "gen_ai.latency.time_to_first_token"
@@ -98,11 +98,6 @@ class Routing:
         self._pool_of = {inst.lower(): pool for pool, insts in pools.items() for inst in insts}
         self._pools = set(pools)
         self.model_of = model_of
-
-    @classmethod
-    def from_config(cls, config: Any, model_of: Callable[[str, str | None], str | None] | None = None) -> Routing:
-        """From `monitor.config.Config`: every pool's targets as `host:port`."""
-        return cls({p.name: [instance_address(u) for u in p.targets] for p in config.pools}, model_of)
 
     def place(self, instance_id: str | None, service_name: str | None) -> tuple[str, str | None] | str:
         """(pool, instance or None), or a message saying why the span belongs nowhere."""

@@ -27,8 +27,8 @@ from typing import Any, Iterable
 import httpx
 
 from monitor.evaluate.slo import PAIRS, WINDOW_NAMES
-from monitor.evaluate.slo_engine import SloStatus, format_duration
-from monitor.units import redact_url
+from monitor.evaluate.slo_engine import SloStatus
+from monitor.units import format_duration, redact_url, rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,6 @@ class NotifierStats:
     last_error: str | None = None
     alerts_sent: int = 0  # alerts carried by successful POSTs (each resend counts)
     last_latency_s: float | None = None
-
-
-def rfc3339(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _pct(value: float | None, digits: int = 3) -> str:
@@ -142,13 +138,6 @@ class AlertmanagerNotifier:
             trust_env=False,
             follow_redirects=False,
         )
-
-    @classmethod
-    def from_config(cls, config: Any) -> AlertmanagerNotifier | None:
-        am = config.alertmanager
-        if not am.url:
-            return None
-        return cls(am.url, resend_interval=am.resend_interval, timeout=am.timeout)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -1,28 +1,32 @@
-"""HTTP routes (interfaces.md): /healthz, /metrics and the JSON API."""
+"""HTTP routes: /healthz, /readyz, /metrics, the load-balancer checks and the JSON API (docs/api.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
 import time
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any, Awaitable, Callable
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
+from monitor.act.nginx import render_upstream
+from monitor.decide.verdicts import UNKNOWN, InstanceVerdict
+from monitor.evaluate.fleet import InstanceView
 from monitor.evaluate.slo import WINDOW_NAMES
-from monitor.evaluate.slo_engine import SloStatus, format_duration
+from monitor.evaluate.slo_engine import SloStatus
+from monitor.gpu.publish import gpus_json
+from monitor.otlp.goodput import goodput_report, latency_objectives
+from monitor.publish.cost import service_pool_cost
 from monitor.publish.metrics import Collected, FleetCollector, make_registry
-from monitor.units import redact_url
+from monitor.publish.state import MonitorState
+from monitor.units import format_duration, parse_duration, redact_url, rfc3339
 
-if TYPE_CHECKING:
-    from monitor.evaluate.fleet import InstanceView
-    from monitor.service import Service
+AUDIT_KINDS = ("health", "scaling")
 
-# the fields interfaces.md promises in `metrics`; more may be added, none removed
+# the fields docs/api.md promises in `metrics`; more may be added, none removed
 # How long the audit-log endpoint waits for the database before answering from memory: a database
 # that is down or hung must cost the API an answer no later than this, never a 500 or a hang.
 DB_READ_TIMEOUT_S = 2.0
@@ -31,19 +35,16 @@ METRIC_FIELDS = ("ttft_p99_s", "tpot_p99_s", "e2e_p99_s", "error_ratio", "kv_cac
                  "requests_running", "requests_waiting", "generation_tokens_per_s")
 
 
-def rfc3339(t: float | None) -> str | None:
-    if t is None:
-        return None
-    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def instance_json(view: InstanceView) -> dict[str, Any]:
+def instance_json(view: InstanceView, verdict: InstanceVerdict | None, source: str = "static",
+                  joined_at: float | None = None) -> dict[str, Any]:
     return {
         "pool": view.pool,
         "instance": view.instance,
         "url": redact_url(view.url),  # a target URL may carry basic-auth credentials
-        "state": view.state,
-        "reasons": list(view.reasons),
+        "state": verdict.state if verdict else UNKNOWN,
+        "reasons": list(verdict.reasons) if verdict else [],
+        "source": source,  # static, file, http, dns or prometheus: how the instance joined
+        "joined_at": rfc3339(joined_at),
         "last_scrape": rfc3339(view.last_scrape),
         "metrics": view.figures,
         "models": view.models,
@@ -75,7 +76,7 @@ def _evaluation_json(status: SloStatus) -> dict[str, Any]:
 
 
 def slo_json(status: SloStatus, models: list[SloStatus] = ()) -> dict[str, Any]:
-    """One `/api/v1/slos` object per SLO and pool. interfaces.md fixes `name`, `pool`, `objective`,
+    """One `/api/v1/slos` object per SLO and pool. docs/api.md fixes `name`, `pool`, `objective`,
     `sli`, `error_budget_remaining`, `burn_rates` (5m..3d) and `alert`; the rest is added context.
 
     Per-model evaluations (a pool serving several models) are nested under `models`, as in
@@ -107,7 +108,9 @@ def slos_json(statuses: list[SloStatus]) -> list[dict[str, Any]]:
     return [slo_json(s, per_model.get((s.key.slo, s.key.pool), [])) for s in statuses if not s.model_name]
 
 
-def install_routes(app: FastAPI, service: Service) -> None:
+def install_routes(app: FastAPI, service: MonitorState,
+                   reload: Callable[[], Awaitable[tuple[bool, list[str]]]] | None = None) -> None:
+    """`reload()` re-reads the configuration: (applied, problems), for `POST /-/reload`."""
     registry = make_registry(service, fleet=False)
     fleet_series = FleetCollector(service)
     token = service.config.api.token
@@ -140,6 +143,23 @@ def install_routes(app: FastAPI, service: Service) -> None:
                         term=service.leadership.term)
         return body
 
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Ready once migrations ran and a first cycle completed (a Kubernetes readiness probe):
+        before that the figures and verdicts are not there to serve."""
+        ready = service.ready()
+        return JSONResponse({"ready": ready, "cycles": service.cycles}, status_code=200 if ready else 503)
+
+    @app.post("/-/reload", dependencies=[Depends(require_token)])
+    async def reload_config() -> JSONResponse:
+        """Re-read the config file, as SIGHUP does (Prometheus's endpoint name). A config that fails
+        validation is not applied: 400 with every problem by key path, the old config goes on."""
+        if reload is None:
+            raise HTTPException(status_code=404, detail="this service was not started from a config file")
+        applied, problems = await reload()
+        return JSONResponse({"status": "reloaded" if applied else "refused", "problems": problems},
+                            status_code=200 if applied else 400)
+
     @app.get("/metrics")
     async def metrics() -> Response:
         # The figures are read on the event loop (the service mutates them there); the per-instance
@@ -155,12 +175,13 @@ def install_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/api/v1/instances", dependencies=[Depends(require_token)])
     async def instances(pool: str | None = None) -> JSONResponse:
-        views = service.views(service.figures_at())
+        views = service.fleet.views(service.figures_at())
         if pool is not None:
             if service.config.pool(pool) is None:
                 raise HTTPException(status_code=404, detail=f"no pool named {pool!r}")
             views = [v for v in views if v.pool == pool]
-        return JSONResponse([instance_json(v) for v in views])
+        return JSONResponse([instance_json(v, service.decisions.verdict(v.pool, v.instance),
+                                           *service.member_info(v.instance)) for v in views])
 
     @app.get("/api/v1/slos", dependencies=[Depends(require_token)])
     async def slos(pool: str | None = None, name: str | None = None) -> JSONResponse:
@@ -181,17 +202,18 @@ def install_routes(app: FastAPI, service: Service) -> None:
     @app.get("/upstreams/{pool}/nginx.conf")
     async def upstream_block(pool: str) -> PlainTextResponse:
         """The pool's NGINX upstream block as it would be rendered now."""
-        from monitor.act.nginx import render_upstream
-
         if service.config.pool(pool) is None:
             return PlainTextResponse(f"no pool named {pool}\n", status_code=404)
-        return PlainTextResponse(render_upstream(pool, service.health.pool_verdicts(pool)))
+        return PlainTextResponse(render_upstream(pool, service.decisions.pool_verdicts(pool)))
 
     @app.get("/upstreams/{pool}/{instance}")
     async def upstream_check(pool: str, instance: str) -> PlainTextResponse:
         """200 while the instance should receive traffic (healthy, degraded, unknown: fail open),
         503 when ejected, 404 when it is not in the pool; a one-line reason in the body."""
-        verdict = service.health.verdict(pool, instance)
+        if service.config.pool(pool) is None:
+            known = ", ".join(p.name for p in service.config.pools)
+            return PlainTextResponse(f"unknown pool {pool!r} (pools: {known})\n", status_code=404)
+        verdict = service.decisions.verdict(pool, instance)
         if verdict is None:
             return PlainTextResponse(f"unknown instance {instance} in pool {pool}\n", status_code=404)
         return PlainTextResponse(verdict.reason_line + "\n", status_code=verdict.http_status)
@@ -200,9 +222,9 @@ def install_routes(app: FastAPI, service: Service) -> None:
     async def scaling(pool: str) -> JSONResponse:
         if service.config.pool(pool) is None:
             raise HTTPException(status_code=404, detail=f"no pool named {pool!r}")
-        decision = service.scaling.decision(pool)
+        decision = service.decisions.recommendation(pool)
         if decision is None:
-            targets = len(service.config.pool(pool).targets)
+            targets = len(service.decisions.pool_verdicts(pool))
             return JSONResponse({"pool": pool, "current_replicas": targets, "desired_replicas": targets,
                                  "reason": "no evaluation yet", "signals": {}})
         body = decision.to_json()
@@ -213,6 +235,9 @@ def install_routes(app: FastAPI, service: Service) -> None:
     async def decisions(pool: str | None = None, instance: str | None = None, kind: str | None = None,
                         limit: int = 100) -> JSONResponse:
         """The audit log, newest first: health state changes and scaling recommendation changes."""
+        if kind is not None and kind not in AUDIT_KINDS:
+            raise HTTPException(status_code=400,
+                                detail=f"kind: unknown kind {kind!r} (use one of: {', '.join(AUDIT_KINDS)})")
         limit = max(1, min(limit, 1000))
         found: list | None = None
         if service.store is not None and service.store.last_error is None:
@@ -239,15 +264,11 @@ def install_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/api/v1/gpus", dependencies=[Depends(require_token)])
     async def gpus() -> JSONResponse:
-        from monitor.gpu.publish import gpus_json
-
         return JSONResponse(gpus_json(service.gpus, time.time()))
 
     @app.get("/api/v1/pools/{pool}/cost", dependencies=[Depends(require_token)])
     async def cost(pool: str) -> JSONResponse:
         """GPU cost per hour, per million generated tokens, per request (and per good request)."""
-        from monitor.evaluate.cost import service_pool_cost
-
         if service.config.pool(pool) is None:
             raise HTTPException(status_code=404, detail=f"no pool named {pool!r}")
         found = service_pool_cost(service, pool)
@@ -258,9 +279,6 @@ def install_routes(app: FastAPI, service: Service) -> None:
     @app.get("/api/v1/pools/{pool}/goodput", dependencies=[Depends(require_token)])
     async def goodput(pool: str, window: str | None = None) -> JSONResponse:
         """Requests from traces that met every latency SLO of the pool at once, over `window`."""
-        from monitor.config import parse_duration
-        from monitor.otlp.goodput import goodput_report, latency_objectives
-
         if service.config.pool(pool) is None:
             raise HTTPException(status_code=404, detail=f"no pool named {pool!r}")
         try:

@@ -8,20 +8,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from monitor.decide.verdicts import STATES, UNKNOWN
+from monitor.evaluate.fleet import InstanceView
 from monitor.evaluate.slo import WINDOW_NAMES
-
-if TYPE_CHECKING:
-    from monitor.evaluate.fleet import InstanceView
-    from monitor.service import Service
-
-NAMESPACE = "slo_monitor"
-STATES = ("healthy", "degraded", "ejected", "unknown")
+from monitor.gpu.publish import GpuMetricsCollector
+from monitor.otlp.publish import TraceMetricsCollector
+from monitor.publish.cost import CostCollector
+from monitor.publish.state import NAMESPACE, MonitorState
 
 # figure key -> (metric name, help, quantile label or None)
 _QUANTILE_FIGURES = {
@@ -48,6 +47,7 @@ class InstanceRow:
     """What /metrics shows of one instance, copied off the live fleet."""
 
     view: InstanceView
+    state: str
     up: bool
     last_success_at: float | None
     consecutive_failures: int
@@ -68,7 +68,7 @@ class FleetCollector(Collector):
     are computed once per cycle); `families()` builds the 16,000 samples of a 1,000-instance fleet
     from that copy alone, so /metrics can do it in a worker thread (0.27 s on the loop otherwise)."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: MonitorState) -> None:
         self.service = service
 
     def collect(self) -> Iterator:
@@ -77,10 +77,11 @@ class FleetCollector(Collector):
     def snapshot(self) -> FleetSnapshot:
         service, fleet = self.service, self.service.fleet
         rows = []
-        for view in service.views(service.figures_at()):
+        for view in fleet.views(service.figures_at()):
             track = fleet.tracks[view.instance]
-            rows.append(InstanceRow(view, track.last is not None and track.last.ok, track.last_success_at,
-                                    track.consecutive_failures))
+            verdict = service.decisions.verdict(view.pool, view.instance)
+            rows.append(InstanceRow(view, verdict.state if verdict else UNKNOWN, track.last is not None and track.last.ok,
+                                    track.last_success_at, track.consecutive_failures))
         store = service.store
         return FleetSnapshot(time.time(), tuple(rows), len(fleet.tracks), fleet.last_cycle_duration_s, service.cycles,
                              None if store is None else (store.pending, store.dropped, not store.last_error))
@@ -107,7 +108,7 @@ class FleetCollector(Collector):
             who = [view.pool, view.instance]
             up.add_metric(who, 1.0 if row.up else 0.0)
             for s in STATES:
-                state.add_metric(who + [s], 1.0 if view.state == s else 0.0)
+                state.add_metric(who + [s], 1.0 if row.state == s else 0.0)
             if view.scrape_duration_s is not None:
                 duration.add_metric(who, view.scrape_duration_s)
             if row.last_success_at is not None:
@@ -145,7 +146,7 @@ class DecisionCollector(Collector):
     """Health weights, scaling recommendations (for KEDA's prometheus scaler / an HPA external
     metric) and the NGINX writer's state."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: MonitorState) -> None:
         self.service = service
 
     def collect(self) -> Iterator:
@@ -156,7 +157,7 @@ class DecisionCollector(Collector):
         ejected_until = GaugeMetricFamily(f"{NAMESPACE}_instance_ejected_until_timestamp_seconds",
                                           "When the current ejection may end (Unix time).", labels=["pool", "instance"])
         for pool in service.config.pools:
-            for verdict in service.health.pool_verdicts(pool.name):
+            for verdict in service.decisions.pool_verdicts(pool.name):
                 weight.add_metric([pool.name, verdict.instance], verdict.weight)
                 if verdict.ejected_until is not None:
                     ejected_until.add_metric([pool.name, verdict.instance], verdict.ejected_until)
@@ -165,10 +166,11 @@ class DecisionCollector(Collector):
         desired = GaugeMetricFamily(f"{NAMESPACE}_pool_desired_replicas",
                                     "Recommended replicas for the pool (HPA formula with stabilisation).",
                                     labels=["pool"])
-        current = GaugeMetricFamily(f"{NAMESPACE}_pool_current_replicas", "Replicas the recommendation started from.",
+        current = GaugeMetricFamily(f"{NAMESPACE}_pool_current_replicas",
+                                    "Current members of the pool (not leaving): what the recommendation started from.",
                                     labels=["pool"])
         for pool in service.config.pools:
-            decision = service.scaling.decision(pool.name)
+            decision = service.decisions.recommendation(pool.name)
             if decision is not None:
                 desired.add_metric([pool.name], decision.desired_replicas)
                 current.add_metric([pool.name], decision.current_replicas)
@@ -193,6 +195,7 @@ class DecisionCollector(Collector):
                                       value=lease.elections)
             yield CounterMetricFamily(f"{NAMESPACE}_leader_lease_errors", "Lease renewals that failed.",
                                       value=lease.errors)
+        yield from _discovery_and_reload(service)
         if service.nginx is not None:
             last = service.nginx.last_result
             yield GaugeMetricFamily(f"{NAMESPACE}_nginx_last_apply_ok",
@@ -200,11 +203,39 @@ class DecisionCollector(Collector):
                                     value=1.0 if last is None or last.ok else 0.0)
 
 
+def _discovery_and_reload(service: MonitorState) -> Iterator:
+    """Per discovery source: targets in use, failed refreshes, last success; and the config reload
+    outcome under Prometheus's own names."""
+    labels = ["pool", "source", "index"]
+    targets = GaugeMetricFamily(f"{NAMESPACE}_discovery_targets", "Targets a discovery source lists now "
+                                "(its last good list while it fails).", labels=labels)
+    failures = CounterMetricFamily(f"{NAMESPACE}_discovery_failures", "Refreshes of a discovery source that "
+                                   "failed (the last good list was kept).", labels=labels)
+    up = GaugeMetricFamily(f"{NAMESPACE}_discovery_up", "0 while a discovery source's last refresh failed.",
+                           labels=labels)
+    success = GaugeMetricFamily(f"{NAMESPACE}_discovery_last_success_timestamp_seconds",
+                                "Unix time of a discovery source's last successful refresh.", labels=labels)
+    for status in service.discovery_statuses:
+        who = [status.pool, status.kind, str(status.index)]
+        targets.add_metric(who, status.targets)
+        failures.add_metric(who, status.failures)
+        up.add_metric(who, 1.0 if status.healthy else 0.0)
+        if status.last_success is not None:
+            success.add_metric(who, status.last_success)
+    yield from (targets, failures, up, success)
+    reload = service.reload_status
+    yield GaugeMetricFamily(f"{NAMESPACE}_config_last_reload_successful",
+                            "1 when the last configuration reload (or the start) succeeded.",
+                            value=1.0 if reload.successful else 0.0)
+    yield GaugeMetricFamily(f"{NAMESPACE}_config_last_reload_success_timestamp_seconds",
+                            "Unix time of the last successful configuration load.", value=reload.success_at)
+
+
 class SloCollector(Collector):
     """SLO series (labels slo, pool, model_name; model_name is "" for the whole pool) and
     Alertmanager delivery, from the last evaluation: the same numbers as /api/v1/slos."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: MonitorState) -> None:
         self.service = service
 
     def collect(self) -> Iterator:
@@ -263,22 +294,17 @@ class SloCollector(Collector):
                                     "Unix time of the last successful POST.", value=stats.last_success_at)
 
 
-def make_registry(service: Service, *, fleet: bool = True) -> CollectorRegistry:
+def make_registry(service: MonitorState, *, fleet: bool = True) -> CollectorRegistry:
     """Every series of /metrics; `fleet=False` leaves the per-instance ones out (the API serves
     those through `FleetCollector.snapshot` and `families`, see api.py)."""
     registry = CollectorRegistry(auto_describe=False)
     if fleet:
         registry.register(FleetCollector(service))
     registry.register(DecisionCollector(service))
-    from monitor.gpu.publish import GpuMetricsCollector
-    from monitor.otlp.publish import TraceMetricsCollector
-
     registry.register(GpuMetricsCollector(service.gpus))
     registry.register(TraceMetricsCollector(service.traces, service.config.slos,
                                             window_s=service.config.traces.goodput_window, receiver=service.receiver))
     registry.register(SloCollector(service))
-    from monitor.evaluate.cost import CostCollector
-
     registry.register(CostCollector(service))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)

@@ -1,4 +1,4 @@
-"""Database access: migrations, the fleet's pools and instances, rollups, retention.
+"""The service's handle on the database: the fleet's pools and instances, the write queue, reads, retention.
 
 Writes go through a bounded buffer: when the database is unreachable, evaluation and the API go on,
 rows wait in memory and are written once it answers again.
@@ -8,24 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import threading
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import datetime
 from typing import Any, Iterable, Mapping
 
-from sqlalchemy import Engine, create_engine, delete, event, or_, select, text, tuple_, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, delete, or_, select, tuple_, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from monitor.config import Config, instance_address
 from monitor.evaluate.fleet import OutcomeTally, Rollup
 from monitor.evaluate.slo_engine import SloEventRow
 from monitor.evaluate.windows import instance_figures
 from monitor.gpu.rollup import GpuRollup
+from monitor.store.audit import AuditEntry
+from monitor.store.engine import make_engine, serialize
 from monitor.store.models import (
     DecisionRecord,
     GpuRollupRecord,
@@ -36,88 +34,9 @@ from monitor.store.models import (
     ServiceState,
     SloEvent,
 )
+from monitor.store.rows import aware, chunks, histogram_json, jsonable, utc
 
 log = logging.getLogger(__name__)
-
-
-def migrations_dir() -> Path:
-    """migrations/ of a source checkout, else the copy shipped inside the package."""
-    checkout = Path(__file__).resolve().parents[2] / "migrations"
-    if (checkout / "env.py").exists():
-        return checkout
-    import monitor.migrations
-
-    return Path(monitor.migrations.__file__).parent
-
-
-PG_CONNECT_TIMEOUT_S = 5
-
-
-def make_engine(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.close()
-
-        return engine
-    # Without a connect timeout psycopg waits for ever on a server that accepts the connection and
-    # never answers (a hung database, a proxy in front of a dead one): the flush would hang in its
-    # worker thread, every later flush would be skipped behind it, /metrics would go on saying
-    # storage_up 1, and the shutdown's final flush would never return. A URL may set its own.
-    connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=connect_args)
-
-
-def upgrade(url_or_engine: str | Engine, revision: str = "head") -> None:
-    from alembic import command
-    from alembic.config import Config as AlembicConfig
-
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(migrations_dir()))
-    engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
-    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
-    with engine.begin() as connection:
-        serialize(connection)  # replicas started together must not run the same migration twice
-        cfg.attributes["connection"] = connection
-        command.upgrade(cfg, revision)
-    if isinstance(url_or_engine, str):
-        engine.dispose()
-
-
-# pg_advisory_xact_lock key ("SLOM"): held by a transaction that several replicas starting at once
-# would otherwise run side by side (migrations, the first insert of pools and instances)
-_ADVISORY_LOCK = 0x534C4F4D
-
-
-def serialize(connection: Any) -> None:
-    """On PostgreSQL, wait for any other replica's transaction holding the monitor's lock, and hold
-    it until this transaction ends. SQLite serialises writers by itself."""
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK})
-
-
-def _dt(t: float) -> datetime:
-    return datetime.fromtimestamp(t, tz=timezone.utc)
-
-
-def _histogram_json(stats) -> dict[str, Any]:
-    out = {}
-    for key, hist in stats.histograms.items():
-        out[key] = {
-            "bounds": [b for b in hist.bounds if not math.isinf(b)],  # +Inf is implied as the last count
-            "counts": list(hist.cumulative),
-            "sum": hist.sum,
-            "count": hist.count,
-        }
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,32 +52,13 @@ class PendingOutcome:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
-    """One audit entry: a health state change or a changed scaling recommendation."""
-
-    at: float
-    kind: str  # health | scaling
-    pool: str
-    instance: str  # "" for pool-level decisions
-    from_state: str
-    to_state: str
-    reasons: tuple[str, ...]
-    signals: Mapping[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"at": self.at, "kind": self.kind, "pool": self.pool, "instance": self.instance or None,
-                "from": self.from_state, "to": self.to_state, "reasons": list(self.reasons),
-                "signals": dict(self.signals)}
-
-
-@dataclass(frozen=True, slots=True)
 class PendingState:
     key: str
     value: Mapping[str, Any]
     at: float
 
 
-Pending = PendingRollup | PendingOutcome | SloEventRow | Decision | PendingState | GpuRollup
+Pending = PendingRollup | PendingOutcome | SloEventRow | AuditEntry | PendingState | GpuRollup
 
 
 class Store:
@@ -182,28 +82,28 @@ class Store:
 
     # -- fleet ------------------------------------------------------------------------------------
 
-    def sync_fleet(self, config: Config, now: float) -> None:
-        """Make the pools and instances tables match the config; instances no longer configured are
-        kept (their history stays) but marked inactive."""
+    def sync_fleet(self, members: Mapping[str, Mapping[str, str]], now: float) -> None:
+        """Make the pools and instances tables match the fleet (pool -> {address: url}); instances no
+        longer members are kept (their history stays) but marked inactive. Called at start and
+        whenever membership changes (discovery, reload)."""
         with Session(self.engine) as session, session.begin():
             serialize(session.connection())  # two replicas inserting the same new pool: one waits
             pools = {p.name: p for p in session.scalars(select(Pool))}
             wanted: set[tuple[int, str]] = set()
-            for pool_cfg in config.pools:
-                pool = pools.get(pool_cfg.name)
+            for pool_name, instances in members.items():
+                pool = pools.get(pool_name)
                 if pool is None:
-                    pool = Pool(name=pool_cfg.name, created_at=_dt(now))
+                    pool = Pool(name=pool_name, created_at=utc(now))
                     session.add(pool)
                     session.flush()
                     pools[pool.name] = pool
                 existing = {i.address: i for i in session.scalars(select(Instance).where(Instance.pool_id == pool.id))}
-                for url in pool_cfg.targets:
-                    address = instance_address(url)
+                for address, url in instances.items():
                     wanted.add((pool.id, address))
                     inst = existing.get(address)
                     if inst is None:
                         session.add(Instance(pool_id=pool.id, address=address, url=url,
-                                             first_seen=_dt(now), active=True))
+                                             first_seen=utc(now), active=True))
                     else:
                         inst.url, inst.active = url, True
             for inst in session.scalars(select(Instance)):
@@ -230,7 +130,7 @@ class Store:
         self._pending.extend(rows)
         self._bound()
 
-    def queue_decisions(self, decisions: Iterable[Decision]) -> None:
+    def queue_decisions(self, decisions: Iterable[AuditEntry]) -> None:
         self._pending.extend(decisions)
         self._bound()
 
@@ -281,38 +181,38 @@ class Store:
         outcomes = [p for p in batch if isinstance(p, PendingOutcome)]
         # the last queued version of each SLO minute wins (the batch is in queue order)
         slo_rows = {(r.slo, r.pool, r.model_name, r.minute): r for r in batch if isinstance(r, SloEventRow)}
-        decisions = [p for p in batch if isinstance(p, Decision)]
+        decisions = [p for p in batch if isinstance(p, AuditEntry)]
         states = {p.key: p for p in batch if isinstance(p, PendingState)}
         with Session(self.engine) as session, session.begin():
             self._write_gpu_rollups(session, [p for p in batch if isinstance(p, GpuRollup)])
-            session.add_all(DecisionRecord(at=_dt(d.at), kind=d.kind, pool=d.pool, instance=d.instance,
+            session.add_all(DecisionRecord(at=utc(d.at), kind=d.kind, pool=d.pool, instance=d.instance,
                                            from_state=d.from_state, to_state=d.to_state, reasons=list(d.reasons),
-                                           signals=_jsonable(d.signals)) for d in decisions)
+                                           signals=jsonable(d.signals)) for d in decisions)
             for state in states.values():
                 row = session.get(ServiceState, state.key)
                 if row is None:
-                    session.add(ServiceState(key=state.key, value=_jsonable(state.value), updated_at=_dt(state.at)))
+                    session.add(ServiceState(key=state.key, value=jsonable(state.value), updated_at=utc(state.at)))
                 else:
-                    row.value, row.updated_at = _jsonable(state.value), _dt(state.at)
+                    row.value, row.updated_at = jsonable(state.value), utc(state.at)
             if slo_rows:
-                keys3 = [(slo, pool, model, _dt(minute)) for slo, pool, model, minute in slo_rows]
-                for chunk in _chunks(keys3, 200):
+                keys3 = [(slo, pool, model, utc(minute)) for slo, pool, model, minute in slo_rows]
+                for chunk in chunks(keys3, 200):
                     session.execute(delete(SloEvent).where(
                         tuple_(SloEvent.slo, SloEvent.pool, SloEvent.model_name, SloEvent.minute).in_(chunk)))
-                session.add_all(SloEvent(slo=r.slo, pool=r.pool, model_name=r.model_name, minute=_dt(r.minute),
+                session.add_all(SloEvent(slo=r.slo, pool=r.pool, model_name=r.model_name, minute=utc(r.minute),
                                          good=r.good, total=r.total) for r in slo_rows.values())
             rollup_rows = [self._rollup_row(r) for r in rollups if r.instance in self._instance_ids]
             outcome_rows = [self._outcome_row(o) for o in outcomes if o.instance in self._instance_ids]
             # a minute written again (a restart inside it) replaces the earlier row
             if rollup_rows:
                 keys = [(r.instance_id, r.model_name, r.minute) for r in rollup_rows]
-                for chunk in _chunks(keys, 300):
+                for chunk in chunks(keys, 300):
                     session.execute(delete(InstanceRollup).where(
                         tuple_(InstanceRollup.instance_id, InstanceRollup.model_name, InstanceRollup.minute).in_(chunk)))
                 session.add_all(rollup_rows)
             if outcome_rows:
                 keys2 = [(r.instance_id, r.minute) for r in outcome_rows]
-                for chunk in _chunks(keys2, 300):
+                for chunk in chunks(keys2, 300):
                     session.execute(delete(ScrapeOutcome).where(
                         tuple_(ScrapeOutcome.instance_id, ScrapeOutcome.minute).in_(chunk)))
                 session.add_all(outcome_rows)
@@ -326,7 +226,7 @@ class Store:
                 for instance_id, seen in last_seen.items():
                     by_minute.setdefault(seen, []).append(instance_id)
                 for seen, ids in by_minute.items():
-                    for chunk in _chunks(ids, 500):
+                    for chunk in chunks(ids, 500):
                         session.execute(
                             update(Instance)
                             .where(Instance.id.in_(chunk), or_(Instance.last_seen.is_(None), Instance.last_seen < seen))
@@ -338,12 +238,12 @@ class Store:
         latest = {r.key: r for r in rows}  # the last queued version of a GPU minute wins
         if not latest:
             return
-        keys = [(host, uuid, mig, _dt(minute)) for host, uuid, mig, minute in latest]
-        for chunk in _chunks(keys, 200):
+        keys = [(host, uuid, mig, utc(minute)) for host, uuid, mig, minute in latest]
+        for chunk in chunks(keys, 200):
             session.execute(delete(GpuRollupRecord).where(tuple_(
                 GpuRollupRecord.host, GpuRollupRecord.uuid, GpuRollupRecord.mig_instance, GpuRollupRecord.minute
             ).in_(chunk)))
-        session.add_all(GpuRollupRecord(**{**dataclasses.asdict(r), "minute": _dt(r.minute)}) for r in latest.values())
+        session.add_all(GpuRollupRecord(**{**dataclasses.asdict(r), "minute": utc(r.minute)}) for r in latest.values())
 
     def _rollup_row(self, rollup: Rollup) -> InstanceRollup:
         stats = rollup.stats
@@ -351,7 +251,7 @@ class Store:
         return InstanceRollup(
             instance_id=self._instance_ids[rollup.instance],
             model_name=rollup.model_name,
-            minute=_dt(rollup.minute),
+            minute=utc(rollup.minute),
             span_s=stats.span,
             requests=stats.finished_total,
             errors=stats.errors,
@@ -367,14 +267,14 @@ class Store:
             kv_cache_usage=figures["kv_cache_usage"],
             requests_running=figures["requests_running"],
             requests_waiting=figures["requests_waiting"],
-            histograms=_histogram_json(stats),
+            histograms=histogram_json(stats),
         )
 
     def _outcome_row(self, pending: PendingOutcome) -> ScrapeOutcome:
         t = pending.tally
         return ScrapeOutcome(
             instance_id=self._instance_ids[pending.instance],
-            minute=_dt(pending.minute),
+            minute=utc(pending.minute),
             scrapes=t.scrapes,
             failures=t.failures,
             health_failures=t.health_failures,
@@ -392,7 +292,7 @@ class Store:
             if instance is not None:
                 query = query.join(Instance).where(Instance.address == instance)
             if since is not None:
-                query = query.where(InstanceRollup.minute >= _dt(since))
+                query = query.where(InstanceRollup.minute >= utc(since))
             return list(session.scalars(query))
 
     def outcomes(self, instance: str | None = None) -> list[ScrapeOutcome]:
@@ -409,7 +309,7 @@ class Store:
             query = select(GpuRollupRecord).order_by(GpuRollupRecord.minute, GpuRollupRecord.host,
                                                      GpuRollupRecord.gpu_index, GpuRollupRecord.uuid)
             if since is not None:
-                query = query.where(GpuRollupRecord.minute >= _dt(since))
+                query = query.where(GpuRollupRecord.minute >= utc(since))
             if host is not None:
                 query = query.where(GpuRollupRecord.host == host)
             if pool is not None:
@@ -422,19 +322,19 @@ class Store:
             query = select(SloEvent.slo, SloEvent.pool, SloEvent.model_name, SloEvent.minute, SloEvent.good,
                            SloEvent.total)
             if since is not None:
-                query = query.where(SloEvent.minute >= _dt(since))
-            return [SloEventRow(slo, pool, model, _aware(minute).timestamp(), good, total)
+                query = query.where(SloEvent.minute >= utc(since))
+            return [SloEventRow(slo, pool, model, aware(minute).timestamp(), good, total)
                     for slo, pool, model, minute, good, total in session.execute(query)]
 
     def cleanup_slo_events(self, older_than: float) -> int:
         """Delete SLO minutes older than the longest SLO window needs (kept apart from `cleanup`:
         a 90d SLO must keep its events past a 30d `storage.retention`)."""
         with Session(self.engine) as session, session.begin():
-            return session.execute(delete(SloEvent).where(SloEvent.minute < _dt(older_than))).rowcount
+            return session.execute(delete(SloEvent).where(SloEvent.minute < utc(older_than))).rowcount
 
     def cleanup(self, older_than: float) -> int:
         """Delete history older than the retention horizon; returns rows deleted."""
-        cutoff = _dt(older_than)
+        cutoff = utc(older_than)
         with Session(self.engine) as session, session.begin():
             deleted = session.execute(delete(InstanceRollup).where(InstanceRollup.minute < cutoff)).rowcount
             deleted += session.execute(delete(ScrapeOutcome).where(ScrapeOutcome.minute < cutoff)).rowcount
@@ -443,7 +343,7 @@ class Store:
         return deleted
 
     def decisions(self, *, pool: str | None = None, instance: str | None = None, kind: str | None = None,
-                  since: float | None = None, limit: int = 100) -> list[Decision]:
+                  since: float | None = None, limit: int = 100) -> list[AuditEntry]:
         """Newest first."""
         with Session(self.engine) as session:
             query = select(DecisionRecord).order_by(DecisionRecord.at.desc(), DecisionRecord.id.desc()).limit(limit)
@@ -454,32 +354,11 @@ class Store:
             if kind is not None:
                 query = query.where(DecisionRecord.kind == kind)
             if since is not None:
-                query = query.where(DecisionRecord.at >= _dt(since))
-            return [Decision(_aware(r.at).timestamp(), r.kind, r.pool, r.instance, r.from_state, r.to_state,
+                query = query.where(DecisionRecord.at >= utc(since))
+            return [AuditEntry(aware(r.at).timestamp(), r.kind, r.pool, r.instance, r.from_state, r.to_state,
                              tuple(r.reasons), r.signals) for r in session.scalars(query)]
 
     def load_state(self, key: str) -> dict[str, Any] | None:
         with Session(self.engine) as session:
             row = session.get(ServiceState, key)
             return dict(row.value) if row is not None else None
-
-
-def _jsonable(value: Any) -> Any:
-    """Signals hold floats that may be inf/nan, which JSON columns refuse: store those as strings."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
-
-
-def _aware(dt: datetime) -> datetime:
-    """SQLite returns naive datetimes; they were stored as UTC."""
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
-
-
-def _chunks(items: list, size: int):
-    for i in range(0, len(items), size):
-        yield items[i : i + size]

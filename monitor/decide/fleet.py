@@ -1,0 +1,121 @@
+"""Every pool's health rules and scaling recommendation, run over one cycle's signals in one loop.
+
+The rules themselves are pure (monitor/decide/health.py, monitor/decide/scaling.py); this keeps
+their per-pool state and follows membership, so that an instance joining or leaving changes the
+pool it belongs to and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Sequence
+
+from monitor.decide.pool import PoolHealth
+from monitor.decide.scaling import PoolScaler, ScalingRecommendation, scaling_signals
+from monitor.decide.verdicts import InstanceVerdict, PoolVerdicts
+from monitor.evaluate.signals import PoolSignals
+from monitor.settings import HealthSettings, ScalingSettings
+
+
+@dataclass(frozen=True, slots=True)
+class PoolPolicy:
+    """The few settings one pool's decisions read."""
+
+    health: HealthSettings
+    scaling: ScalingSettings
+
+
+@dataclass(frozen=True, slots=True)
+class CycleDecisions:
+    health: tuple[PoolVerdicts, ...]
+    scaling: Mapping[str, ScalingRecommendation]
+
+
+class FleetDecisions:
+    """Health verdicts and replica recommendations for every pool, once per cycle."""
+
+    def __init__(self, policies: Mapping[str, PoolPolicy], members: Mapping[str, Sequence[str]],
+                 interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.health: dict[str, PoolHealth] = {}
+        self.scalers: dict[str, PoolScaler] = {}
+        self.pool_of: dict[str, str] = {}
+        self.configure(policies, members)
+
+    def configure(self, policies: Mapping[str, PoolPolicy], members: Mapping[str, Sequence[str]]) -> None:
+        """Take new settings and membership (a reload, discovery); the state of what stays is kept."""
+        for name in [p for p in self.health if p not in policies]:
+            del self.health[name], self.scalers[name]
+        for name, policy in policies.items():
+            pool = self.health.get(name)
+            if pool is None:
+                self.health[name] = PoolHealth(name, (), policy.health, self.interval_s)
+                self.scalers[name] = PoolScaler(name, policy.scaling)
+            else:
+                pool.settings = policy.health
+                self.scalers[name].settings = policy.scaling
+        self.set_members(members)
+
+    def set_members(self, members: Mapping[str, Sequence[str]], *, joining: bool = True) -> None:
+        """`joining=False` for the fleet as found at start (see `PoolHealth.set_members`)."""
+        for name, pool in self.health.items():
+            pool.set_members(members.get(name, ()), joining=joining)
+        self.pool_of = {i: name for name, pool in self.health.items() for i in pool.instances}
+
+    def windows(self, default: float) -> dict[str, float]:
+        """The window each pool's health figures are read over (its own, else the fleet's `default`)."""
+        return {name: pool.settings.window or default for name, pool in self.health.items()}
+
+    def decide(self, signals: Mapping[str, PoolSignals], now: float, *, data_at: float | None,
+               cycle_duration_s: float | None = None,
+               burn_rates: Mapping[str, float | None] | None = None,
+               external: Mapping[tuple[str, str], tuple[str, ...]] | None = None) -> CycleDecisions:
+        """external: (pool, instance) -> reasons from other sources (GPU telemetry) that degrade;
+        burn_rates: pool -> its TTFT SLO's short-window burn rate (a scaling signal)."""
+        verdicts: list[PoolVerdicts] = []
+        recommendations: dict[str, ScalingRecommendation] = {}
+        for name, pool in self.health.items():
+            snapshot = signals.get(name) or PoolSignals(name, 0.0)
+            instances = dict(snapshot.instances)
+            for key, reasons in (external or {}).items():
+                if key[0] == name and key[1] in instances and reasons:
+                    instances[key[1]] = replace(instances[key[1]], external_reasons=tuple(reasons))
+            outcome = pool.evaluate(instances, now, data_at=data_at, cycle_duration_s=cycle_duration_s)
+            verdicts.append(outcome)
+            serving = [snapshot.stats.get(i) for i in pool.instances
+                       if i in snapshot.scraped_ok and outcome.verdicts[i].serves_traffic]
+            scaler = self.scalers[name]
+            recommendations[name] = scaler.recommend(
+                pool.current_replicas(), scaling_signals(serving, (burn_rates or {}).get(name)), now)
+        return CycleDecisions(tuple(verdicts), recommendations)
+
+    def verdict(self, pool: str, instance: str) -> InstanceVerdict | None:
+        health = self.health.get(pool)
+        if health is None or instance not in health.instances:
+            return None
+        return health.verdict_of(health.instances[instance])
+
+    def find(self, name: str) -> InstanceVerdict | None:
+        """A verdict by `pool/host:port` or by `host:port` alone (instances are unique across pools)."""
+        name = name.strip()
+        if "/" in name:
+            pool, _, instance = name.partition("/")
+            return self.verdict(pool, instance)
+        pool = self.pool_of.get(name)
+        return self.verdict(pool, name) if pool else None
+
+    def pool_verdicts(self, pool: str) -> list[InstanceVerdict]:
+        health = self.health.get(pool)
+        return list(health.verdicts().values()) if health else []
+
+    def recommendation(self, pool: str) -> ScalingRecommendation | None:
+        scaler = self.scalers.get(pool)
+        return scaler.last if scaler else None
+
+    def snapshot(self) -> dict[str, dict[str, dict[str, Any]]]:
+        return {name: pool.snapshot() for name, pool in self.health.items()}
+
+    def restore(self, saved: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> None:
+        for name, states in saved.items():
+            if name in self.health:
+                self.health[name].restore(states)

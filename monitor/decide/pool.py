@@ -1,0 +1,392 @@
+"""One pool's health: each instance's rules (monitor/decide/health.py) plus the rules that need the
+whole pool — the ejection cap, failing open, outliers, relative slowness — and membership.
+
+Membership has its own states, which are never failures: an instance that joined after the start
+is `starting` until it is first seen serving (vLLM does not listen before its model is loaded), one
+that left discovery is `leaving` (drained, kept visible for `drain_time`, then dropped), and one
+whose engine sleeps is `sleeping`. None of them counts toward the cap, fail-open or outliers.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any, Iterable, Mapping
+
+from monitor.decide.health import (
+    FAIL_OPEN_PREFIX,
+    InstanceHealth,
+    _clock,
+    _main_kind,
+    _pct,
+    _secs,
+)
+from monitor.decide.verdicts import (
+    DEGRADED,
+    EJECTED,
+    HEALTHY,
+    LATENCY,
+    LEAVING,
+    NOT_JUDGED,
+    OUTLIER,
+    REMOVED,
+    SLEEPING,
+    STARTING,
+    UNKNOWN,
+    UNREACHABLE,
+    Finding,
+    InstanceVerdict,
+    PoolVerdicts,
+    Transition,
+)
+from monitor.evaluate.signals import InstanceSignals
+from monitor.settings import HealthSettings
+
+SLEEP_LEVELS = {1: "weights offloaded", 2: "weights and KV cache discarded"}
+
+
+class PoolHealth:
+    """The health of every instance of one pool; `evaluate` once per interval (each scrape cycle).
+
+    State it keeps between calls: one `InstanceHealth` per instance and the last verdicts.
+    """
+
+    def __init__(self, pool: str, instances: Iterable[str], settings: HealthSettings | None = None,
+                 interval_s: float = 5.0) -> None:
+        self.pool = pool
+        self.settings = settings or HealthSettings()
+        self.interval_s = interval_s
+        self.instances: dict[str, InstanceHealth] = {i: InstanceHealth(i) for i in instances}
+        self.last_decision: PoolVerdicts | None = None
+        self._now: float | None = None
+        self._membership: list[tuple[str, str, str]] = []  # (instance, from, to) since the last evaluate
+
+    @property
+    def stale_after(self) -> float:
+        return self.settings.stale_after or 3.0 * self.interval_s
+
+    # -- membership ---------------------------------------------------------------------------------
+
+    def set_members(self, instances: Iterable[str], *, joining: bool = True) -> None:
+        """New members start `starting` (`joining=False`, for the fleet found at start: `unknown`
+        until first scraped, as a restart must not take a serving fleet out of traffic); members no
+        longer listed become `leaving`; a leaving one that comes back resumes."""
+        wanted = list(dict.fromkeys(instances))
+        for i in wanted:
+            h = self.instances.get(i)
+            if h is None and not joining:
+                self.instances[i] = InstanceHealth(i)
+            elif h is None:
+                self.instances[i] = InstanceHealth(i, state=STARTING, kind=None, since=self._now,
+                                                   reasons=("joined: waiting for a successful scrape with /health 200",),
+                                                   joined_at=self._now)
+                self._membership.append((i, "", STARTING))
+            elif h.state == LEAVING:
+                h.left_at = None
+                h.state, h.reasons = (UNKNOWN if h.seen else STARTING), ("rejoined",)
+                h.joined_at = h.joined_at or self._now
+                self._membership.append((i, LEAVING, h.state))
+        for i, h in self.instances.items():
+            if i not in wanted and h.state != LEAVING:
+                before = h.state
+                h.state, h.kind, h.left_at, h.since = LEAVING, None, self._now, self._now
+                h.reasons = (f"left the fleet (was {before}): drained, dropped after "
+                             f"{_secs(self.settings.drain_time)}",)
+                self._membership.append((i, before, LEAVING))
+
+    def current_replicas(self) -> int:
+        """Members that are not leaving: what an autoscaler counts as the pool's replicas now."""
+        return sum(1 for h in self.instances.values() if h.state != LEAVING)
+
+    # -- one interval ---------------------------------------------------------------------------------
+
+    def evaluate(self, signals: Mapping[str, InstanceSignals], now: float, *, data_at: float | None,
+                 cycle_duration_s: float | None = None) -> PoolVerdicts:
+        """Advance every instance by one interval.
+
+        signals: instance (`host:port`) → its signals; a missing instance counts as not scraped.
+        data_at: when the data was collected (the end of the last scrape cycle); None = no data yet.
+        cycle_duration_s: how long that cycle took; a cycle much longer than planned means the
+        monitor itself is starved and its timeouts are its own, so it fails open too.
+        """
+        s = self.settings
+        self._now = now
+        transitions = [Transition(now, self.pool, i, a, b, self.instances[i].reasons if i in self.instances else (), {})
+                       for i, a, b in self._membership]
+        self._membership = []
+        for h in self.instances.values():
+            if h.joined_at is None and h.state == STARTING:
+                h.joined_at = h.since = now
+            if h.left_at is None and h.state == LEAVING:
+                h.left_at = h.since = now
+        for i in [i for i, h in self.instances.items() if h.state == LEAVING and now - (h.left_at or now) >= s.drain_time]:
+            del self.instances[i]
+            transitions.append(Transition(now, self.pool, i, LEAVING, REMOVED, (f"drained for {_secs(s.drain_time)}",), {}))
+        members = {i: h for i, h in self.instances.items() if h.state != LEAVING}
+        sigs = {i: signals.get(i) or InstanceSignals() for i in members}
+        new = {i: h.observe(sigs[i]) for i, h in members.items()}
+        for i, h in members.items():
+            h.last_signals = {**sigs[i].values(), "consecutive_failures": h.failures,
+                              "stalled_intervals": h.stalled_intervals, "good_intervals": h.good_intervals}
+        before = {i: h.state for i, h in members.items()}
+        notes: list[str] = []
+
+        asleep = {i for i in members if (sigs[i].sleep_level or 0) > 0 and not sigs[i].failed}
+        judged = {i: h for i, h in members.items() if i not in asleep and not self._starting(h, now)}
+        fail_open = self._fail_open_reason({i: sigs[i] for i in judged}, now, data_at, cycle_duration_s)
+        if fail_open is not None:
+            for h in members.values():
+                core = tuple(r for r in h.reasons if not r.startswith(FAIL_OPEN_PREFIX))
+                h.reasons = core + (fail_open,)
+            decision = PoolVerdicts(self.pool, now, self.verdicts(), tuple(transitions), fail_open, ())
+            self.last_decision = decision
+            return decision
+
+        for i in asleep:
+            h = members[i]
+            level = int(sigs[i].sleep_level or 0)
+            self._set(h, SLEEPING, (f"engine asleep ({SLEEP_LEVELS.get(level, f'level {level}')}): drained, "
+                                    "not a failure",), None, now)
+            h.good_intervals = 0
+        findings = {i: h.findings(sigs[i], s) for i, h in judged.items()}
+        for i, found in self._outliers(judged, sigs, notes).items():
+            findings[i].extend(found)
+
+        candidates: list[tuple[InstanceHealth, list[Finding]]] = []
+        for i, h in judged.items():
+            sig, found = sigs[i], findings[i]
+            good = new[i] and not sig.failed and not found
+            if new[i]:
+                h.good_intervals = h.good_intervals + 1 if good else 0
+            self._decide_one(h, sig, found, good, new[i], now, candidates)
+        for i, h in members.items():
+            if i not in judged and i not in asleep:  # still starting, within its grace
+                self._starting_reasons(h, now)
+
+        limit = s.ejection_limit(len(judged))
+        ejected = sum(1 for h in judged.values() if h.state == EJECTED)
+        candidates.sort(key=lambda c: (-max(f.severity for f in c[1]), c[0].instance))
+        for h, found in candidates:
+            eject_level = [f for f in found if f.level == "eject"]
+            if ejected < limit:
+                self._eject(h, eject_level, now)
+                ejected += 1
+            else:
+                held = (f"ejection held back: {ejected} of {len(judged)} already ejected "
+                        f"(max_ejection_percent {s.max_ejection_percent:g}%)")
+                self._set(h, DEGRADED, tuple(f.reason for f in found) + (held,), eject_level[0].kind, now)
+
+        for i, h in members.items():
+            if h.state != before[i]:
+                transitions.append(Transition(now, self.pool, i, before[i], h.state, h.reasons, dict(h.last_signals)))
+        decision = PoolVerdicts(self.pool, now, self.verdicts(), tuple(transitions), None, tuple(notes))
+        self.last_decision = decision
+        return decision
+
+    def _starting(self, h: InstanceHealth, now: float) -> bool:
+        """Joined, never seen serving, and still inside `startup_grace`."""
+        return (h.joined_at is not None and not h.seen
+                and now - h.joined_at < self.settings.startup_grace)
+
+    def _starting_reasons(self, h: InstanceHealth, now: float) -> None:
+        waited = now - (h.joined_at or now)
+        detail = f" (last try: {h.last_failure})" if h.last_failure else ""
+        grace = self.settings.startup_grace
+        when = (f"starting for {_secs(waited)} of startup_grace {_secs(grace)}" if waited < grace
+                else f"past startup_grace {_secs(grace)}, judged like any instance")
+        self._set(h, STARTING, (f"{when}: no successful scrape with /health 200 yet{detail}",), None, now)
+
+    def _decide_one(self, h: InstanceHealth, sig: InstanceSignals, found: list[Finding], good: bool,
+                    new: bool, now: float, candidates: list[tuple[InstanceHealth, list[Finding]]]) -> None:
+        s = self.settings
+        if h.state == EJECTED:
+            until = h.ejected_until or now
+            if now >= until and h.good_intervals >= s.recovery_intervals:
+                self._set(h, HEALTHY, (f"returned after {h.good_intervals} good intervals (was ejected: "
+                                       f"{'; '.join(h.ejection_reasons) or 'no reason kept'})",), None, now)
+                h.ejected_until = None
+                h.decay_from = now
+                return
+            waiting = (f"ejected until {_clock(until)} (ejection #{h.ejections}); "
+                       f"{h.good_intervals}/{s.recovery_intervals} good intervals")
+            current = tuple(f.reason for f in found)
+            h.reasons = h.ejection_reasons + tuple(r for r in current if r not in h.ejection_reasons) + (waiting,)
+            return
+        if not h.seen and h.joined_at is None:
+            if sig.observed_at is None:
+                self._set(h, UNKNOWN, ("not scraped yet",), None, now)
+            else:
+                self._set(h, UNKNOWN, (f"never scraped successfully ({h.failures}x: {h.last_failure}); not ejected "
+                                       "before it is first seen, as a loading model does not listen yet",),
+                          UNREACHABLE, now)
+            return
+        eject = [f for f in found if f.level == "eject"]
+        degrade = [f for f in found if f.level == "degrade"]
+        if not good and new:
+            h.decay_from = now
+        if eject:
+            candidates.append((h, found))
+            return
+        if not h.seen:  # joined, past startup_grace, not failing often enough yet to be ejected
+            self._starting_reasons(h, now)
+            return
+        if degrade:
+            self._set(h, DEGRADED, tuple(f.reason for f in degrade), _main_kind(degrade), now)
+            return
+        if h.state == DEGRADED and h.good_intervals < s.recovery_intervals:
+            core = tuple(r for r in h.reasons if not r.startswith(("recovering:", FAIL_OPEN_PREFIX)))
+            h.reasons = core + (f"recovering: {h.good_intervals}/{s.recovery_intervals} good intervals",)
+            return
+        if h.state == STARTING and s.slow_start:
+            h.warm_from = now
+        notes: tuple[str, ...] = ()
+        if h.state == SLEEPING:
+            notes = ("engine awake again",)
+        elif h.failures:
+            notes = (f"last {h.failures} observation(s) failed ({h.failures}/{s.failure_threshold} before "
+                     f"ejection): {h.last_failure}",)
+        self._set(h, HEALTHY, notes, None, now)
+        if good and h.ejections > 0:
+            if h.decay_from is None:
+                h.decay_from = now
+            elif now - h.decay_from >= s.backoff_decay:
+                h.ejections -= 1
+                h.decay_from = now
+
+    def _eject(self, h: InstanceHealth, found: list[Finding], now: float) -> None:
+        s = self.settings
+        h.ejections += 1
+        duration = min(s.base_ejection_time * h.ejections, s.max_ejection_time)
+        h.ejected_until = now + duration
+        h.good_intervals = 0
+        h.ejection_reasons = tuple(f.reason for f in found)
+        self._set(h, EJECTED, h.ejection_reasons + (
+            f"ejected for {_secs(duration)} (ejection #{h.ejections}, until {_clock(h.ejected_until)})",),
+            _main_kind(found), now)
+
+    @staticmethod
+    def _set(h: InstanceHealth, state: str, reasons: tuple[str, ...], kind: str | None, now: float) -> None:
+        if state != h.state:
+            h.since = now
+        h.state, h.reasons, h.kind = state, tuple(dict.fromkeys(reasons)), kind
+
+    def _fail_open_reason(self, sigs: Mapping[str, InstanceSignals], now: float, data_at: float | None,
+                          cycle_duration_s: float | None) -> str | None:
+        limit = self.stale_after
+        if data_at is None:
+            return FAIL_OPEN_PREFIX + "the monitor has no scrape data yet"
+        age = now - data_at
+        if age > limit:
+            return (FAIL_OPEN_PREFIX + f"the monitor's own data is stale (last scrape cycle {_secs(age)} ago, "
+                    f"limit {_secs(limit)})")
+        if cycle_duration_s is not None and cycle_duration_s > limit:
+            return (FAIL_OPEN_PREFIX + f"the monitor's last scrape cycle took {_secs(cycle_duration_s)} "
+                    f"(limit {_secs(limit)}); its timeouts may be its own")
+        observed = [sig for sig in sigs.values() if sig.observed_at is not None]
+        if len(sigs) > 0 and len(observed) == len(sigs) and all(sig.failed for sig in observed):
+            kinds = sorted({(sig.scrape_error or sig.health_error or "")[:80] for sig in observed})
+            return (FAIL_OPEN_PREFIX + f"all {len(sigs)} targets of pool {self.pool} failed at once "
+                    f"({'; '.join(kinds)}): more likely the monitor's side than every instance")
+        return None
+
+    def _outliers(self, judged: Mapping[str, InstanceHealth], sigs: Mapping[str, InstanceSignals],
+                  notes: list[str]) -> dict[str, list[Finding]]:
+        """Latency and success-rate outliers against the rest of the pool (leave-one-out mean ± k·stdev);
+        in a pool too small for that, relative slowness against the median of the others."""
+        s = self.settings
+        eligible = [i for i, h in judged.items()
+                    if h.state != EJECTED and h.seen and not sigs[i].failed]
+        out: dict[str, list[Finding]] = {}
+        enough = [i for i in eligible if sigs[i].requests >= s.outlier_min_requests]
+        if s.outlier_stdev_factor is None or len(enough) < s.outlier_min_hosts:
+            if s.outlier_stdev_factor is not None and len(judged) >= s.outlier_min_hosts:
+                notes.append(f"outlier detection skipped: {len(enough)} hosts with >= {s.outlier_min_requests} "
+                             f"requests, needs {s.outlier_min_hosts}")
+            return self._relative_slowdown(eligible, sigs)
+        k = s.outlier_stdev_factor
+        latency = {i: sigs[i].ttft_p99_s for i in enough if sigs[i].ttft_p99_s is not None}
+        success = {i: 1.0 - sigs[i].error_ratio for i in enough if sigs[i].error_ratio is not None}
+        if len(latency) >= s.outlier_min_hosts:
+            for i, x in latency.items():
+                rest = [v for j, v in latency.items() if j != i]
+                mean, sd = statistics.fmean(rest), statistics.pstdev(rest)
+                if x > mean + k * sd and x > 0 and x >= s.outlier_min_latency_ratio * mean:
+                    out.setdefault(i, []).append(Finding(
+                        s.outlier_action, OUTLIER,
+                        f"outlier: TTFT p99 {_secs(x)} vs rest of pool {_secs(mean)} ± {_secs(sd)} (k={k:g})",
+                        x / mean if mean > 0 else math.inf))
+        if len(success) >= s.outlier_min_hosts:
+            for i, x in success.items():
+                rest = [v for j, v in success.items() if j != i]
+                mean, sd = statistics.fmean(rest), statistics.pstdev(rest)
+                if x < mean - k * sd and mean - x >= s.outlier_min_success_rate_drop:
+                    out.setdefault(i, []).append(Finding(
+                        s.outlier_action, OUTLIER,
+                        f"outlier: success rate {_pct(x)} vs rest of pool {_pct(mean)} ± {_pct(sd)} (k={k:g})",
+                        (mean - x) / max(1.0 - mean, 1e-3)))
+        return out
+
+    def _relative_slowdown(self, eligible: list[str], sigs: Mapping[str, InstanceSignals]) -> dict[str, list[Finding]]:
+        """An instance whose TTFT, TPOT or e2e p99 is `relative_slowdown`× the median of the others
+        (each side with enough requests) is degraded, never ejected on that alone: with two or three
+        hosts a statistical rule has nothing to stand on, but a 5× gap needs no statistics."""
+        s = self.settings
+        factor = s.relative_slowdown
+        busy = [i for i in eligible if sigs[i].requests >= s.relative_min_requests]
+        if factor is None or len(busy) < 2:
+            return {}
+        out: dict[str, list[Finding]] = {}
+        for label, attr in (("TTFT p99", "ttft_p99_s"), ("TPOT p99", "tpot_p99_s"), ("e2e p99", "e2e_p99_s")):
+            values = {i: getattr(sigs[i], attr) for i in busy if getattr(sigs[i], attr) is not None}
+            for i, x in values.items():
+                rest = [v for j, v in values.items() if j != i]
+                if not rest:
+                    continue
+                median = statistics.median(rest)
+                if median > 0 and x >= factor * median:
+                    out.setdefault(i, []).append(Finding(
+                        "degrade", LATENCY,
+                        f"slower than the pool: {label} {_secs(x)} is {x / median:.1f}x the median "
+                        f"{_secs(median)} of the other {len(rest)} (relative_slowdown {factor:g}x)", x / median))
+        return out
+
+    # -- outputs and persistence ----------------------------------------------------------------------
+
+    def verdicts(self) -> dict[str, InstanceVerdict]:
+        return {i: self.verdict_of(h) for i, h in self.instances.items()}
+
+    def verdict_of(self, h: InstanceHealth) -> InstanceVerdict:
+        s = self.settings
+        if h.state in (EJECTED, STARTING, LEAVING, SLEEPING):
+            weight = 0.0
+        elif h.state == DEGRADED:
+            weight = s.degraded_weight
+        elif h.state == HEALTHY and s.slow_start and h.warm_from is not None and self._now is not None:
+            ramp = min(1.0, max(0.0, (self._now - h.warm_from) / s.slow_start))
+            weight = s.degraded_weight + (1.0 - s.degraded_weight) * ramp
+        else:
+            weight = 1.0
+        return InstanceVerdict(self.pool, h.instance, h.state, h.reasons, h.kind, h.since,
+                               h.ejected_until if h.state == EJECTED else None, weight,
+                               {**h.last_signals, **({"joined_at": h.joined_at} if h.joined_at else {})})
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        return {i: h.to_dict() for i, h in self.instances.items()}
+
+    def restore(self, saved: Mapping[str, Mapping[str, Any]]) -> None:
+        """Put back saved per-instance states; instances no longer in the pool are dropped, new ones start unknown.
+
+        The observation marks are cleared so the first scrape after a restart counts as new.
+        """
+        for i, data in saved.items():
+            if i in self.instances:
+                h = InstanceHealth.from_dict({**data, "instance": i})
+                h.last_observed_at = None
+                h.last_generation_tokens = None
+                h.last_progress = None
+                h.stalled_intervals = 0
+                h.health_timeouts = 0
+                h.good_intervals = 0  # an ejected instance earns its way back again after a restart
+                if h.state in (LEAVING, STARTING):
+                    h.state = UNKNOWN
+                self.instances[i] = h

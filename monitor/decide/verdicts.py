@@ -1,0 +1,99 @@
+"""What the health rules say about an instance, in plain data that every output reads.
+
+States, the kinds of finding, and the verdict types: kept apart from the rules so that outputs
+(NGINX, HAProxy, the API) depend on the words, not on the state machine that produces them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+HEALTHY, DEGRADED, EJECTED, UNKNOWN = "healthy", "degraded", "ejected", "unknown"
+# Lifecycle and engine states: not failures, and not counted by the ejection cap, fail-open or the
+# availability SLO. `starting`: joined, not yet seen serving; `leaving`: gone from discovery (or the
+# config), drained and kept visible for a while; `sleeping`: vLLM's engine offloaded its weights.
+STARTING, LEAVING, SLEEPING = "starting", "leaving", "sleeping"
+STATES = (HEALTHY, DEGRADED, EJECTED, UNKNOWN, STARTING, LEAVING, SLEEPING)
+# states in which an instance gets no new requests (ejected falls back to serving when a whole
+# pool is ejected: failing open; the others never do, as they cannot serve at all)
+NO_TRAFFIC = frozenset({EJECTED, STARTING, LEAVING, SLEEPING})
+# states that are not members for the pool rules (cap, fail-open, outliers)
+NOT_JUDGED = frozenset({STARTING, LEAVING, SLEEPING})
+REMOVED = "removed"  # the audit log's to-state when a leaving instance is dropped after drain_time
+
+# What a finding is about. The first three mean the instance cannot serve at all, so HAProxy is
+# told `down` rather than `drain` (there is nothing in flight worth letting finish).
+UNREACHABLE, HEALTH_CHECK, HANG = "unreachable", "health_check", "hang"
+LATENCY, ERRORS, SATURATED, OUTLIER = "latency", "errors", "saturated", "outlier"
+GPU = "gpu"
+HARD_KINDS = frozenset({UNREACHABLE, HEALTH_CHECK, HANG})
+
+FAIL_OPEN_PREFIX = "failing open: "
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One rule that fired: `degrade` or `eject`, what about, why, and how bad (orders candidates)."""
+
+    level: Literal["degrade", "eject"]
+    kind: str
+    reason: str
+    severity: float
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceVerdict:
+    """What outputs read: the state, its reasons, and the weight share a load balancer should use."""
+
+    pool: str
+    instance: str
+    state: str
+    reasons: tuple[str, ...]
+    kind: str | None  # the main finding's kind (e.g. `latency`, `unreachable`), None when healthy
+    since: float | None
+    ejected_until: float | None
+    weight: float  # 1.0 healthy or unknown, settings.degraded_weight degraded, 0.0 ejected
+    signals: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def serves_traffic(self) -> bool:
+        """Healthy, degraded and unknown serve (unknown fails open); ejected, starting, leaving and
+        sleeping do not."""
+        return self.state not in NO_TRAFFIC
+
+    @property
+    def http_status(self) -> int:
+        """The `/upstreams/{pool}/{instance}` answer: 503 when it should get no traffic, else 200."""
+        return 503 if self.state in NO_TRAFFIC else 200
+
+    @property
+    def reason_line(self) -> str:
+        """One line for a health-check body or a log."""
+        text = "; ".join(self.reasons) if self.reasons else "ok"
+        return f"{self.state}: {text}".replace("\n", " ").replace("\r", " ")
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One state change, as the audit log stores it."""
+
+    at: float
+    pool: str
+    instance: str
+    from_state: str
+    to_state: str
+    reasons: tuple[str, ...]
+    signals: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolVerdicts:
+    """The outcome of one evaluation of one pool."""
+
+    pool: str
+    at: float
+    verdicts: Mapping[str, InstanceVerdict]
+    transitions: tuple[Transition, ...] = ()
+    fail_open: str | None = None  # why nothing was changed this interval, None when decisions were made
+    notes: tuple[str, ...] = ()  # pool-level remarks (e.g. why outlier detection did not run)

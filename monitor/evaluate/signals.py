@@ -1,0 +1,134 @@
+"""Plain per-instance signals, built once per cycle from the fleet's tracks and window figures.
+
+The one place that decides what an observation *says*: whether /health failed, how many requests
+the figures rest on, which gauges are current. Health and scaling both read this snapshot, so they
+can never disagree about what the monitor saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Mapping
+
+from monitor.evaluate.fleet import FleetView, InstanceTrack, health_failure
+from monitor.evaluate.windows import WindowStats, instance_figures, merge_stats
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSignals:
+    """What the service knows about one instance at one evaluation, as plain values.
+
+    `observed_at` identifies the observation (the latest scrape's start, successful or not):
+    interval counters (failures, hang, good intervals) move only when it changes, so evaluating
+    twice on the same scrape counts nothing twice. Window figures may be None (no traffic).
+    """
+
+    observed_at: float | None = None
+    scrape_error: str | None = None
+    health_error: str | None = None
+    ttft_p99_s: float | None = None
+    e2e_p99_s: float | None = None
+    error_ratio: float | None = None
+    requests: float = 0.0  # requests seen in the window (the volume behind the figures)
+    kv_cache_usage: float | None = None
+    requests_running: float | None = None
+    requests_waiting: float | None = None
+    generation_tokens_total: float | None = None  # cumulative counter at observed_at
+    # the engine's other signs of life at observed_at (cumulative): a hang is work present and none
+    # of these moving; iterations (`vllm:iteration_tokens_total`'s count) tick even for one token
+    finished_total: float | None = None
+    iterations_total: float | None = None
+    tpot_p99_s: float | None = None
+    sleep_level: float | None = None  # 0 awake, 1 weights offloaded, 2 discarded; None when not reported
+    window_s: float | None = None
+    # reasons from outside the metrics page (GPU memory, XID events): they degrade, never eject,
+    # because a GPU reading alone cannot tell a fault from vLLM's normal 90% memory reservation
+    external_reasons: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> bool:
+        return self.scrape_error is not None or self.health_error is not None
+
+    def values(self) -> dict[str, float | str | None]:
+        """The signal values an audit record keeps (shallow: asdict's deep copy cost a tenth of a
+        cycle's decisions at 1,000 instances, for fields that are all numbers, strings and tuples)."""
+        return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
+
+
+def instance_signals(track: InstanceTrack, stats: WindowStats | None, window_s: float | None = None) -> InstanceSignals:
+    """One instance's signals from its track and its merged window stats.
+
+    Gauges and the generation-token counter come from the latest successful sample (the hang rule
+    compares counters between observations); latency and error figures from the window.
+    """
+    last = track.last
+    if last is None:
+        return InstanceSignals()
+    figures = instance_figures(stats)
+    requests = 0.0
+    if stats is not None:
+        counts = [h.count for key, h in stats.histograms.items() if key in ("ttft", "e2e")]
+        attempted = stats.finished_total + stats.increases.get("admission_rejections", 0.0)
+        requests = max([attempted, *counts])
+    running = waiting = tokens = finished = iterations = sleep = None
+    if last.ok and last.models:
+        models = last.models
+        running = _total(m.gauges.get("running") for m in models)
+        waiting = _total(m.gauges.get("waiting") for m in models)
+        tokens = _total(m.counters.get("generation_tokens") for m in models)
+        iterations = _total(m.counters.get("engine_iterations") for m in models)
+        finished = _total(sum(m.finished.values()) if m.finished else None for m in models)
+        levels = [m.gauges["sleep_level"] for m in models if "sleep_level" in m.gauges]
+        sleep = max(levels) if levels else None
+    return InstanceSignals(
+        observed_at=last.started_at,
+        scrape_error=last.error,
+        health_error=health_failure(last),
+        ttft_p99_s=figures["ttft_p99_s"],
+        e2e_p99_s=figures["e2e_p99_s"],
+        error_ratio=figures["error_ratio"],
+        requests=requests,
+        kv_cache_usage=figures["kv_cache_usage"],
+        requests_running=running if running is not None else figures["requests_running"],
+        requests_waiting=waiting if waiting is not None else figures["requests_waiting"],
+        generation_tokens_total=tokens,
+        finished_total=finished,
+        iterations_total=iterations,
+        tpot_p99_s=figures["tpot_p99_s"],
+        sleep_level=sleep,
+        window_s=window_s,
+    )
+
+
+def _total(values) -> float | None:  # noqa: ANN001 - an iterable of float | None
+    """Sum of the values present; None when none is (absent is not zero)."""
+    present = [v for v in values if v is not None]
+    return sum(present) if present else None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSignals:
+    """One pool at one cycle: every member's signals, and the merged window stats scaling reads."""
+
+    pool: str
+    window_s: float
+    instances: Mapping[str, InstanceSignals] = field(default_factory=dict)
+    stats: Mapping[str, WindowStats | None] = field(default_factory=dict)
+    scraped_ok: frozenset[str] = frozenset()  # members whose last scrape succeeded
+
+
+def pool_signals(fleet: FleetView, pool: str, members: list[str], now: float, window_s: float) -> PoolSignals:
+    """The snapshot of one pool's members (instances without a track yet are left out: not scraped)."""
+    signals: dict[str, InstanceSignals] = {}
+    stats: dict[str, WindowStats | None] = {}
+    ok: set[str] = set()
+    for instance in members:
+        track = fleet.tracks.get(instance)
+        if track is None:
+            continue
+        merged = merge_stats(list(fleet.stats(track, now, window_s).values()))
+        signals[instance] = instance_signals(track, merged, window_s)
+        stats[instance] = merged if window_s == fleet.window else merge_stats(list(fleet.stats(track, now).values()))
+        if track.last is not None and track.last.ok:
+            ok.add(instance)
+    return PoolSignals(pool, window_s, signals, stats, frozenset(ok))

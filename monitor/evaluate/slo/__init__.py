@@ -1,0 +1,52 @@
+"""SLO arithmetic: events per indicator (`events`), the per-minute series (`series`), budgets, burn
+rates and the alert verdict (`burn`). Pure: no I/O, no clock; the engine that keeps state is
+`monitor.evaluate.slo_engine`."""
+
+from monitor.evaluate.slo.periods import (  # noqa: F401
+    MINUTE,
+    DAY,
+    DEFAULT_PERIOD,
+    Alert,
+    Severity,
+)
+from monitor.evaluate.slo.events import (  # noqa: F401
+    Events,
+    NO_EVENTS,
+    LATENCY_METRICS,
+    latency_events,
+    error_events,
+    saturation_events,
+    instance_available,
+    availability_events,
+    IndicatorConfig,
+    count_events,
+)
+from monitor.evaluate.slo.series import (  # noqa: F401
+    EventSeries,
+)
+from monitor.evaluate.slo.burn import (  # noqa: F401
+    WINDOW_NAMES,
+    WINDOWS,
+    sli,
+    error_budget,
+    burn_rate,
+    error_budget_remaining,
+    exhaustion_seconds,
+    burn_factor,
+    BurnPair,
+    PAIRS,
+    DEFAULT_MIN_BAD_EVENTS,
+    burn_factors,
+    retention_for,
+    seconds_to_fire,
+    never_firing_pairs,
+    objective_warnings,
+    pair_fires,
+    BurnVerdict,
+    alert_verdict,
+    SloEvaluation,
+    evaluate_counts,
+    evaluate,
+)
+
+__all__ = ['MINUTE', 'DAY', 'DEFAULT_PERIOD', 'Alert', 'Severity', 'Events', 'NO_EVENTS', 'LATENCY_METRICS', 'latency_events', 'error_events', 'saturation_events', 'instance_available', 'availability_events', 'IndicatorConfig', 'count_events', 'EventSeries', 'WINDOW_NAMES', 'WINDOWS', 'sli', 'error_budget', 'burn_rate', 'error_budget_remaining', 'exhaustion_seconds', 'burn_factor', 'BurnPair', 'PAIRS', 'DEFAULT_MIN_BAD_EVENTS', 'burn_factors', 'retention_for', 'seconds_to_fire', 'never_firing_pairs', 'objective_warnings', 'pair_fires', 'BurnVerdict', 'alert_verdict', 'SloEvaluation', 'evaluate_counts', 'evaluate']

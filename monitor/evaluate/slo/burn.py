@@ -1,0 +1,286 @@
+"""Error budgets, burn rates and the multiwindow, multi-burn-rate alert verdict (SRE Workbook ch. 5).
+
+Pure functions and plain data, no I/O and no clock: the service passes `now`, stores the per-minute
+rows and pushes the alerts. Keeping the arithmetic here lets the tests drive days of simulated
+traffic in milliseconds and check the numbers an on-call engineer is paged on against hand-worked
+values (docs/slos-and-alerting.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Mapping, Sequence
+
+from monitor.evaluate.slo.periods import DEFAULT_PERIOD, Alert, Severity
+from monitor.evaluate.slo.series import EventSeries
+from monitor.units import parse_duration
+
+# --- budgets and burn rates ---------------------------------------------------------------------
+
+WINDOW_NAMES = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+WINDOWS: dict[str, float] = {name: parse_duration(name) for name in WINDOW_NAMES}
+
+
+def sli(good: float, total: float) -> float | None:
+    """Good / valid; None without events, since 'no traffic' is neither meeting nor missing an SLO."""
+    return good / total if total > 0 else None
+
+
+def error_budget(objective: float) -> float:
+    """1 - objective, computed in decimal from the objective as written: in binary floating point
+    1 - 0.999 is 0.0010000000000000009, and every burn rate would read 99.99999999999991 for 100."""
+    if not 0.0 < objective < 1.0:
+        raise ValueError(f"objective must be strictly between 0 and 1: {objective!r}")
+    return float(Decimal(1) - Decimal(repr(objective)))
+
+
+def burn_rate(bad: float, total: float, objective: float) -> float | None:
+    """Error ratio / budget: 1 spends exactly the budget over the period. None without events, so
+    an idle window never reads as 'burning nothing' in a dashboard nor fires an alert."""
+    budget = error_budget(objective)
+    return (bad / total) / budget if total > 0 else None
+
+
+def error_budget_remaining(bad: float, total: float, objective: float) -> float:
+    """1 - spent share of the budget over the period, from event counts (may go below 0).
+
+    Counts, not an average of per-window ratios: one bad hour at 10 requests must not weigh as
+    much as a good hour at 10,000.
+    """
+    budget = error_budget(objective)
+    return 1.0 - (bad / total) / budget if total > 0 else 1.0
+
+
+def exhaustion_seconds(burn: float, period: float = DEFAULT_PERIOD, remaining: float = 1.0) -> float:
+    """How long the remaining budget lasts at a steady burn (Workbook Table 5-4: 1000x -> 43 min)."""
+    if remaining <= 0:
+        return 0.0
+    if burn <= 0:
+        return math.inf
+    return remaining * period / burn
+
+
+def burn_factor(share: float, period: float, long_window: float) -> float:
+    """The burn that spends `share` of a `period`'s budget within `long_window`.
+
+    Derived rather than hard-coded so a 28d or 7d SLO window pages on the same budget shares as
+    the Workbook's 30d table (30d: 14.4 / 6 / 3 / 1; 28d: 13.44 / 5.6 / 2.8 / 0.933).
+    """
+    return share * period / long_window
+
+
+@dataclass(frozen=True, slots=True)
+class BurnPair:
+    """One multiwindow alert: fires when both windows burn faster than the factor.
+
+    The short window (1/12 of the long one) lets the alert clear soon after recovery; the long
+    one stops a brief spike from paging.
+    """
+
+    severity: Severity
+    long: str
+    short: str
+    budget_share: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.long}/{self.short}"
+
+    def factor(self, period: float = DEFAULT_PERIOD) -> float:
+        return burn_factor(self.budget_share, period, parse_duration(self.long))
+
+
+# Workbook Table 5-8, plus the 1d/2h ticket that Sloth and Grafana ship. Page pairs first.
+PAIRS: tuple[BurnPair, ...] = (
+    BurnPair("page", "1h", "5m", 0.02),
+    BurnPair("page", "6h", "30m", 0.05),
+    BurnPair("ticket", "1d", "2h", 0.10),
+    BurnPair("ticket", "3d", "6h", 0.10),
+)
+
+# Grafana SLO calls it `min_failures`. One failure in ten requests is a 1000x burn at 99.9%; five
+# bad events in the long window keep a lone failure (or a handful) from paging at low traffic, yet
+# a real outage at one request a second clears it within seconds.
+DEFAULT_MIN_BAD_EVENTS = 5.0
+
+
+def burn_factors(period: float = DEFAULT_PERIOD, pairs: Sequence[BurnPair] = PAIRS) -> dict[str, float]:
+    """Factor per pair name for an SLO window (`1h/5m` -> 14.4 for 30 days)."""
+    return {pair.name: pair.factor(period) for pair in pairs}
+
+
+def retention_for(period: float, pairs: Sequence[BurnPair] = PAIRS) -> float:
+    """How much history an SLO's series must keep: its window, or the longest alert window if
+    longer (a 1d SLO still needs 3 days for the 3d/6h ticket)."""
+    longest = max((parse_duration(w) for p in pairs for w in (p.long, p.short)), default=0.0)
+    return max(period, longest, max(WINDOWS.values()))
+
+
+def seconds_to_fire(error_ratio: float, objective: float, long_window: float, factor: float) -> float | None:
+    """Seconds of a sudden, steady error ratio before a pair's long window crosses its factor
+    (b * W * factor / e); None when that ratio can never get it there (e <= factor * b)."""
+    budget = error_budget(objective)
+    if error_ratio <= 0 or error_ratio / budget <= factor:
+        return None
+    return budget * long_window * factor / error_ratio
+
+
+def never_firing_pairs(
+    objective: float, period: float = DEFAULT_PERIOD, pairs: Sequence[BurnPair] = PAIRS
+) -> list[tuple[BurnPair, float]]:
+    """Pairs whose factor not even 100% errors can exceed (factor >= 1/b), with the factor.
+
+    Uses the very comparison `alert_verdict` makes (100% errors burn at 1/b), so `check` warns exactly
+    about the pairs that evaluation would never fire.
+    """
+    max_burn = 1.0 / error_budget(objective)
+    return [(pair, pair.factor(period)) for pair in pairs if not max_burn > pair.factor(period)]
+
+
+def objective_warnings(
+    objective: float, period: float = DEFAULT_PERIOD, pairs: Sequence[BurnPair] = PAIRS, name: str | None = None
+) -> list[str]:
+    """`check`'s warnings for an objective too low for some burn-rate alerts to ever fire."""
+    budget = error_budget(objective)
+    prefix = f"SLO {name!r}: " if name else ""
+    return [
+        f"{prefix}objective {objective * 100:g}% leaves a {budget * 100:g}% error budget: the {pair.severity} "
+        f"alert {pair.name} needs a burn rate above {factor:.4g}, but even 100% errors burn at only "
+        f"{1.0 / budget:.4g}; it can never fire (raise the objective or accept that it stays silent)"
+        for pair, factor in never_firing_pairs(objective, period, pairs)
+    ]
+
+
+def pair_fires(
+    long_burn: float | None, short_burn: float | None, factor: float, long_bad: float, min_bad_events: float
+) -> bool:
+    """Both windows above the factor, and enough bad events in the long window to be no fluke."""
+    if long_burn is None or short_burn is None:
+        return False
+    return long_burn > factor and short_burn > factor and long_bad >= min_bad_events
+
+
+@dataclass(frozen=True, slots=True)
+class BurnVerdict:
+    alert: Alert
+    fired: tuple[str, ...]  # pair names firing, page pairs first
+    held: tuple[str, ...]  # pairs whose burn crossed but the minimum event count held back
+
+
+def alert_verdict(
+    burn_rates: Mapping[str, float | None],
+    bad_events: Mapping[str, float],
+    period: float = DEFAULT_PERIOD,
+    *,
+    min_bad_events: float = DEFAULT_MIN_BAD_EVENTS,
+    pairs: Sequence[BurnPair] = PAIRS,
+) -> BurnVerdict:
+    """The multiwindow, multi-burn-rate verdict from burn rates and bad counts per window name.
+
+    No `for:` duration: the long window already demands sustained burn, and a hold would only
+    delay the page (the Workbook advises against it).
+    """
+    fired: list[str] = []
+    held: list[str] = []
+    for pair in pairs:
+        factor = pair.factor(period)
+        long_burn, short_burn = burn_rates.get(pair.long), burn_rates.get(pair.short)
+        long_bad = bad_events.get(pair.long, 0.0)
+        if pair_fires(long_burn, short_burn, factor, long_bad, min_bad_events):
+            fired.append(pair.name)
+        elif pair_fires(long_burn, short_burn, factor, math.inf, min_bad_events):
+            held.append(pair.name)
+    severities = {pair.severity for pair in pairs if pair.name in fired}
+    alert: Alert = "page" if "page" in severities else "ticket" if "ticket" in severities else "none"
+    order = {"page": 0, "ticket": 1}
+    ranked = sorted(fired, key=lambda n: order[next(p.severity for p in pairs if p.name == n)])
+    return BurnVerdict(alert, tuple(ranked), tuple(held))
+
+
+@dataclass(frozen=True, slots=True)
+class SloEvaluation:
+    """One SLO (and pool) at one moment: what `/api/v1/slos`, `/metrics` and Alertmanager show."""
+
+    objective: float
+    period: float
+    good: float  # events over the SLO window
+    total: float
+    sli: float | None
+    error_budget_remaining: float
+    burn_rates: Mapping[str, float | None]
+    alert: Alert
+    fired: tuple[str, ...] = ()
+    held: tuple[str, ...] = ()
+    exact: bool = True
+    factors: Mapping[str, float] = field(default_factory=dict)
+    # (good, total) behind each burn rate: a ratio without its denominator cannot tell ten
+    # requests from ten thousand, and a restart must give back exactly these counts
+    window_events: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def pair(self) -> str | None:
+        """The pair that decided the alert (the first page pair, else the first ticket pair)."""
+        return self.fired[0] if self.fired else None
+
+
+def evaluate_counts(
+    windows: Mapping[str, tuple[float, float]],
+    period_counts: tuple[float, float],
+    objective: float,
+    period: float = DEFAULT_PERIOD,
+    *,
+    exact: bool = True,
+    min_bad_events: float = DEFAULT_MIN_BAD_EVENTS,
+    pairs: Sequence[BurnPair] = PAIRS,
+) -> SloEvaluation:
+    """Evaluation from (good, total) per window name and over the SLO window, wherever they came from."""
+    rates = {name: burn_rate(total - good, total, objective) for name, (good, total) in windows.items()}
+    bad = {name: max(total - good, 0.0) for name, (good, total) in windows.items()}
+    verdict = alert_verdict(rates, bad, period, min_bad_events=min_bad_events, pairs=pairs)
+    good, total = period_counts
+    return SloEvaluation(
+        objective=objective,
+        period=period,
+        good=good,
+        total=total,
+        sli=sli(good, total),
+        error_budget_remaining=error_budget_remaining(max(total - good, 0.0), total, objective),
+        burn_rates=rates,
+        alert=verdict.alert,
+        fired=verdict.fired,
+        held=verdict.held,
+        exact=exact,
+        factors=burn_factors(period, pairs),
+        window_events=dict(windows),
+    )
+
+
+def evaluate(
+    series: EventSeries,
+    now: float,
+    objective: float,
+    period: float = DEFAULT_PERIOD,
+    *,
+    exact: bool = True,
+    min_bad_events: float = DEFAULT_MIN_BAD_EVENTS,
+    pairs: Sequence[BurnPair] = PAIRS,
+    windows: Mapping[str, float] = WINDOWS,
+) -> SloEvaluation:
+    """Evaluate one SLO's series at `now`. `exact` comes from the caller (the series stores counts
+    only): False when the latency threshold sits between histogram buckets."""
+    names = dict(windows)
+    for pair in pairs:
+        for name in (pair.long, pair.short):
+            names.setdefault(name, parse_duration(name))
+    counts = {name: series.window(now, seconds) for name, seconds in names.items()}
+    return evaluate_counts(
+        counts,
+        series.window(now, period),
+        objective,
+        period,
+        exact=exact,
+        min_bad_events=min_bad_events,
+        pairs=pairs,
+    )

@@ -1,0 +1,60 @@
+"""What the publishing side reads of the running monitor: a narrow view, so that the API and the
+/metrics collectors depend on these names and not on the service that wires the stages together.
+`monitor.service.Service` provides it."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Mapping, Protocol, Sequence
+
+from monitor.config import Config
+from monitor.decide.scaling import ScalingRecommendation
+from monitor.decide.verdicts import InstanceVerdict
+from monitor.evaluate.fleet import FleetView, InstanceView
+from monitor.evaluate.slo_engine import SloStatus
+from monitor.gpu.health import GpuTracker
+from monitor.otlp.receiver import TraceReceiver
+from monitor.otlp.store import TraceStore
+from monitor.store import AuditEntry, Store
+
+NAMESPACE = "slo_monitor"
+
+
+class Verdicts(Protocol):
+    """Health verdicts and scaling recommendations as of the last cycle."""
+
+    def verdict(self, pool: str, instance: str) -> InstanceVerdict | None: ...
+    def pool_verdicts(self, pool: str) -> list[InstanceVerdict]: ...
+    def recommendation(self, pool: str) -> ScalingRecommendation | None: ...
+
+
+class Slos(Protocol):
+    statuses: list[SloStatus]
+
+
+class MonitorState(Protocol):
+    """Everything an output reads; all of it is updated on the event loop once per cycle."""
+
+    config: Config
+    fleet: FleetView
+    decisions: Verdicts
+    slo: Slos
+    store: Store | None
+    recent_decisions: deque[AuditEntry]
+    traces: TraceStore
+    receiver: TraceReceiver
+    gpus: GpuTracker
+    cycles: int
+    slo_errors: int
+    decide_errors: int
+    fail_open: Mapping[str, str | None]
+    leadership: Any
+    notifier: Any
+    nginx: Any
+    discovery_statuses: Sequence[Any]
+    reload_status: Any
+
+    def is_leader(self) -> bool: ...
+    def figures_at(self) -> float: ...
+    def ready(self) -> bool: ...
+    def member_info(self, instance: str) -> tuple[str, float | None]: ...  # (source, joined_at)

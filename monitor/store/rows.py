@@ -1,0 +1,44 @@
+"""Conversions between the evaluate stage's plain records and database values (UTC datetimes, JSON)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+
+def utc(t: float) -> datetime:
+    return datetime.fromtimestamp(t, tz=timezone.utc)
+
+
+def histogram_json(stats) -> dict[str, Any]:
+    out = {}
+    for key, hist in stats.histograms.items():
+        out[key] = {
+            "bounds": [b for b in hist.bounds if not math.isinf(b)],  # +Inf is implied as the last count
+            "counts": list(hist.cumulative),
+            "sum": hist.sum,
+            "count": hist.count,
+        }
+    return out
+
+
+def jsonable(value: Any) -> Any:
+    """Signals hold floats that may be inf/nan, which JSON columns refuse: store those as strings."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def aware(dt: datetime) -> datetime:
+    """SQLite returns naive datetimes; they were stored as UTC."""
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
