@@ -12,13 +12,20 @@ import pytest
 
 from monitor.act.haproxy import AgentCheckServer, agent_reply
 from monitor.decide.fleet import FleetDecisions, PoolPolicy
-from monitor.decide.verdicts import DEGRADED, EJECTED, HEALTHY, UNKNOWN, InstanceVerdict
+from monitor.decide.verdicts import DEGRADED, EJECTED, HEALTHY, LEAVING, SLEEPING, STARTING, UNKNOWN, InstanceVerdict
 from monitor.evaluate.signals import InstanceSignals
 from monitor.settings import HealthSettings, ScalingSettings
 
 
 def verdict(state: str, kind: str | None = None, weight: float = 1.0, reasons=("r",)) -> InstanceVerdict:
     return InstanceVerdict("p", "10.0.0.1:8000", state, tuple(reasons), kind, 0.0, None, weight)
+
+
+def test_reply_words_for_lifecycle_states():
+    assert agent_reply(verdict(STARTING, weight=0.0, reasons=("starting",))) == "down #starting\n"
+    assert agent_reply(verdict(LEAVING, weight=0.0, reasons=("left",))) == "up drain #left\n"
+    assert agent_reply(verdict(SLEEPING, weight=0.0, reasons=("asleep",))) == "up drain #asleep\n"
+    assert agent_reply(verdict(HEALTHY, weight=0.5)) == "up ready 50%\n"  # warming up under slow_start
 
 
 def test_reply_words():

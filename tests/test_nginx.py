@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from monitor.act.nginx import HEADER, UpstreamServer, UpstreamWriter, render_file, render_upstream
-from monitor.decide.health import DEGRADED, EJECTED, HEALTHY, UNKNOWN, InstanceVerdict
+from monitor.decide.verdicts import DEGRADED, EJECTED, HEALTHY, LEAVING, SLEEPING, STARTING, UNKNOWN, InstanceVerdict
 
 from tests.helpers.ci import require
 from tests.helpers.nginx_server import NGINX, RoutingNginx
@@ -43,6 +43,33 @@ def test_render_marks_ejected_down_and_weights_degraded():
         "    server 10.0.0.14:8000 weight=4;\n"
         "}\n"
     )
+
+
+def test_render_leaves_starting_servers_out_and_drains_leaving_and_sleeping_ones():
+    block = render_upstream("llama", [
+        UpstreamServer("10.0.0.1:8000", HEALTHY),
+        UpstreamServer("10.0.0.2:8000", STARTING, 0.0),
+        UpstreamServer("10.0.0.3:8000", LEAVING, 0.0),
+        UpstreamServer("10.0.0.4:8000", SLEEPING, 0.0),
+    ])
+    assert "10.0.0.2:8000" not in block  # not listening yet: no traffic, not even a passive-check probe
+    assert "server 10.0.0.3:8000 down;  # leaving" in block
+    assert "server 10.0.0.4:8000 down;  # sleeping" in block
+    assert "server 10.0.0.1:8000;" in block
+
+
+def test_lifecycle_states_never_fail_open_but_ejected_ones_still_do():
+    block = render_upstream("p", [UpstreamServer("10.0.0.1:8000", EJECTED, 0.0),
+                                  UpstreamServer("10.0.0.2:8000", LEAVING, 0.0)])
+    assert "failing open" in block and "server 10.0.0.1:8000;" in block  # the only judged server: serves
+    assert "server 10.0.0.2:8000 down;" in block
+    only_starting = render_upstream("p", [UpstreamServer("10.0.0.9:8000", STARTING, 0.0)])
+    assert "server 10.0.0.9:8000 down;" in only_starting  # a block needs a server; this one gets no traffic
+
+
+def test_a_warming_up_server_gets_a_lower_weight():
+    block = render_upstream("p", [UpstreamServer("10.0.0.1:8000", HEALTHY), UpstreamServer("10.0.0.2:8000", HEALTHY, 0.5)])
+    assert "server 10.0.0.1:8000 weight=2;" in block and "server 10.0.0.2:8000 weight=1;" in block
 
 
 def test_render_without_degraded_servers_writes_no_weights():

@@ -85,6 +85,16 @@ def test_availability_counts_one_event_per_scrape():
     assert engine.evaluate(T0 + 1)[0].evaluation.good == 1.0
 
 
+def test_availability_leaves_out_instances_that_are_starting_leaving_or_asleep():
+    avail = {"name": "up", "indicator": {"type": "availability"}, "objective": "99%"}
+    engine = slo_engine(config(avail))
+    engine.observe([result("llama", "10.0.0.1:8000", T0, Server()),
+                    result("llama", "10.0.0.9:8000", T0, error="connection refused", health=None)],  # loading
+                   not_serving={"10.0.0.9:8000"})
+    ev = engine.evaluate(T0 + 1)[0].evaluation
+    assert (ev.good, ev.total) == (1.0, 1.0)  # the loading instance is not an outage
+
+
 def test_saturation_counts_seconds_at_or_under_the_threshold():
     kv = {"name": "kv", "indicator": {"type": "saturation", "threshold": 0.9}, "objective": "99%"}
     engine = slo_engine(config(kv))

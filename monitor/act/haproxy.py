@@ -26,7 +26,7 @@ import logging
 import time
 from typing import Callable
 
-from monitor.decide.health import DEGRADED, EJECTED, HARD_KINDS, InstanceVerdict
+from monitor.decide.verdicts import DEGRADED, EJECTED, HARD_KINDS, LEAVING, SLEEPING, STARTING, InstanceVerdict
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +37,15 @@ def agent_reply(verdict: InstanceVerdict | None, name: str = "") -> str:
     """The one line (with its newline) HAProxy gets for one server."""
     if verdict is None:
         return f"#unknown server {_clean(name)!r}: agent-send must be \"<pool>/<host:port>\\n\"\n"
+    if verdict.state == STARTING:  # not listening yet (a loading model): nothing to drain
+        return f"down #{_clean('; '.join(verdict.reasons))}\n"
+    if verdict.state in (LEAVING, SLEEPING):  # let what is in flight finish, send nothing new
+        return f"up drain #{_clean('; '.join(verdict.reasons))}\n"
     if verdict.state == EJECTED:
         if verdict.kind in HARD_KINDS:
             return f"down #{_clean('; '.join(verdict.reasons))}\n"
         return "up drain\n"
-    if verdict.state == DEGRADED:
+    if verdict.state == DEGRADED or verdict.weight < 1.0:  # degraded, or warming up (slow_start)
         return f"up ready {max(1, min(100, round(verdict.weight * 100)))}%\n"
     return "up ready 100%\n"
 

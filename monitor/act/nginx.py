@@ -31,7 +31,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Mapping, Protocol, Sequence
 
-from monitor.decide.health import DEGRADED, EJECTED
+from monitor.decide.verdicts import DEGRADED, EJECTED, NO_TRAFFIC, NOT_JUDGED, STARTING
 
 HEADER = "# Written by llm-slo-monitor; do not edit: it is replaced whenever instance health changes.\n"
 
@@ -59,14 +59,16 @@ class UpstreamServer:
 
 
 def _weights(servers: Sequence[ServerState]) -> dict[str, int] | None:
-    """Integer NGINX weights keeping the ratio degraded : healthy; None when no server is degraded.
+    """Integer NGINX weights keeping the ratio of the verdicts' weights; None when all are equal.
 
-    With nobody degraded no `weight=` is written at all, so the file stays as an operator would
-    write it by hand, and it changes (and NGINX reloads) only when a weight actually matters.
+    With every serving server at full weight no `weight=` is written at all, so the file stays as
+    an operator would write it by hand, and it changes (and NGINX reloads) only when a weight
+    actually matters (a degraded server, or one warming up under `slow_start`).
     """
-    if not any(s.state == DEGRADED for s in servers):
+    serving = [s for s in servers if s.state not in NO_TRAFFIC]
+    if all(s.weight >= 1.0 for s in serving):
         return None
-    shares = {s.instance: Fraction(min(max(s.weight, 0.0), 1.0)).limit_denominator(20) for s in servers}
+    shares = {s.instance: Fraction(min(max(s.weight, 0.05), 1.0)).limit_denominator(20) for s in serving}
     common = math.lcm(*(share.denominator for share in shares.values()))
     return {i: max(1, int(share * common)) for i, share in shares.items()}
 
@@ -76,25 +78,31 @@ def render_upstream(pool: str, servers: Iterable[ServerState], directives: Seque
 
     Ejected → `down`; degraded → a lower `weight`; healthy and unknown → plain (unknown fails open:
     a server not yet seen may still be loading its model, and NGINX's own passive checks skip a
-    server that refuses connections). If every server would be down, none is: failing open.
+    server that refuses connections). If every judged server would be down, no ejected one is:
+    failing open. Lifecycle states never fail open, as those servers cannot serve at all: a
+    `starting` server is left out of the block until it is first seen healthy, `leaving` and
+    `sleeping` ones are `down` (drained). A block needs at least one server, so a pool of nothing
+    but starting servers lists them `down`.
     `directives` (e.g. `keepalive 32`, `least_conn`) are written first, verbatim.
     """
     servers = sorted(servers, key=lambda s: s.instance)
     if not servers:
         raise ValueError(f"pool {pool}: an upstream block needs at least one server")
-    all_down = all(s.state == EJECTED for s in servers)
-    weights = _weights(servers)
+    listed = [s for s in servers if s.state != STARTING] or servers
+    judged = [s for s in listed if s.state not in NOT_JUDGED]
+    all_down = bool(judged) and all(s.state == EJECTED for s in judged)
+    weights = _weights(listed)
     lines = [f"upstream {pool} {{"]
     lines.extend(f"    {d.rstrip(';').strip()};" for d in directives)
     if all_down:
         lines.append("    # every server is ejected: failing open, none is marked down")
-    for s in servers:
+    for s in listed:
         parts = [f"server {s.instance}"]
-        if s.state == EJECTED and not all_down:
+        if s.state in NOT_JUDGED or (s.state == EJECTED and not all_down):
             parts.append("down")
         elif weights is not None:
             parts.append(f"weight={weights[s.instance]}")
-        comment = f"  # {s.state}" if s.state in (EJECTED, DEGRADED) else ""
+        comment = f"  # {s.state}" if s.state in NO_TRAFFIC or s.state == DEGRADED else ""
         lines.append(f"    {' '.join(parts)};{comment}")
     lines.append("}")
     return "\n".join(lines) + "\n"

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Iterable, Protocol, Sequence
+from typing import Collection, Iterable, Protocol, Sequence
 
 from monitor.collect.vllm import threshold_warning
 from monitor.evaluate.slo import (
@@ -270,8 +270,12 @@ class SloEngine:
 
     # -- counting ---------------------------------------------------------------------------------
 
-    def observe(self, results: Iterable[ScrapeResult]) -> None:
-        """Count the events of one scrape cycle (or any batch of scrape results, in time order)."""
+    def observe(self, results: Iterable[ScrapeResult], *, not_serving: Collection[str] = ()) -> None:
+        """Count the events of one scrape cycle (or any batch of scrape results, in time order).
+
+        `not_serving`: instances not expected to serve (joined and still loading their model, left
+        the fleet and draining): their availability is not counted, nor is an engine's that reports
+        itself asleep, since none of these is an outage of the pool."""
         results = list(results)
         self._note_models(results)
         for result in results:
@@ -279,8 +283,9 @@ class SloEngine:
             if not slos:
                 continue
             t = result.started_at
+            counted = result.instance not in not_serving and not _asleep(result)
             for slo in slos:
-                if isinstance(slo.indicator, AvailabilityIndicator):
+                if isinstance(slo.indicator, AvailabilityIndicator) and counted:
                     # one event per instance per scrape: the interval is the unit, whatever happened
                     events = availability_events(instance_available(result, self.health_checked))
                     self._track(SloKey(slo.name, result.pool)).file(t, t, events)
@@ -440,3 +445,8 @@ class SloEngine:
             if key.model_name:
                 self.multi_model.add(key.pool)
         return used
+
+
+def _asleep(result: ScrapeResult) -> bool:
+    """The page says the engine sleeps (`vllm:engine_sleep_state`): drained on purpose, not down."""
+    return result.ok and any(m.gauges.get("sleep_level", 0.0) > 0 for m in result.models)

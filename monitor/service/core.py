@@ -25,7 +25,7 @@ from monitor.collect.promql import PrometheusSource
 from monitor.collect.scraper import Scraper, Target
 from monitor.config import Config
 from monitor.decide.fleet import CycleDecisions, FleetDecisions
-from monitor.decide.verdicts import EJECTED, LEAVING, REMOVED, STARTING
+from monitor.decide.verdicts import EJECTED, LEAVING, REMOVED, SLEEPING, STARTING
 from monitor.evaluate.fleet import FleetView
 from monitor.evaluate.signals import PoolSignals, pool_signals
 from monitor.evaluate.slo_engine import SloStatus
@@ -417,7 +417,7 @@ class Service:
         and health outputs do not depend on it.
         """
         try:
-            self.slo.observe(results)
+            self.slo.observe(results, not_serving=self._not_serving())
             now = time.time()
             statuses = self.slo.evaluate(now)
             self._log_alert_changes(statuses)
@@ -428,6 +428,11 @@ class Service:
         except Exception:  # noqa: BLE001
             self.slo_errors += 1
             log.exception("SLO evaluation failed")
+
+    def _not_serving(self) -> set[str]:
+        """Members joined and still starting, or leaving: not counted by the availability SLO."""
+        return {i for health in self.decisions.health.values() for i, h in health.instances.items()
+                if h.state in (STARTING, LEAVING, SLEEPING)}
 
     def _log_alert_changes(self, statuses: list[SloStatus]) -> None:
         """One line when an SLO's page or ticket starts or stops firing, Alertmanager or not."""
