@@ -271,7 +271,8 @@ def test_a_sleeping_engine_is_drained_not_failed_and_returns_when_it_wakes():
     assert verdict.state == "sleeping" and verdict.http_status == 503 and verdict.weight == 0.0
     assert "engine asleep (weights offloaded)" in verdict.reason_line
     assert d.pool.instances[d.names[0]].ejections == 0  # never ejected, so no backoff either
-    decision = d.step()
+    decision = d.step({d.names[0]: {"generation_tokens_total": 5.0, "finished_total": 1.0, "iterations_total": 1.0}})
+    # awake, and its first interval moved nothing yet: the queued time asleep does not count toward a hang
     assert decision.verdicts[d.names[0]].state == HEALTHY and "engine awake again" in d.reasons(0)
 
 

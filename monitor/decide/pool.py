@@ -148,6 +148,7 @@ class PoolHealth:
             self._set(h, SLEEPING, (f"engine asleep ({SLEEP_LEVELS.get(level, f'level {level}')}): drained, "
                                     "not a failure",), None, now)
             h.good_intervals = 0
+            h.stalled_intervals = 0  # a sleeping engine queues requests and moves nothing: not a hang, nor after waking
         findings = {i: h.findings(sigs[i], s) for i, h in judged.items()}
         for i, found in self._outliers(judged, sigs, notes).items():
             findings[i].extend(found)
