@@ -8,6 +8,8 @@ import logging
 import os
 import signal
 
+from monitor.errors import BadInput
+
 log = logging.getLogger("monitor.sim")
 
 
@@ -74,7 +76,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def fleet_params(args: argparse.Namespace):
-    from monitor.errors import BadInput
     from monitor.sim.params import FleetSpec, InstanceParams
 
     problems = []
@@ -126,7 +127,6 @@ def _otlp_endpoint(url: str | None) -> str | None:
     A URL without a path gets OTLP/HTTP's `/v1/traces`, as OTEL_EXPORTER_OTLP_ENDPOINT does."""
     from urllib.parse import urlsplit
 
-    from monitor.errors import BadInput
     from monitor.units import parse_http_url
 
     if not url:
@@ -139,7 +139,6 @@ def _otlp_endpoint(url: str | None) -> str | None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from monitor.cli import BadInput
     from monitor.sim.fleet import SimFleet
 
     params = fleet_params(args)
@@ -195,7 +194,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _scaling_url(url: str | None) -> str | None:
-    from monitor.cli import BadInput
     from monitor.units import parse_http_url
 
     if not url:
@@ -210,7 +208,6 @@ async def _control_server(fleet, args: argparse.Namespace):
     """The control port's server, bound before returning (so its URL can be printed)."""
     import uvicorn
 
-    from monitor.cli import BadInput
     from monitor.sim.control import control_app
     from monitor.sim.fleet import QuietServer, bind_socket
 
