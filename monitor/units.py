@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import re
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BeforeValidator, Field
@@ -60,22 +60,27 @@ def format_duration(seconds: float) -> str:
     return out
 
 
+def _number(value: Any, what: str, example: str, read: Callable[[str], float]) -> float:
+    """A YAML number as it is, or a string that `read` understands (stripped); a boolean is refused
+    (YAML reads `yes` as true), and anything else names the form wanted."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a {what}: {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return read(value.strip())
+        except (ValueError, ArithmeticError):
+            pass
+    raise ValueError(f"not a {what}: {value!r} (use e.g. {example})")
+
+
 def parse_ratio(value: Any) -> float:
     """A fraction in [0, 1] from ``99.9%`` or ``0.999``."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a ratio: {value!r}")
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            # Decimal, so "99.9%" is the double nearest 0.999 (float division gives 0.9990000000000001,
-            # which the API would then print as the objective)
-            number = float(Decimal(text[:-1]) / 100) if text.endswith("%") else float(text)
-        except (ValueError, ArithmeticError):
-            raise ValueError(f"not a ratio: {value!r} (use e.g. 99.9% or 0.999)") from None
-    elif isinstance(value, (int, float)):
-        number = float(value)
-    else:
-        raise ValueError(f"not a ratio: {value!r} (use e.g. 99.9% or 0.999)")
+    # Decimal, so "99.9%" is the double nearest 0.999 (float division gives 0.9990000000000001,
+    # which the API would then print as the objective)
+    number = _number(value, "ratio", "99.9% or 0.999",
+                     lambda text: float(Decimal(text[:-1]) / 100) if text.endswith("%") else float(text))
     if not 0.0 <= number <= 1.0:
         hint = (f" (did you mean {number:g}%?)" if 1.0 < number <= 100.0 and not str(value).strip().endswith("%")
                 else " (use a percentage up to 100%, or a fraction up to 1)")
@@ -89,18 +94,7 @@ def parse_percent(value: Any) -> float:
     A fraction such as ``0.5`` is read as 0.5 %, as Envoy's `max_ejection_percent` reads it; the
     name says percent, and guessing "you meant 50 %" would silently allow a hundred times more.
     """
-    if isinstance(value, bool):
-        raise ValueError(f"not a percentage: {value!r}")
-    if isinstance(value, str):
-        text = value.strip().removesuffix("%").strip()
-        try:
-            number = float(text)
-        except ValueError:
-            raise ValueError(f"not a percentage: {value!r} (use e.g. 50 or 50%)") from None
-    elif isinstance(value, (int, float)):
-        number = float(value)
-    else:
-        raise ValueError(f"not a percentage: {value!r} (use e.g. 50 or 50%)")
+    number = _number(value, "percentage", "50 or 50%", lambda text: float(text.removesuffix("%").strip()))
     if not 0.0 <= number <= 100.0:
         raise ValueError(f"percentage out of range [0, 100]: {value!r}")
     return number

@@ -148,6 +148,20 @@ def _first_present(values: Mapping[str, Mapping[str, list]], names: tuple[str, .
     return None, None
 
 
+def _summed(values: Mapping[str, Mapping[str, list]], table: Mapping[str, tuple[str, ...]], model: str,
+            sources: dict[str, str]) -> dict[str, float]:
+    """Each key's first present family summed over its series (engines, label values); where a key
+    has more than one spelling, `sources` notes the one read."""
+    read: dict[str, float] = {}
+    for key, names in table.items():
+        name, rows = _first_present(values, names, "", model)
+        if rows:
+            read[key] = sum(v for _, v in rows)
+            if len(names) > 1:
+                sources[key] = name
+    return read
+
+
 def _model_sample(values: Mapping[str, Mapping[str, list]], model: str) -> ModelSample:
     sources: dict[str, str] = {}
     histograms: dict[str, Histogram] = {}
@@ -168,18 +182,8 @@ def _model_sample(values: Mapping[str, Mapping[str, list]], model: str) -> Model
         bounds = tuple(sorted(per_le))
         histograms[key] = Histogram(bounds, tuple(per_le[b] for b in bounds), total, count or per_le[math.inf])
         sources[key] = name
-    counters: dict[str, float] = {}
-    for key, names in COUNTERS.items():
-        name, rows = _first_present(values, names, "", model)
-        if rows:
-            counters[key] = sum(v for _, v in rows)
-            if len(names) > 1:
-                sources[key] = name
-    gauges: dict[str, float] = {}
-    for key, names in SUMMED_GAUGES.items():
-        _, rows = _first_present(values, names, "", model)
-        if rows:
-            gauges[key] = sum(v for _, v in rows)
+    counters = _summed(values, COUNTERS, model, sources)
+    gauges = _summed(values, SUMMED_GAUGES, model, sources)
     for key, names in AVERAGED_GAUGES.items():
         name, rows = _first_present(values, names, "", model)
         if rows:

@@ -14,6 +14,7 @@ import re
 from typing import Sequence
 
 from monitor.collect.vllm import AVERAGED_GAUGES, BUCKETS, COUNTERS, FINISHED, HISTOGRAMS, SUMMED_GAUGES
+from monitor.units import format_duration
 
 # Prometheus job names the generated scrape config uses and the rules rely on (`up{job=...}`).
 VLLM_JOB = "vllm"
@@ -45,16 +46,11 @@ def number(value: float) -> str:
 
 
 def duration(seconds: float) -> str:
-    """Prometheus duration notation, largest units first (`30d`, `59m30s`, `1s500ms`)."""
-    rest = round(seconds * 1000)
-    if rest <= 0:
+    """Prometheus duration notation, largest units first (`30d`, `59m30s`, `1s500ms`): the config's
+    own notation, except that a rule's range cannot be empty (the API's window may say `0s`)."""
+    if round(seconds * 1000) <= 0:
         raise ValueError(f"not a positive duration: {seconds!r}")
-    out = ""
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
-        if rest >= size:
-            out += f"{rest // size}{unit}"
-            rest %= size
-    return out
+    return format_duration(seconds)
 
 
 def quote(value: str) -> str:

@@ -28,6 +28,7 @@ import logging
 import threading
 import time
 from collections import deque
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any, Callable
@@ -150,21 +151,15 @@ class NvmlReader:
             return
         for gpu in self._gpus:
             if gpu.gpm_sample is not None:
-                try:
+                with suppress(nvml.NVMLError):
                     nvml.nvmlGpmSampleFree(gpu.gpm_sample)
-                except nvml.NVMLError:
-                    pass
                 gpu.gpm_sample = None
         if self._event_set is not None:
-            try:
+            with suppress(nvml.NVMLError):
                 nvml.nvmlEventSetFree(self._event_set)
-            except nvml.NVMLError:
-                pass
             self._event_set = None
-        try:
+        with suppress(nvml.NVMLError):
             nvml.nvmlShutdown()
-        except nvml.NVMLError:
-            pass
 
     # -- enumeration
 

@@ -229,12 +229,7 @@ class VllmMetrics:
                                                "Number of generation tokens processed.", token_buckets)
         self.iteration_tokens = histogram("vllm:iteration_tokens_total",
                                           "Histogram of number of tokens per engine_step.", ITERATION_TOKEN_BUCKETS)
-        self.max_num_generation = histogram("vllm:request_max_num_generation_tokens",
-                                            "Histogram of maximum number of requested generation tokens.",
-                                            token_buckets)
-        self.params_n = histogram("vllm:request_params_n", "Histogram of the n request parameter.", N_BUCKETS)
-        self.params_max_tokens = histogram("vllm:request_params_max_tokens",
-                                           "Histogram of the max_tokens request parameter.", token_buckets)
+        self._declare_request_params(histogram, token_buckets)
         self.ttft = histogram("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
                               TTFT_BUCKETS)
         self.itl = histogram("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.",
@@ -287,12 +282,7 @@ class VllmMetrics:
                                            token_buckets)
         self.req_generation_tokens = histogram("vllm:request_generation_tokens",
                                                "Number of generation tokens processed.", token_buckets)
-        self.max_num_generation = histogram("vllm:request_max_num_generation_tokens",
-                                            "Histogram of maximum number of requested generation tokens.",
-                                            token_buckets)
-        self.params_n = histogram("vllm:request_params_n", "Histogram of the n request parameter.", N_BUCKETS)
-        self.params_max_tokens = histogram("vllm:request_params_max_tokens",
-                                           "Histogram of the max_tokens request parameter.", token_buckets)
+        self._declare_request_params(histogram, token_buckets)
         # children appear lazily, when the first request finishes with a reason (V0 behaviour)
         self._v0_success = Counter("vllm:request_success_total", "Count of successfully processed requests.",
                                    labelnames=labels + ["finished_reason"], registry=r)
@@ -301,6 +291,14 @@ class VllmMetrics:
         info = Gauge("vllm:cache_config_info", "Information of the LLMEngine CacheConfig",
                      labelnames=list(cache_info), registry=r, multiprocess_mode="mostrecent")
         info.labels(**cache_info).set(1)
+
+    def _declare_request_params(self, histogram, token_buckets: list[int]) -> None:
+        self.max_num_generation = histogram("vllm:request_max_num_generation_tokens",
+                                            "Histogram of maximum number of requested generation tokens.",
+                                            token_buckets)
+        self.params_n = histogram("vllm:request_params_n", "Histogram of the n request parameter.", N_BUCKETS)
+        self.params_max_tokens = histogram("vllm:request_params_max_tokens",
+                                           "Histogram of the max_tokens request parameter.", token_buckets)
 
     def _declare_request_latencies(self, histogram, e2e_help: str) -> None:
         self.e2e = histogram("vllm:e2e_request_latency_seconds", e2e_help, REQUEST_LATENCY_BUCKETS)
