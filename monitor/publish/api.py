@@ -47,6 +47,9 @@ def instance_json(view: InstanceView, verdict: InstanceVerdict | None, source: s
         "joined_at": rfc3339(joined_at),
         "last_scrape": rfc3339(view.last_scrape),
         "metrics": view.figures,
+        # figure -> the vLLM family it was read from where there is a choice (e.g. tpot per request
+        # or per token), so two instances' figures can be told apart when their servers differ
+        "sources": view.sources,
         "models": view.models,
         "scrape": {
             "error": view.scrape_error,
@@ -248,8 +251,9 @@ def install_routes(app: FastAPI, service: MonitorState,
             except (SQLAlchemyError, TimeoutError):
                 found = None  # the database went away since the last flush: answer from memory
         if found is not None:
-            # entries not flushed yet are in memory only
-            pending = [d for d in service.recent_decisions if d.at > (found[0].at if found else 0.0)]
+            # entries not flushed yet are in memory only (the database keeps microseconds: an entry
+            # it holds reads back up to half a microsecond earlier than the one in memory)
+            pending = [d for d in service.recent_decisions if d.at > (found[0].at if found else 0.0) + 1e-6]
         else:
             found, pending = [], list(service.recent_decisions)
         pending = [d for d in pending if (pool is None or d.pool == pool) and
