@@ -11,7 +11,9 @@ ratio is within `tolerance` of 1, the maximum over metrics, then stabilised:
   does, because a vLLM replica takes minutes to load its model and flapping down then up is costly;
 * then `min_replicas` / `max_replicas`.
 
-Signals: requests waiting per replica (production-stack's scaling signal, target 5), KV-cache usage
+Signals: requests waiting per replica (production-stack's scaling signal, target 5; where vLLM splits
+its queue by reason, `vllm:num_requests_waiting_by_reason`, only `reason="capacity"` counts: a request
+waiting for a KV transfer or a LoRA slot is not helped by another replica), KV-cache usage
 (the llm-d saturation threshold 0.8), TTFT p99 against a latency target, and the burn rate of the
 pool's TTFT SLO (target 1: spending the error budget exactly as fast as it is earned). GPU
 utilisation is deliberately absent: it is a poor scaling signal for LLM serving.
@@ -37,11 +39,20 @@ class ScalingSignals:
     """
 
     replicas_reporting: int
-    requests_waiting: float | None = None  # summed over reporting replicas
+    requests_waiting: float | None = None  # summed over reporting replicas, every reason
     kv_cache_usage: float | None = None  # mean over reporting replicas
     ttft_p99_s: float | None = None  # pool-wide
     requests: float = 0.0  # requests in the window behind ttft_p99_s
     ttft_burn_rate: float | None = None
+    # summed over the replicas whose page splits waiting by reason (None when none does)
+    requests_waiting_capacity: float | None = None
+    # what waiting_per_replica reads: capacity waits where a page has them, all waits elsewhere;
+    # None falls back to requests_waiting (signals built by hand, older callers)
+    requests_waiting_for_scaling: float | None = None
+
+    @property
+    def waiting_signal(self) -> float | None:
+        return self.requests_waiting if self.requests_waiting_for_scaling is None else self.requests_waiting_for_scaling
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +108,11 @@ class PoolScaler:
             rec = hpa_replicas(current, basis, target, s.tolerance)
             metrics[name] = {"value": value, "target": target, "ratio": value / target, "recommendation": rec}
 
-        if signals.requests_waiting is not None and reporting > 0:
-            add("waiting_per_replica", signals.requests_waiting / reporting, s.target_waiting_per_replica,
-                total=signals.requests_waiting)
-        elif signals.requests_waiting and current <= 0:
-            add("waiting_per_replica", signals.requests_waiting, s.target_waiting_per_replica)
+        waiting = signals.waiting_signal
+        if waiting is not None and reporting > 0:
+            add("waiting_per_replica", waiting / reporting, s.target_waiting_per_replica, total=waiting)
+        elif waiting and current <= 0:
+            add("waiting_per_replica", waiting, s.target_waiting_per_replica)
         if reporting > 0:
             add("kv_cache_usage", signals.kv_cache_usage, s.target_kv_cache_usage)
             if signals.requests >= max(s.min_requests, 1):
@@ -140,6 +151,9 @@ class PoolScaler:
             "scale_up_window_min": up_floor,
             "scale_down_window_max": down_ceiling,
             "replicas_reporting": reporting,
+            # both queues: waiting_per_replica reads the capacity one where the pages split it
+            "requests_waiting": signals.requests_waiting,
+            "requests_waiting_capacity": signals.requests_waiting_capacity,
             "min_replicas": s.min_replicas,
             "max_replicas": s.max_replicas,
         })
@@ -174,12 +188,17 @@ def scaling_signals(stats: Sequence[WindowStats | None], burn_rate: float | None
     """A pool's signals from its serving instances' merged window stats (one entry per instance).
 
     Waiting requests are summed, KV usage averaged, TTFT p99 taken over all instances' requests
-    together (merged histograms), exactly as `merge_stats` combines an instance's models.
+    together (merged histograms), exactly as `merge_stats` combines an instance's models. The
+    waiting signal takes each instance's capacity waits where its page has them (vLLM 0.20+) and
+    its whole queue elsewhere, so a pool in the middle of an upgrade is still counted whole.
     """
     present = [s for s in stats if s is not None]
     merged = merge_stats(present)
     figures = instance_figures(merged)
     requests = merged.histograms["ttft"].count if merged is not None and "ttft" in merged.histograms else 0.0
+    capacity = [s.gauges["waiting_capacity"] for s in present if "waiting_capacity" in s.gauges]
+    for_scaling = [s.gauges.get("waiting_capacity", s.gauges.get("waiting")) for s in present]
+    known = [w for w in for_scaling if w is not None]
     return ScalingSignals(
         replicas_reporting=len(present),
         requests_waiting=figures["requests_waiting"],
@@ -187,4 +206,6 @@ def scaling_signals(stats: Sequence[WindowStats | None], burn_rate: float | None
         ttft_p99_s=figures["ttft_p99_s"],
         requests=requests,
         ttft_burn_rate=burn_rate,
+        requests_waiting_capacity=sum(capacity) if capacity else None,
+        requests_waiting_for_scaling=sum(known) if known else None,
     )

@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from monitor.evaluate.windows import WindowStats, instance_figures, merge_stats, stats_over, window_stats
+from monitor.evaluate.windows import WindowStats, figure_sources, instance_figures, merge_stats, stats_over, window_stats
 from monitor.samples import ModelSample, ScrapeResult
 
 
@@ -75,6 +75,7 @@ class InstanceView:
     scrape_error: str | None
     scrape_duration_s: float | None
     health_status: int | None
+    sources: dict[str, str] = field(default_factory=dict)  # figure -> vLLM family (windows.figure_sources)
 
 
 def health_failure(result: ScrapeResult) -> str | None:
@@ -166,17 +167,19 @@ class FleetView:
 
     def view(self, track: InstanceTrack, now: float) -> InstanceView:
         per_model = self.stats(track, now)
+        merged = merge_stats(list(per_model.values()))
         last = track.last
         return InstanceView(
             pool=track.pool,
             instance=track.instance,
             url=track.url,
             last_scrape=last.started_at if last else None,
-            figures=instance_figures(merge_stats(list(per_model.values()))),
+            figures=instance_figures(merged),
             models={m: instance_figures(s) for m, s in sorted(per_model.items())},
             scrape_error=last.error if last else None,
             scrape_duration_s=last.duration_s if last else None,
             health_status=last.health_status if last else None,
+            sources=figure_sources(merged),
         )
 
     def views(self, now: float) -> list[InstanceView]:

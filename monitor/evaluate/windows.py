@@ -17,7 +17,11 @@ from dataclasses import dataclass, field
 from operator import le, sub
 from typing import Mapping, Sequence
 
+from monitor.collect.vllm import AVERAGED_GAUGES, COUNTERS, PROMPT_BY_SOURCE, WAITING_BY_REASON
 from monitor.samples import Histogram, ModelSample
+
+PREFIX_HITS = COUNTERS["prefix_cache_hits"][0]
+PREFIX_HIT_RATE_GAUGE = AVERAGED_GAUGES["prefix_cache_hit_rate"][0]
 
 
 def counter_increase(values: Sequence[float]) -> float:
@@ -253,16 +257,38 @@ def merge_stats(stats: Sequence[WindowStats]) -> WindowStats | None:
     )
 
 
+# The per-instance figures, in the order the API lists them (docs/api.md's `metrics` object): added
+# to, never renamed or removed.
+FIGURE_NAMES = (
+    "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s", "tpot_p90_s", "tpot_p99_s",
+    "e2e_p50_s", "e2e_p90_s", "e2e_p99_s", "queue_p99_s", "error_ratio", "kv_cache_usage",
+    "requests_running", "requests_waiting", "requests_per_s", "prompt_tokens_per_s",
+    "generation_tokens_per_s", "preemptions_per_s", "prefix_cache_hit_rate",
+    # issue 15: the per-token interval apart from per-request TPOT, the waiting split, current vLLM's families
+    "itl_p50_s", "itl_p90_s", "itl_p99_s", "requests_waiting_capacity", "requests_waiting_deferred",
+    "spec_decode_acceptance_rate", "spec_decode_mean_acceptance_length", "kv_capacity_tokens",
+    "prefill_kv_computed_tokens_per_request", "admission_rejections_per_s",
+    *(f"admission_rejections_{reason}_per_s" for reason in ("max_num_queued_reqs", "max_num_queued_tokens", "other")),
+)
+# the by-reason rejection counters (ModelSample.counters) under vLLM's `reason` label values
+REJECTION_REASONS = {"max_num_queued_reqs": "admission_rejections_queued_reqs",
+                     "max_num_queued_tokens": "admission_rejections_queued_tokens",
+                     "other": "admission_rejections_other"}
+_PREFIX_BY_SOURCE = ("prompt_tokens_local_compute", "prompt_tokens_local_cache_hit", "prompt_tokens_external_kv_transfer")
+
+
 def instance_figures(stats: WindowStats | None) -> dict[str, float | None]:
-    """The per-instance figures the API and /metrics publish (the `metrics` object, docs/api.md)."""
-    names = ("ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s", "tpot_p90_s", "tpot_p99_s",
-             "e2e_p50_s", "e2e_p90_s", "e2e_p99_s", "queue_p99_s", "error_ratio", "kv_cache_usage",
-             "requests_running", "requests_waiting", "requests_per_s", "prompt_tokens_per_s",
-             "generation_tokens_per_s", "preemptions_per_s", "prefix_cache_hit_rate")
-    figures: dict[str, float | None] = dict.fromkeys(names)
+    """The per-instance figures the API and /metrics publish (the `metrics` object, docs/api.md).
+
+    `tpot_*` is per request where the page has `vllm:request_time_per_output_token_seconds`
+    (ModelSample's `tpot`), `itl_*` the per-token interval: with speculative decoding one interval
+    carries several tokens, so the two differ. Figures whose family the page lacks stay None (absent
+    is not zero); `figure_sources` says which family each one came from.
+    """
+    figures: dict[str, float | None] = dict.fromkeys(FIGURE_NAMES)
     if stats is None:
         return figures
-    for key in ("ttft", "tpot", "e2e"):
+    for key in ("ttft", "tpot", "e2e", "itl"):
         for q, label in ((0.5, "p50"), (0.9, "p90"), (0.99, "p99")):
             figures[f"{key}_{label}_s"] = quantile(q, stats.histograms.get(key))
     figures["queue_p99_s"] = quantile(0.99, stats.histograms.get("queue"))
@@ -271,13 +297,58 @@ def instance_figures(stats: WindowStats | None) -> dict[str, float | None]:
     figures["kv_cache_usage"] = stats.gauges.get("kv_cache_usage")
     figures["requests_running"] = stats.gauges.get("running")
     figures["requests_waiting"] = stats.gauges.get("waiting")
+    figures["requests_waiting_capacity"] = stats.gauges.get("waiting_capacity")
+    figures["requests_waiting_deferred"] = stats.gauges.get("waiting_deferred")
     figures["requests_per_s"] = stats.finished_total / stats.span if stats.span > 0 and stats.finished else None
     figures["prompt_tokens_per_s"] = stats.rate("prompt_tokens")
     figures["generation_tokens_per_s"] = stats.rate("generation_tokens")
     figures["preemptions_per_s"] = stats.rate("preemptions")
-    queries = stats.increases.get("prefix_cache_queries")
-    if queries:
-        figures["prefix_cache_hit_rate"] = stats.increases.get("prefix_cache_hits", 0.0) / queries
-    else:
-        figures["prefix_cache_hit_rate"] = stats.gauges.get("prefix_cache_hit_rate")
+    figures["prefix_cache_hit_rate"] = _prefix_cache_hit_rate(stats)[0]
+    inc = stats.increases
+    # speculative decoding (vLLM's spec_decode/metrics.py): acceptance rate = accepted / draft
+    # tokens; mean acceptance length = 1 + accepted / drafts (tokens a step emits, the bonus one included)
+    if inc.get("spec_decode_draft_tokens"):
+        figures["spec_decode_acceptance_rate"] = inc.get("spec_decode_accepted_tokens", 0.0) / inc["spec_decode_draft_tokens"]
+    if inc.get("spec_decode_drafts"):
+        figures["spec_decode_mean_acceptance_length"] = 1.0 + inc.get("spec_decode_accepted_tokens", 0.0) / inc["spec_decode_drafts"]
+    figures["kv_capacity_tokens"] = stats.gauges.get("kv_capacity_tokens")
+    if inc.get("prefill_kv_computed_requests"):
+        figures["prefill_kv_computed_tokens_per_request"] = (inc.get("prefill_kv_computed_tokens", 0.0)
+                                                             / inc["prefill_kv_computed_requests"])
+    figures["admission_rejections_per_s"] = stats.rate("admission_rejections")
+    for reason, key in REJECTION_REASONS.items():
+        figures[f"admission_rejections_{reason}_per_s"] = stats.rate(key)
     return figures
+
+
+def _prefix_cache_hit_rate(stats: WindowStats) -> tuple[float | None, str | None]:
+    """(hit rate, the family it came from): the hits/queries counters where the page has them, else
+    the by-source prompt counters (local cache hits over every prompt token), else V0's gauge."""
+    inc = stats.increases
+    queries = inc.get("prefix_cache_queries")
+    if queries:
+        return inc.get("prefix_cache_hits", 0.0) / queries, stats.sources.get("prefix_cache_hits", PREFIX_HITS)
+    if all(key in inc for key in _PREFIX_BY_SOURCE):
+        prompt = sum(inc[key] for key in _PREFIX_BY_SOURCE)
+        if prompt > 0:
+            return inc["prompt_tokens_local_cache_hit"] / prompt, PROMPT_BY_SOURCE
+    if "prefix_cache_hit_rate" in stats.gauges:
+        return stats.gauges["prefix_cache_hit_rate"], PREFIX_HIT_RATE_GAUGE
+    return None, None
+
+
+def figure_sources(stats: WindowStats | None) -> dict[str, str]:
+    """Figure family -> the vLLM family it was read from, for the families with more than one
+    possible source (the API's `sources` object): e.g. `tpot` ->
+    `vllm:request_time_per_output_token_seconds` (per request) or `vllm:inter_token_latency_seconds`
+    (per token, pages before 0.11), `prefix_cache_hit_rate` -> the counters or the by-source family."""
+    if stats is None:
+        return {}
+    out = {key: stats.sources[key] for key in ("ttft", "tpot", "itl", "e2e", "queue", "kv_cache_usage")
+           if key in stats.sources and key in (*stats.histograms, *stats.gauges)}
+    source = _prefix_cache_hit_rate(stats)[1]
+    if source is not None:
+        out["prefix_cache_hit_rate"] = source
+    if "waiting_capacity" in stats.gauges:
+        out["requests_waiting_capacity"] = WAITING_BY_REASON
+    return out

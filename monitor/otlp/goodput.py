@@ -28,7 +28,7 @@ from monitor.settings import LatencyIndicator, SloConfig
 from monitor.units import format_duration
 from monitor.otlp.records import RequestRecord
 
-Metric = Literal["ttft", "tpot", "e2e", "queue"]
+Metric = Literal["ttft", "tpot", "e2e", "queue", "itl"]
 _ATTR = {"ttft": "ttft_s", "tpot": "tpot_s", "e2e": "e2e_s", "queue": "queue_s"}
 
 
@@ -40,16 +40,20 @@ class LatencyObjective:
 
 
 def latency_objectives(slos: Sequence[SloConfig], pool: str) -> tuple[LatencyObjective, ...]:
-    """The latency SLOs that apply to `pool` (an SLO without `pools` applies to all)."""
+    """The latency SLOs that apply to `pool` (an SLO without `pools` applies to all). ITL SLOs are
+    left out: a span has no per-token intervals, so no request could be judged against one."""
     return tuple(
         LatencyObjective(s.name, s.indicator.metric, s.indicator.threshold)
         for s in slos
-        if isinstance(s.indicator, LatencyIndicator) and (s.pools is None or pool in s.pools)
+        if isinstance(s.indicator, LatencyIndicator) and s.indicator.metric in _ATTR
+        and (s.pools is None or pool in s.pools)
     )
 
 
 def metric_value(record: RequestRecord, metric: str) -> float | None:
-    return getattr(record, _ATTR[metric])
+    """The record's value of `metric`; None where a span cannot carry it (itl)."""
+    attr = _ATTR.get(metric)
+    return getattr(record, attr) if attr else None
 
 
 def meets(record: RequestRecord, objective: LatencyObjective) -> bool:

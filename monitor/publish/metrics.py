@@ -25,8 +25,12 @@ from monitor.publish.state import NAMESPACE, MonitorState
 # figure key -> (metric name, help, quantile label or None)
 _QUANTILE_FIGURES = {
     "ttft": ("instance_ttft_seconds", "Time to first token over the evaluation window, by quantile."),
-    "tpot": ("instance_tpot_seconds", "Inter-token latency (TPOT) over the evaluation window, by quantile."),
+    "tpot": ("instance_tpot_seconds", "Time per output token over the evaluation window, by quantile: per request "
+                                      "where vLLM has vllm:request_time_per_output_token_seconds (0.11+), else "
+                                      "per token."),
     "e2e": ("instance_e2e_latency_seconds", "End-to-end request latency over the evaluation window, by quantile."),
+    "itl": ("instance_itl_seconds", "Inter-token latency (one observation per output event, which carries several "
+                                    "tokens with speculative decoding) over the evaluation window, by quantile."),
 }
 _PLAIN_FIGURES = {
     "queue_p99_s": ("instance_queue_time_p99_seconds", "99th percentile of time spent waiting in the queue."),
@@ -39,7 +43,22 @@ _PLAIN_FIGURES = {
     "generation_tokens_per_s": ("instance_generation_tokens_per_second", "Generated tokens per second."),
     "preemptions_per_s": ("instance_preemptions_per_second", "Preemptions per second."),
     "prefix_cache_hit_rate": ("instance_prefix_cache_hit_ratio", "Prefix-cache hits over queries (tokens)."),
+    "requests_waiting_capacity": ("instance_requests_waiting_capacity",
+                                  "Requests waiting for scheduling capacity (vllm:num_requests_waiting_by_reason "
+                                  "reason=capacity): the queue more replicas shorten."),
+    "spec_decode_acceptance_rate": ("instance_spec_decode_acceptance_ratio",
+                                    "Speculative decoding: accepted over draft tokens in the window."),
+    "spec_decode_mean_acceptance_length": ("instance_spec_decode_mean_acceptance_length",
+                                           "Speculative decoding: tokens emitted per draft step "
+                                           "(1 + accepted tokens / drafts) in the window."),
+    "kv_capacity_tokens": ("instance_kv_capacity_tokens",
+                           "KV-cache capacity in tokens (num_gpu_blocks x block_size of vllm:cache_config_info)."),
+    "prefill_kv_computed_tokens_per_request": ("instance_prefill_kv_computed_tokens_per_request",
+                                               "Prompt tokens really computed (not served from a cache) per "
+                                               "finished request in the window."),
 }
+# admission rejections per second, one series per vLLM `reason` (figure admission_rejections_{reason}_per_s)
+_REJECTION_REASONS = ("max_num_queued_reqs", "max_num_queued_tokens", "other")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +112,9 @@ class FleetCollector(Collector):
                      for k, (name, doc) in _QUANTILE_FIGURES.items()}
         plain = {k: GaugeMetricFamily(f"{NAMESPACE}_{name}", doc, labels=labels)
                  for k, (name, doc) in _PLAIN_FIGURES.items()}
+        rejections = GaugeMetricFamily(f"{NAMESPACE}_instance_admission_rejections_per_second",
+                                       "Requests refused before queueing (vllm:admission_rejections_total), per "
+                                       "second, by reason.", labels=labels + ["reason"])
         up = GaugeMetricFamily(f"{NAMESPACE}_instance_up", "1 when the last scrape of the instance succeeded.",
                                labels=["pool", "instance"])
         state = GaugeMetricFamily(f"{NAMESPACE}_instance_state", "Current state of the instance (1 for the active one).",
@@ -125,7 +147,11 @@ class FleetCollector(Collector):
                     value = figures.get(key)
                     if value is not None:
                         family.add_metric(series, value)
-        out = [up, state, duration, age, failures, *quantiles.values(), *plain.values(),
+                for reason in _REJECTION_REASONS:
+                    value = figures.get(f"admission_rejections_{reason}_per_s")
+                    if value is not None:
+                        rejections.add_metric(series + [reason], value)
+        out = [up, state, duration, age, failures, *quantiles.values(), *plain.values(), rejections,
                GaugeMetricFamily(f"{NAMESPACE}_targets", "Configured scrape targets.", value=snap.targets)]
         if snap.cycle_duration_s is not None:
             out.append(GaugeMetricFamily(f"{NAMESPACE}_scrape_cycle_duration_seconds",

@@ -12,7 +12,7 @@ from monitor.units import Duration, Name, Ratio
 
 class LatencyIndicator(Section):
     type: Literal["latency"]
-    metric: Literal["ttft", "tpot", "e2e", "queue"]
+    metric: Literal["ttft", "tpot", "e2e", "queue", "itl"]
     threshold: Duration
 
 

@@ -43,7 +43,7 @@ class Events:
 
 
 NO_EVENTS = Events(0.0, 0.0, True)
-LATENCY_METRICS = ("ttft", "tpot", "e2e", "queue")
+LATENCY_METRICS = ("ttft", "tpot", "e2e", "queue", "itl")
 
 
 def latency_events(stats: WindowStats | None, metric: str, threshold: float) -> Events:
