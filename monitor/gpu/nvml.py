@@ -27,12 +27,22 @@ import importlib
 import logging
 import threading
 import time
-from collections import deque
 from contextlib import suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from types import ModuleType
 from typing import Any, Callable
 
+from monitor.gpu.nvml_device import (
+    GpuLost,
+    GpuState,
+    describe,
+    gpm_activity,
+    memory_info,
+    memory_temperature,
+    temperature,
+    text,
+    throttle_reasons,
+)
 from monitor.gpu.readings import MIB, GpuReading
 
 log = logging.getLogger("monitor.gpu")
@@ -40,29 +50,6 @@ log = logging.getLogger("monitor.gpu")
 XID_WINDOW_S = 300.0  # dcgm-exporter's default --xid-count-window-size (5 minutes)
 RETRY_INIT_S = 60.0
 _MAX_EVENTS_PER_READ = 1024  # bounds one drain if a GPU floods events
-
-
-class _GpuLost(Exception):
-    pass
-
-
-@dataclass
-class _Gpu:
-    """What the reader keeps per GPU between reads."""
-
-    index: int
-    handle: Any
-    uuid: str
-    name: str | None
-    pci_bus_id: str | None
-    lost: bool = False
-    unsupported: set[str] = field(default_factory=set)
-    warned: set[str] = field(default_factory=set)
-    xid_supported: bool = False
-    xid_last: int = 0
-    xid_events: deque = field(default_factory=deque)  # (monotonic time, xid)
-    gpm_supported: bool | None = None  # None until asked
-    gpm_sample: Any = None  # the previous GPM sample, to compute metrics against
 
 
 class NvmlReader:
@@ -87,7 +74,7 @@ class NvmlReader:
         self.problem: str | None = "not started"  # why no GPU can be read, None while NVML works
         self.driver_version: str | None = None
         self._nvml: ModuleType | None = None
-        self._gpus: list[_Gpu] = []
+        self._gpus: list[GpuState] = []
         self._event_set: Any = None
         self._next_init = 0.0
         self._logged_problem: str | None = None
@@ -116,7 +103,7 @@ class NvmlReader:
             return self._unavailable(f"nvmlInit failed: {type(exc).__name__}: {exc}")
         self._nvml = nvml
         try:
-            self.driver_version = _text(nvml.nvmlSystemGetDriverVersion())
+            self.driver_version = text(nvml.nvmlSystemGetDriverVersion())
         except nvml.NVMLError:
             self.driver_version = None
         try:
@@ -171,18 +158,18 @@ class NvmlReader:
             log.info("NVML: XID events unavailable (%s)", exc)
             return None
 
-    def _enumerate(self, index: int) -> _Gpu:
+    def _enumerate(self, index: int) -> GpuState:
         """Handle and identity of GPU `index`; a GPU already lost at start is listed as lost."""
         nvml = self._nvml
         try:
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
-            uuid = _text(nvml.nvmlDeviceGetUUID(handle))
+            uuid = text(nvml.nvmlDeviceGetUUID(handle))
         except nvml.NVMLError as exc:
             log.warning("GPU %d: cannot be opened (%s: %s); reported as lost", index, type(exc).__name__, exc)
-            return _Gpu(index, None, "", None, None, lost=True)
-        name = self._identity(lambda: _text(nvml.nvmlDeviceGetName(handle)))
-        pci = self._identity(lambda: _text(nvml.nvmlDeviceGetPciInfo(handle).busId))
-        gpu = _Gpu(index, handle, uuid, name, pci)
+            return GpuState(index, None, "", None, None, lost=True)
+        name = self._identity(lambda: text(nvml.nvmlDeviceGetName(handle)))
+        pci = self._identity(lambda: text(nvml.nvmlDeviceGetPciInfo(handle).busId))
+        gpu = GpuState(index, handle, uuid, name, pci)
         if self._event_set is not None:
             try:
                 nvml.nvmlDeviceRegisterEvents(handle, nvml.nvmlEventTypeXidCriticalError, self._event_set)
@@ -203,13 +190,13 @@ class NvmlReader:
         found: dict[str, int] = {}
         for i in range(count):
             try:
-                found[_text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i)))] = i
+                found[text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i)))] = i
             except nvml.NVMLError:
                 continue
         for gpu in self._gpus:
             if not gpu.lost and gpu.uuid not in found:
                 gpu.lost = True
-                log.error("%s: no longer enumerated by NVML; marked lost", _name(gpu))
+                log.error("%s: no longer enumerated by NVML; marked lost", describe(gpu))
         known = {g.uuid for g in self._gpus}
         for uuid, i in found.items():
             if uuid not in known:
@@ -235,16 +222,16 @@ class NvmlReader:
             now = self.clock()
             return [self._read_gpu(gpu, now) for gpu in self._gpus]
 
-    def _read_gpu(self, gpu: _Gpu, now: float) -> GpuReading:
+    def _read_gpu(self, gpu: GpuState, now: float) -> GpuReading:
         base = GpuReading(uuid=gpu.uuid, index=gpu.index, host=self.hostname, model_name=gpu.name,
                           pci_bus_id=gpu.pci_bus_id, driver_version=self.driver_version, lost=gpu.lost)
         if gpu.lost:
             return base
         try:
             values = self._fields(gpu)
-        except _GpuLost:
+        except GpuLost:
             gpu.lost = True
-            log.error("%s: NVML reports the GPU lost (fallen off the bus?); marked lost", _name(gpu))
+            log.error("%s: NVML reports the GPU lost (fallen off the bus?); marked lost", describe(gpu))
             return replace(base, lost=True)
         if gpu.xid_supported:
             while gpu.xid_events and gpu.xid_events[0][0] <= now - self.xid_window_s:
@@ -256,7 +243,7 @@ class NvmlReader:
             values["xid_recent"] = recent
         return replace(base, **values)
 
-    def _fields(self, gpu: _Gpu) -> dict[str, Any]:
+    def _fields(self, gpu: GpuState) -> dict[str, Any]:
         """Each field read on its own: one unsupported or failing call costs only its own fields."""
         nvml, h = self._nvml, gpu.handle
         out: dict[str, Any] = {}
@@ -268,19 +255,19 @@ class NvmlReader:
                 return call()
             except nvml.NVMLError_NotSupported:
                 gpu.unsupported.add(name)
-                log.debug("%s: %s not supported", _name(gpu), name)
+                log.debug("%s: %s not supported", describe(gpu), name)
             except nvml.NVMLError_GpuIsLost:
-                raise _GpuLost() from None
+                raise GpuLost() from None
             except nvml.NVMLError as exc:
                 if name not in gpu.warned:
                     gpu.warned.add(name)
-                    log.warning("%s: reading %s failed (%s: %s); skipped", _name(gpu), name, type(exc).__name__, exc)
+                    log.warning("%s: reading %s failed (%s: %s); skipped", describe(gpu), name, type(exc).__name__, exc)
             return None
 
         util = get("utilization", lambda: nvml.nvmlDeviceGetUtilizationRates(h))
         if util is not None:
             out["util_pct"], out["mem_copy_util_pct"] = float(util.gpu), float(util.memory)
-        mem = get("memory", lambda: self._memory_info(h))
+        mem = get("memory", lambda: memory_info(nvml, h))
         if mem is not None:
             out["fb_total_mib"] = float(mem.total // MIB)
             out["fb_free_mib"] = float(mem.free // MIB)
@@ -288,8 +275,8 @@ class NvmlReader:
             reserved = getattr(mem, "reserved", None)
             if reserved is not None:
                 out["fb_reserved_mib"] = float(reserved // MIB)
-        out["gpu_temp_c"] = _float(get("temperature", lambda: self._temperature(h)))
-        out["memory_temp_c"] = _float(get("memory_temperature", lambda: self._memory_temperature(h)))
+        out["gpu_temp_c"] = _float(get("temperature", lambda: temperature(nvml, h)))
+        out["memory_temp_c"] = _float(get("memory_temperature", lambda: memory_temperature(nvml, h)))
         power = get("power", lambda: nvml.nvmlDeviceGetPowerUsage(h))
         out["power_w"] = power / 1000.0 if power is not None else None
         limit = get("power_limit", lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(h))
@@ -297,9 +284,9 @@ class NvmlReader:
         out["energy_mj"] = _float(get("energy", lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(h)))
         out["sm_clock_mhz"] = _float(get("sm_clock", lambda: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM)))
         out["mem_clock_mhz"] = _float(get("mem_clock", lambda: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_MEM)))
-        out["throttle_reasons"] = _float(get("throttle_reasons", lambda: self._throttle_reasons(h)))
+        out["throttle_reasons"] = _float(get("throttle_reasons", lambda: throttle_reasons(nvml, h)))
         out["pcie_replays"] = _float(get("pcie_replays", lambda: nvml.nvmlDeviceGetPcieReplayCounter(h)))
-        out.update(self._gpm(gpu, get))
+        out.update(gpm_activity(nvml, gpu, get))
         for attr, kind, counter in (
             ("ecc_sbe_volatile", "NVML_MEMORY_ERROR_TYPE_CORRECTED", "NVML_VOLATILE_ECC"),
             ("ecc_dbe_volatile", "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", "NVML_VOLATILE_ECC"),
@@ -309,115 +296,6 @@ class NvmlReader:
             out[attr] = _float(get(attr, lambda k=kind, c=counter: nvml.nvmlDeviceGetTotalEccErrors(
                 h, getattr(nvml, k), getattr(nvml, c))))
         return {k: v for k, v in out.items() if v is not None}
-
-    def _gpm(self, gpu: _Gpu, get: Callable[[str, Callable[[], Any]], Any]) -> dict[str, float]:
-        """Graphics-engine and tensor-pipe activity (0–1) between the previous GPM sample and one
-        taken now; {} where GPM is not supported, and on the first read (no previous sample)."""
-        nvml, h = self._nvml, gpu.handle
-        if gpu.gpm_supported is None:
-            if not hasattr(nvml, "nvmlGpmQueryDeviceSupport"):  # a binding older than GPM
-                gpu.gpm_supported = False
-                return {}
-
-            def query() -> Any:
-                try:
-                    return nvml.nvmlGpmQueryDeviceSupport(h)
-                except nvml.NVMLError_FunctionNotFound:  # a driver older than GPM
-                    raise nvml.NVMLError(nvml.NVML_ERROR_NOT_SUPPORTED) from None
-
-            support = get("gpm", query)
-            if support is None and "gpm" not in gpu.unsupported:
-                return {}  # the query failed this time: asked again at the next read
-            gpu.gpm_supported = bool(support is not None and getattr(support, "isSupportedDevice", 0))
-            if not gpu.gpm_supported:
-                log.info("%s: no GPM support; DCGM_FI_PROF_GR_ENGINE_ACTIVE / PIPE_TENSOR_ACTIVE left out",
-                         _name(gpu))
-        if not gpu.gpm_supported or "gpm" in gpu.unsupported:
-            return {}
-
-        def sample_now() -> Any:
-            sample = nvml.nvmlGpmSampleAlloc()
-            try:
-                return nvml.nvmlGpmSampleGet(h, sample)
-            except nvml.NVMLError:
-                nvml.nvmlGpmSampleFree(sample)
-                raise
-
-        current = get("gpm", sample_now)
-        if current is None:
-            return {}
-        previous, gpu.gpm_sample = gpu.gpm_sample, current
-        if previous is None:
-            return {}
-        wanted = (("gr_engine_active", nvml.NVML_GPM_METRIC_GRAPHICS_UTIL),
-                  ("pipe_tensor_active", nvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL))
-
-        def metrics() -> Any:
-            request = nvml.c_nvmlGpmMetricsGet_t()
-            request.version = nvml.NVML_GPM_METRICS_GET_VERSION
-            request.numMetrics = len(wanted)
-            request.sample1, request.sample2 = previous, current
-            for i, (_, metric_id) in enumerate(wanted):
-                request.metrics[i].metricId = metric_id
-            return nvml.nvmlGpmMetricsGet(request)
-
-        try:
-            answer = get("gpm", metrics)
-        finally:
-            try:
-                nvml.nvmlGpmSampleFree(previous)
-            except nvml.NVMLError:
-                pass
-        if answer is None:
-            return {}
-        out: dict[str, float] = {}
-        for i, (attr, _) in enumerate(wanted):
-            metric = answer.metrics[i]
-            if metric.nvmlReturn == nvml.NVML_SUCCESS and 0.0 <= metric.value <= 100.0:
-                out[attr] = float(metric.value) / 100.0
-        return out
-
-    # NVML calls with a newer and an older form: the newer is tried first, the older where the
-    # driver lacks it (NVMLError_FunctionNotFound) or the binding is too old (AttributeError).
-
-    def _memory_info(self, h: Any) -> Any:
-        nvml = self._nvml
-        v2 = getattr(nvml, "nvmlMemory_v2", None)
-        if v2 is not None:
-            try:
-                return nvml.nvmlDeviceGetMemoryInfo(h, version=v2)
-            except (nvml.NVMLError_FunctionNotFound, _version_mismatch(nvml)):
-                pass
-        return nvml.nvmlDeviceGetMemoryInfo(h)
-
-    def _temperature(self, h: Any) -> Any:
-        nvml = self._nvml
-        if hasattr(nvml, "nvmlDeviceGetTemperatureV"):
-            try:
-                return nvml.nvmlDeviceGetTemperatureV(h, nvml.NVML_TEMPERATURE_GPU)
-            except nvml.NVMLError_FunctionNotFound:
-                pass
-        return nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU)
-
-    def _memory_temperature(self, h: Any) -> Any:
-        """HBM temperature, only through field values (NVML_FI_DEV_MEMORY_TEMP); per-field status."""
-        nvml = self._nvml
-        field_id = getattr(nvml, "NVML_FI_DEV_MEMORY_TEMP", None)
-        if field_id is None or not hasattr(nvml, "nvmlDeviceGetFieldValues"):
-            raise nvml.NVMLError(nvml.NVML_ERROR_NOT_SUPPORTED)
-        value = nvml.nvmlDeviceGetFieldValues(h, [field_id])[0]
-        if value.nvmlReturn != nvml.NVML_SUCCESS:
-            raise nvml.NVMLError(value.nvmlReturn)
-        return _field_value(nvml, value)
-
-    def _throttle_reasons(self, h: Any) -> Any:
-        nvml = self._nvml
-        if hasattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons"):
-            try:
-                return nvml.nvmlDeviceGetCurrentClocksEventReasons(h)
-            except nvml.NVMLError_FunctionNotFound:
-                pass
-        return nvml.nvmlDeviceGetCurrentClocksThrottleReasons(h)
 
     def _drain_xid_events(self) -> None:
         """Take every pending XID event without blocking (timeout 0 → NVMLError_Timeout when none)."""
@@ -441,43 +319,18 @@ class NvmlReader:
                 continue
             gpu.xid_last = int(data.eventData)
             gpu.xid_events.append((self.clock(), gpu.xid_last))
-            log.error("%s: XID %d", _name(gpu), gpu.xid_last)
+            log.error("%s: XID %d", describe(gpu), gpu.xid_last)
 
-    def _gpu_of(self, device: Any) -> _Gpu | None:
+    def _gpu_of(self, device: Any) -> GpuState | None:
         for gpu in self._gpus:
             if gpu.handle is device:
                 return gpu
         try:  # real pynvml returns a new pointer object per event: compare by UUID
-            uuid = _text(self._nvml.nvmlDeviceGetUUID(device))
+            uuid = text(self._nvml.nvmlDeviceGetUUID(device))
         except self._nvml.NVMLError:
             return None
         return next((g for g in self._gpus if g.uuid == uuid), None)
 
 
-def _version_mismatch(nvml: ModuleType) -> type[Exception]:
-    return getattr(nvml, "NVMLError_ArgumentVersionMismatch", nvml.NVMLError_FunctionNotFound)
-
-
-def _field_value(nvml: ModuleType, value: Any) -> float:
-    """The number in an nvmlFieldValue_t union, by its valueType."""
-    member = {
-        getattr(nvml, "NVML_VALUE_TYPE_DOUBLE", 0): "dVal",
-        getattr(nvml, "NVML_VALUE_TYPE_UNSIGNED_INT", 1): "uiVal",
-        getattr(nvml, "NVML_VALUE_TYPE_UNSIGNED_LONG", 2): "ulVal",
-        getattr(nvml, "NVML_VALUE_TYPE_UNSIGNED_LONG_LONG", 3): "ullVal",
-        getattr(nvml, "NVML_VALUE_TYPE_SIGNED_LONG_LONG", 4): "sllVal",
-        getattr(nvml, "NVML_VALUE_TYPE_SIGNED_INT", 5): "siVal",
-    }.get(value.valueType, "uiVal")
-    return float(getattr(value.value, member))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _float(value: Any) -> float | None:
     return None if value is None else float(value)
-
-
-def _name(gpu: _Gpu) -> str:
-    return f"GPU {gpu.index} ({gpu.uuid or 'uuid unknown'})"
