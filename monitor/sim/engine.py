@@ -26,7 +26,8 @@ from typing import Any, Callable, Sequence
 
 from monitor.sim.groundtruth import GroundTruth
 from monitor.sim.kv import KvCache
-from monitor.sim.metrics import FinishedStats, StepStats, VllmMetrics
+from monitor.sim.metrics import VllmMetrics
+from monitor.sim.stats import FinishedStats, StepStats
 from monitor.sim.params import Faults, InstanceParams
 from monitor.sim.request import FinishedObserver, SimRequest
 from monitor.sim.tokens import block_hashes

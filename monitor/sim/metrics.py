@@ -27,7 +27,6 @@ finished request, 0 for a request with at most one output token, as vLLM records
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -37,6 +36,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from monitor.sim.params import SLEEP_STATES
+from monitor.sim.stats import FinishedStats, StepStats
 
 MetricsVersion = Literal["latest", "v1", "v0"]
 METRICS_VERSIONS: tuple[str, ...] = ("latest", "v1", "v0")
@@ -73,42 +73,6 @@ def build_1_2_5_buckets(max_value: int) -> list[int]:
                 return buckets
             buckets.append(value)
         exponent += 1
-
-
-@dataclass(frozen=True, slots=True)
-class FinishedStats:
-    """Per-request figures vLLM records when a request finishes (V1 `FinishedRequestStats`)."""
-
-    finish_reason: str
-    e2e_latency: float
-    queued_time: float
-    prefill_time: float
-    inference_time: float
-    decode_time: float
-    prompt_tokens: int
-    generation_tokens: int
-    max_tokens_param: int | None
-    computed_prompt_tokens: int  # prompt tokens not served from the prefix cache
-    mean_time_per_output_token: float | None
-    preemptions: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class StepStats:
-    """What one engine step did (V1 `IterationStats`; scheduler gauges are read at scrape time)."""
-
-    prompt_tokens: int  # full prompt length of requests that produced their first token this step
-    cached_prompt_tokens: int  # of those, tokens served from the prefix cache
-    generation_tokens: int
-    preemptions: int
-    ttfts: tuple[float, ...]
-    itls: tuple[float, ...]
-    prefix_queries: int
-    prefix_hits: int
-    # speculative decoding: drafts proposed, draft tokens, accepted tokens, accepted per draft position
-    spec_drafts: int = 0
-    spec_draft_tokens: int = 0
-    spec_accepted_per_pos: tuple[int, ...] = ()
 
 
 class _WithoutCreated:
