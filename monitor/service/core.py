@@ -246,17 +246,20 @@ class Service:
 
     # -- membership -------------------------------------------------------------------------------------
 
-    def _apply_membership(self, membership: Any, now: float, *, sync_store: bool = True) -> None:
-        """Follow discovery (or a reload): decisions learn who joined and left, the fleet keeps the
-        tracks of every member and of those still draining, the scrape list, trace routing and GPU
-        mapping follow, and the database learns the new instances (for their history)."""
+    def _apply_membership(self, membership: Any, now: float, *, sync_store: bool = True,
+                          force: bool = False) -> None:
+        """Follow discovery (or a reload, `force`d: the pools' settings changed even where their
+        members did not): decisions learn who joined and left, the fleet keeps the tracks of every
+        member and of those still draining, the scrape list, trace routing and GPU mapping follow,
+        and the database learns the new instances (for their history)."""
         new = {pool: dict(members) for pool, members in membership.items()}
-        if new == self.membership and self.targets:
+        if new == self.membership and self.targets and not force:
             return
         first = not self.cycles  # what is there before the first cycle is the fleet, not a join
+        before = {address for members in self.membership.values() for address in members}
         for members in new.values():
             for address in members:
-                if address not in self.joined_at and not first:
+                if address not in before and not first:  # only a newcomer joins: not the fleet found at start
                     self.joined_at[address] = now
         self.membership = new
         self.decisions.set_members(wiring.addresses(new), joining=not first)
@@ -475,6 +478,7 @@ class Service:
         await self.discovery.reconfigure(wiring.pool_specs(config), config.discovery)
         self.decisions.configure(wiring.pool_policies(config), wiring.addresses(self.membership))
         self.slo.configure(config.slos, [p.name for p in config.pools])
+        self.slo.evaluate(time.time())  # /api/v1/slos shows the new definitions as soon as the reload answers
         self.fleet.window = config.evaluation.window
         if (old.scrape, old.source) != (config.scrape, config.source) and self.scraper is not None:
             previous, self.scraper = self.scraper, wiring.scrape_source(config)
@@ -490,8 +494,7 @@ class Service:
             if self.gpu_scraper is not None:
                 await self.gpu_scraper.aclose()
             self.gpu_scraper = wiring.gpu_scraper(config)
-        self.membership = {}
-        self._apply_membership(self.discovery.membership, time.time())
+        self._apply_membership(self.discovery.membership, time.time(), force=True)
         return notes
 
     def _configure_nginx(self, config: Config) -> None:

@@ -21,9 +21,12 @@ class Reloader:
     def __init__(self, service: Service, path: str | Path, on_applied: Callable[[], None] | None = None) -> None:
         self.service = service
         self.path = Path(path)
-        self.on_applied = on_applied  # e.g. reschedule the cycle when scrape.interval changed
+        self.on_applied = on_applied  # reschedule the jobs: called when scrape.interval changed
         self._lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # `serve --listen` overrides the file's api.listen; a reload must not read that override as
+        # a change to the file (only one made in the file since the start is worth a note)
+        self._file_listen = _file_listen(self.path)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -50,8 +53,12 @@ class Reloader:
                 return False, list(exc.problems)
             for warning in loaded.warnings:
                 log.warning("config: %s", warning)
+            config, running = loaded.config, self.service.config
+            if config.api.listen == self._file_listen and running.api.listen != config.api.listen:
+                config = config.model_copy(update={"api": config.api.model_copy(update={"listen": running.api.listen})})
+            interval = running.scrape.interval
             try:
-                notes = await self.service.apply_config(loaded.config)
+                notes = await self.service.apply_config(config)
             except Exception as exc:  # noqa: BLE001 - a bug must not take the running service down
                 log.exception("config reload failed while applying it")
                 status.successful, status.problems = False, (f"{type(exc).__name__}: {exc}",)
@@ -59,9 +66,17 @@ class Reloader:
             for note in notes:
                 log.warning("config reload: %s", note)
             status.successful, status.success_at, status.problems = True, time.time(), ()
-            if self.on_applied is not None:
-                self.on_applied()
+            if self.on_applied is not None and self.service.config.scrape.interval != interval:
+                self.on_applied()  # only then: rescheduling runs a cycle at once and shifts their phase
             pools = self.service.config.pools
             log.info("config reloaded from %s: %d pools, %d SLOs, %d targets", self.path, len(pools),
                      len(self.service.config.slos), len(self.service.targets))
             return True, notes
+
+
+def _file_listen(path: Path) -> str | None:
+    """The file's own api.listen as the service started from it (None if it cannot be read now)."""
+    try:
+        return load(path).config.api.listen
+    except ConfigError:
+        return None

@@ -31,11 +31,16 @@ class Backend:
     refused, as a vLLM still loading its model refuses it.
     """
 
-    def __init__(self, name: str, seed: int = 0, rps: float = 10.0) -> None:
+    def __init__(self, name: str, seed: int = 0, rps: float = 10.0, host: str = "127.0.0.1", port: int = 0,
+                 delay_s: float = 0.0) -> None:
+        """`host`: any 127.x.y.z, so that instances found by A records can share one port; `delay_s`:
+        how long /metrics takes to answer (a scrape in flight for that long)."""
         self.name = name
+        self.delay_s = delay_s
         self.page = ClockedVllm(rps=rps, ttft=(0.05, 0.1), kv=0.3, waiting=0, seed=seed)
         self.routed: list[float] = []  # unix times of the requests NGINX sent here
         self.pages = 0  # /metrics pages served
+        self.counts: list[int] = []  # the finished requests each /metrics page showed
         self.lock = threading.Lock()
         outer = self
 
@@ -44,9 +49,11 @@ class Backend:
 
             def do_GET(self) -> None:  # noqa: N802
                 if self.path == "/metrics":
-                    status, body = outer.page(self.path)
-                    with outer.lock:
+                    time.sleep(outer.delay_s)
+                    with outer.lock:  # the page and the count it showed, in the order served
+                        status, body = outer.page(self.path)
                         outer.pages += 1
+                        outer.counts.append(outer.page.done)
                 elif self.path == "/health":
                     status, body = 200, b""
                 else:
@@ -65,11 +72,11 @@ class Backend:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler, bind_and_activate=False)
+        self.httpd = ThreadingHTTPServer((host, port), _Handler, bind_and_activate=False)
         self.httpd.daemon_threads = True
         self.httpd.server_bind()
         self.port = self.httpd.server_address[1]
-        self.address = f"127.0.0.1:{self.port}"
+        self.address = f"{host}:{self.port}"
         self.url = f"http://{self.address}"
         self._thread: threading.Thread | None = None
 
@@ -96,6 +103,11 @@ class Backend:
     def routed_between(self, start: float, end: float = float("inf")) -> int:
         with self.lock:
             return sum(1 for x in self.routed if start <= x < end)
+
+    def freeze(self) -> None:
+        """No more requests finish from now on (the counters stop where they are)."""
+        with self.page.lock:
+            self.page.rps = 0.0
 
     def set_ttft(self, low: float, high: float) -> None:
         """A latency fault (or its end) from now on."""
