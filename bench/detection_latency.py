@@ -84,7 +84,7 @@ def main() -> None:
             upstream_file = root / "nginx" / "conf.d" / "llm-upstreams.conf"
             upstream_file.parent.mkdir(parents=True)
             from monitor.act.nginx import UpstreamServer, render_file
-            from monitor.decide.health import HEALTHY
+            from monitor.decide.verdicts import HEALTHY
 
             upstream_file.write_text(render_file({"llama": [UpstreamServer(i, HEALTHY) for i in instances]}))
             nginx = NginxServer(root / "nginx", upstream_file, "llama", nginx_port, location=BENCH_NGINX_LOCATION)

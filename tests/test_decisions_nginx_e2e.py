@@ -34,7 +34,7 @@ import httpx
 import pytest
 
 from monitor.act.nginx import HEADER, UpstreamServer, render_file
-from monitor.decide.health import HEALTHY
+from monitor.decide.verdicts import HEALTHY
 
 from tests.helpers.ci import require
 from tests.helpers.nginx_server import NGINX, NginxServer

@@ -27,32 +27,22 @@ the time; monitor/decide/fleet.py runs every pool's rules once per cycle.
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping
 
-from monitor.decide.verdicts import (  # noqa: F401 - the words of the verdicts, re-exported for callers
-    DEGRADED,
-    EJECTED,
+from monitor.decide.verdicts import (
     ERRORS,
-    FAIL_OPEN_PREFIX,
     GPU,
     HANG,
-    HARD_KINDS,
     HEALTH_CHECK,
-    HEALTHY,
     LATENCY,
-    OUTLIER,
     SATURATED,
     STATES,
     UNKNOWN,
     UNREACHABLE,
     Finding,
-    InstanceVerdict,
-    PoolVerdicts,
-    Transition,
 )
+from monitor.decide.wording import num, pct, secs
 from monitor.evaluate.signals import InstanceSignals
 from monitor.settings import HealthSettings
 
@@ -156,31 +146,31 @@ class InstanceHealth:
                                               ("engine iteration", sig.iterations_total)) if value is not None]
             out.append(Finding(
                 "eject", HANG,
-                f"hung: {_num(sig.requests_running)} running and {_num(sig.requests_waiting)} waiting, and no "
+                f"hung: {num(sig.requests_running)} running and {num(sig.requests_waiting)} waiting, and no "
                 f"{', no '.join(moved) or 'progress'} for {self.stalled_intervals} intervals "
                 "(vLLM's /health may still answer 200)", 500.0 + self.stalled_intervals))
         if s.hang_intervals is not None and self.health_timeouts >= s.failure_threshold:
             out.append(Finding(
                 "eject", HANG, f"hung: /metrics answers but /health timed out {self.health_timeouts}x in a row",
                 600.0 + self.health_timeouts))
-        window = f"{_secs(sig.window_s)} window, " if sig.window_s else ""
+        window = f"{secs(sig.window_s)} window, " if sig.window_s else ""
         if sig.requests >= max(s.min_requests, 1):
-            volume = f"({window}{_num(sig.requests)} requests)"
+            volume = f"({window}{num(sig.requests)} requests)"
             for label, value, degraded, eject in (
                 ("TTFT p99", sig.ttft_p99_s, s.ttft_p99_degraded, s.ttft_p99_eject),
                 ("TPOT p99", sig.tpot_p99_s, s.tpot_p99_degraded, s.tpot_p99_eject),
                 ("e2e p99", sig.e2e_p99_s, s.e2e_p99_degraded, s.e2e_p99_eject),
             ):
-                out.extend(_threshold_findings(LATENCY, label, value, degraded, eject, _secs, volume))
+                out.extend(_threshold_findings(LATENCY, label, value, degraded, eject, secs, volume))
             out.extend(_threshold_findings(ERRORS, "error ratio", sig.error_ratio, s.error_ratio_degraded,
-                                           s.error_ratio_eject, _pct, volume))
+                                           s.error_ratio_eject, pct, volume))
         if (s.kv_cache_threshold is not None and sig.kv_cache_usage is not None
                 and sig.kv_cache_usage >= s.kv_cache_threshold
                 and (sig.requests_waiting or 0) >= s.kv_cache_min_waiting):
             out.append(Finding(
                 "degrade", SATURATED,
-                f"KV cache {_pct(sig.kv_cache_usage)} >= {_pct(s.kv_cache_threshold)} with "
-                f"{_num(sig.requests_waiting)} requests waiting", sig.kv_cache_usage / s.kv_cache_threshold))
+                f"KV cache {pct(sig.kv_cache_usage)} >= {pct(s.kv_cache_threshold)} with "
+                f"{num(sig.requests_waiting)} requests waiting", sig.kv_cache_usage / s.kv_cache_threshold))
         for reason in sig.external_reasons:
             out.append(Finding("degrade", GPU, reason, 1.0))
         return out
@@ -197,27 +187,3 @@ def _threshold_findings(kind: str, label: str, value: float | None, degraded: fl
         return [Finding("degrade", kind, f"{label} {fmt(value)} > degraded threshold {fmt(degraded)} {volume}",
                         value / degraded if degraded > 0 else math.inf)]
     return []
-
-
-def _secs(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    if value < 1:
-        return f"{value * 1000:.0f}ms"
-    return f"{value:.3g}s"
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value * 100:.3g}%"
-
-
-def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:g}"
-
-
-def _main_kind(found: Sequence[Finding]) -> str | None:
-    return max(found, key=lambda f: f.severity).kind if found else None
-
-
-def _clock(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%H:%M:%SZ")

@@ -13,21 +13,14 @@ import math
 import statistics
 from typing import Any, Iterable, Mapping
 
-from monitor.decide.health import (
-    FAIL_OPEN_PREFIX,
-    InstanceHealth,
-    _clock,
-    _main_kind,
-    _pct,
-    _secs,
-)
+from monitor.decide.health import InstanceHealth
 from monitor.decide.verdicts import (
+    FAIL_OPEN_PREFIX,
     DEGRADED,
     EJECTED,
     HEALTHY,
     LATENCY,
     LEAVING,
-    NOT_JUDGED,
     OUTLIER,
     REMOVED,
     SLEEPING,
@@ -39,6 +32,7 @@ from monitor.decide.verdicts import (
     PoolVerdicts,
     Transition,
 )
+from monitor.decide.wording import clock, main_kind, pct, secs
 from monitor.evaluate.signals import InstanceSignals
 from monitor.settings import HealthSettings
 
@@ -91,7 +85,7 @@ class PoolHealth:
                 before = h.state
                 h.state, h.kind, h.left_at, h.since = LEAVING, None, self._now, self._now
                 h.reasons = (f"left the fleet (was {before}): drained, dropped after "
-                             f"{_secs(self.settings.drain_time)}",)
+                             f"{secs(self.settings.drain_time)}",)
                 self._membership.append((i, before, LEAVING))
 
     def current_replicas(self) -> int:
@@ -121,7 +115,7 @@ class PoolHealth:
                 h.left_at = h.since = now
         for i in [i for i, h in self.instances.items() if h.state == LEAVING and now - (h.left_at or now) >= s.drain_time]:
             del self.instances[i]
-            transitions.append(Transition(now, self.pool, i, LEAVING, REMOVED, (f"drained for {_secs(s.drain_time)}",), {}))
+            transitions.append(Transition(now, self.pool, i, LEAVING, REMOVED, (f"drained for {secs(s.drain_time)}",), {}))
         members = {i: h for i, h in self.instances.items() if h.state != LEAVING}
         sigs = {i: signals.get(i) or InstanceSignals() for i in members}
         new = {i: h.observe(sigs[i]) for i, h in members.items()}
@@ -193,8 +187,8 @@ class PoolHealth:
         waited = now - (h.joined_at or now)
         detail = f" (last try: {h.last_failure})" if h.last_failure else ""
         grace = self.settings.startup_grace
-        when = (f"starting for {_secs(waited)} of startup_grace {_secs(grace)}" if waited < grace
-                else f"past startup_grace {_secs(grace)}, judged like any instance")
+        when = (f"starting for {secs(waited)} of startup_grace {secs(grace)}" if waited < grace
+                else f"past startup_grace {secs(grace)}, judged like any instance")
         self._set(h, STARTING, (f"{when}: no successful scrape with /health 200 yet{detail}",), None, now)
 
     def _decide_one(self, h: InstanceHealth, sig: InstanceSignals, found: list[Finding], good: bool,
@@ -208,7 +202,7 @@ class PoolHealth:
                 h.ejected_until = None
                 h.decay_from = now
                 return
-            waiting = (f"ejected until {_clock(until)} (ejection #{h.ejections}); "
+            waiting = (f"ejected until {clock(until)} (ejection #{h.ejections}); "
                        f"{h.good_intervals}/{s.recovery_intervals} good intervals")
             current = tuple(f.reason for f in found)
             h.reasons = h.ejection_reasons + tuple(r for r in current if r not in h.ejection_reasons) + (waiting,)
@@ -232,7 +226,7 @@ class PoolHealth:
             self._starting_reasons(h, now)
             return
         if degrade:
-            self._set(h, DEGRADED, tuple(f.reason for f in degrade), _main_kind(degrade), now)
+            self._set(h, DEGRADED, tuple(f.reason for f in degrade), main_kind(degrade), now)
             return
         if h.state == DEGRADED and h.good_intervals < s.recovery_intervals:
             core = tuple(r for r in h.reasons if not r.startswith(("recovering:", FAIL_OPEN_PREFIX)))
@@ -262,8 +256,8 @@ class PoolHealth:
         h.good_intervals = 0
         h.ejection_reasons = tuple(f.reason for f in found)
         self._set(h, EJECTED, h.ejection_reasons + (
-            f"ejected for {_secs(duration)} (ejection #{h.ejections}, until {_clock(h.ejected_until)})",),
-            _main_kind(found), now)
+            f"ejected for {secs(duration)} (ejection #{h.ejections}, until {clock(h.ejected_until)})",),
+            main_kind(found), now)
 
     @staticmethod
     def _set(h: InstanceHealth, state: str, reasons: tuple[str, ...], kind: str | None, now: float) -> None:
@@ -278,11 +272,11 @@ class PoolHealth:
             return FAIL_OPEN_PREFIX + "the monitor has no scrape data yet"
         age = now - data_at
         if age > limit:
-            return (FAIL_OPEN_PREFIX + f"the monitor's own data is stale (last scrape cycle {_secs(age)} ago, "
-                    f"limit {_secs(limit)})")
+            return (FAIL_OPEN_PREFIX + f"the monitor's own data is stale (last scrape cycle {secs(age)} ago, "
+                    f"limit {secs(limit)})")
         if cycle_duration_s is not None and cycle_duration_s > limit:
-            return (FAIL_OPEN_PREFIX + f"the monitor's last scrape cycle took {_secs(cycle_duration_s)} "
-                    f"(limit {_secs(limit)}); its timeouts may be its own")
+            return (FAIL_OPEN_PREFIX + f"the monitor's last scrape cycle took {secs(cycle_duration_s)} "
+                    f"(limit {secs(limit)}); its timeouts may be its own")
         observed = [sig for sig in sigs.values() if sig.observed_at is not None]
         if len(sigs) > 0 and len(observed) == len(sigs) and all(sig.failed for sig in observed):
             kinds = sorted({(sig.scrape_error or sig.health_error or "")[:80] for sig in observed})
@@ -314,7 +308,7 @@ class PoolHealth:
                 if x > mean + k * sd and x > 0 and x >= s.outlier_min_latency_ratio * mean:
                     out.setdefault(i, []).append(Finding(
                         s.outlier_action, OUTLIER,
-                        f"outlier: TTFT p99 {_secs(x)} vs rest of pool {_secs(mean)} ± {_secs(sd)} (k={k:g})",
+                        f"outlier: TTFT p99 {secs(x)} vs rest of pool {secs(mean)} ± {secs(sd)} (k={k:g})",
                         x / mean if mean > 0 else math.inf))
         if len(success) >= s.outlier_min_hosts:
             for i, x in success.items():
@@ -323,7 +317,7 @@ class PoolHealth:
                 if x < mean - k * sd and mean - x >= s.outlier_min_success_rate_drop:
                     out.setdefault(i, []).append(Finding(
                         s.outlier_action, OUTLIER,
-                        f"outlier: success rate {_pct(x)} vs rest of pool {_pct(mean)} ± {_pct(sd)} (k={k:g})",
+                        f"outlier: success rate {pct(x)} vs rest of pool {pct(mean)} ± {pct(sd)} (k={k:g})",
                         (mean - x) / max(1.0 - mean, 1e-3)))
         return out
 
@@ -347,8 +341,8 @@ class PoolHealth:
                 if median > 0 and x >= factor * median:
                     out.setdefault(i, []).append(Finding(
                         "degrade", LATENCY,
-                        f"slower than the pool: {label} {_secs(x)} is {x / median:.1f}x the median "
-                        f"{_secs(median)} of the other {len(rest)} (relative_slowdown {factor:g}x)", x / median))
+                        f"slower than the pool: {label} {secs(x)} is {x / median:.1f}x the median "
+                        f"{secs(median)} of the other {len(rest)} (relative_slowdown {factor:g}x)", x / median))
         return out
 
     # -- outputs and persistence ----------------------------------------------------------------------

@@ -185,6 +185,16 @@ class FleetView:
     def views(self, now: float) -> list[InstanceView]:
         return [self.view(t, now) for t in self.tracks.values()]
 
+    def model_of(self, pool: str, instance: str | None) -> str | None:
+        """The model an instance serves, for vLLM V1 spans that do not name it: the scraped one
+        (else the pool's, when the whole pool serves one model)."""
+        track = self.tracks.get(instance) if instance else None
+        models = [m for m in (track.samples if track else {}) if m]
+        if len(models) == 1:
+            return models[0]
+        pool_models = {m for t in self.tracks.values() if t.pool == pool for m in t.samples if m}
+        return next(iter(pool_models)) if len(pool_models) == 1 else None
+
     def rollups(self, minute_start: float) -> list[Rollup]:
         """Events of every instance and model in [minute_start, minute_start + 60)."""
         out = []

@@ -7,11 +7,14 @@ can never disagree about what the monitor saw.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field, fields
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from monitor.evaluate.fleet import FleetView, InstanceTrack, health_failure
+from monitor.evaluate.slo_engine import SloStatus
 from monitor.evaluate.windows import WindowStats, instance_figures, merge_stats
+from monitor.settings import LatencyIndicator
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,3 +135,33 @@ def pool_signals(fleet: FleetView, pool: str, members: list[str], now: float, wi
         if track.last is not None and track.last.ok:
             ok.add(instance)
     return PoolSignals(pool, window_s, signals, stats, frozenset(ok))
+
+
+async def fleet_signals(fleet: FleetView, members: Mapping[str, list[str]], windows: Mapping[str, float],
+                        now: float, batch: int = 100) -> dict[str, PoolSignals]:
+    """Every pool's signals for one cycle, built in batches that let the API answer in between (at
+    1,000 instances the window figures cost a few hundred ms in one block); health, scaling and
+    the API then read the same figures from the fleet's per-cycle cache."""
+    out: dict[str, PoolSignals] = {}
+    for pool, instances in members.items():
+        out[pool] = PoolSignals(pool, windows[pool])
+        for start in range(0, len(instances), batch):
+            part, whole = pool_signals(fleet, pool, instances[start:start + batch], now, windows[pool]), out[pool]
+            out[pool] = PoolSignals(pool, part.window_s, {**whole.instances, **part.instances},
+                                    {**whole.stats, **part.stats}, whole.scraped_ok | part.scraped_ok)
+            await asyncio.sleep(0)
+    return out
+
+
+def ttft_burn_rates(statuses: Iterable[SloStatus]) -> dict[str, float | None]:
+    """Per pool, the highest 5m burn rate among its pool-wide TTFT latency SLOs: a scaling signal."""
+    out: dict[str, float | None] = {}
+    for status in statuses:
+        indicator = status.config.indicator
+        if status.key.model_name or not (isinstance(indicator, LatencyIndicator) and indicator.metric == "ttft"):
+            continue
+        burn = status.evaluation.burn_rates.get("5m")
+        if burn is not None:
+            current = out.get(status.key.pool)
+            out[status.key.pool] = burn if current is None else max(current, burn)
+    return out

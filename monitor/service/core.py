@@ -24,11 +24,10 @@ from monitor.collect.discovery.targets import DiscoveredTarget
 from monitor.collect.promql import PrometheusSource
 from monitor.collect.scraper import Scraper, Target
 from monitor.config import Config
-from monitor.decide.fleet import CycleDecisions, FleetDecisions
+from monitor.decide.fleet import FleetDecisions
 from monitor.decide.verdicts import EJECTED, LEAVING, REMOVED, SLEEPING, STARTING
 from monitor.evaluate.fleet import FleetView
-from monitor.evaluate.signals import PoolSignals, pool_signals
-from monitor.evaluate.slo_engine import SloStatus
+from monitor.evaluate.signals import PoolSignals, fleet_signals, pool_signals, ttft_burn_rates
 from monitor.gpu.health import GpuTracker
 from monitor.gpu.rollup import GpuRollups
 from monitor.otlp.receiver import TraceReceiver
@@ -36,9 +35,9 @@ from monitor.otlp.records import Routing
 from monitor.otlp.store import TraceStore
 from monitor.samples import ScrapeResult
 import monitor.service.wiring as wiring
+from monitor.service.events import EventLog
 from monitor.service.history import History
 from monitor.service.outputs import AlertDelivery, UpstreamPublisher
-from monitor.settings import LatencyIndicator
 from monitor.store import AuditEntry, Store
 from monitor.store.lease import LeaderLease, Leadership, default_replica_id
 
@@ -73,11 +72,9 @@ class Service:
         self.slo_errors = 0  # cycles whose SLO step failed (a bug, logged with its traceback)
         self.decide_errors = 0
         self.recent_decisions: deque[AuditEntry] = deque(maxlen=RECENT_DECISIONS)  # newest last
-        self.fail_open: dict[str, str | None] = {}  # pool -> why decisions are failing open
+        self.events = EventLog()  # what changed this cycle, in words and in the audit log
         self.reload_status = ReloadStatus(True, now)
         self.migrated = store is None  # /readyz: set once migrations ran
-        self._desired: dict[str, int] = {}
-        self._firing: dict[tuple[str, str, str], tuple[str, ...]] = {}  # SLO key -> severities firing
 
         self.discovery: Discovery = wiring.discovery(config)
         self.membership: dict[str, dict[str, DiscoveredTarget]] = {}
@@ -105,7 +102,7 @@ class Service:
                                rollups=GpuRollups() if store is not None else None)  # stored per GPU per minute
         self.traces = TraceStore(retention_s=config.traces.retention,
                                  max_records_per_pool=config.traces.max_records_per_pool)
-        self.receiver = TraceReceiver(self.traces.add, Routing({}, self._model_of),
+        self.receiver = TraceReceiver(self.traces.add, Routing({}, self.fleet.model_of),
                                       max_body=config.traces.max_body_size)
         if config.traces.exact_slis:  # latency minutes the traces cover are recounted from them, exactly
             self.slo.use_traces(self.traces, now)
@@ -123,10 +120,14 @@ class Service:
                 raise ValueError("ha.enabled needs a database shared by the replicas (storage.url)")
             self.leadership = Leadership(LeaderLease(store.engine), config.ha.replica_id or default_replica_id(),
                                          config.ha.lease)
-        self._acting_term: int | None = None  # the lease term this replica last took over in
         self._apply_membership(self.discovery.membership, now, sync_store=False)
 
     # -- what outputs read ------------------------------------------------------------------------------
+
+    @property
+    def fail_open(self) -> dict[str, str | None]:
+        """pool -> why its decisions are failing open (None when they are not)."""
+        return self.events.fail_open
 
     @property
     def notifier(self) -> Any:
@@ -214,24 +215,11 @@ class Service:
         if self.leadership is None:
             return
         await asyncio.to_thread(self.leadership.renew)
-        lease = self.leadership
-        if lease.is_leader():
-            if self._acting_term != lease.term:
-                self._elected()
-        elif self._acting_term is not None:
-            self._acting_term = None
-            if lease.holder != lease.replica_id:
-                log.warning("leadership lost: %s holds the lease (term %d); this replica (%s) follows",
-                            lease.holder, lease.term, lease.replica_id)
-            else:
-                log.warning("leadership suspended: the lease could not be renewed in time (%s)", lease.last_error)
+        if self.leadership.take_stock():
+            self._elected()
 
     def _elected(self) -> None:
         """Take over: whatever the previous leader may not have delivered is delivered again."""
-        assert self.leadership is not None
-        self._acting_term = self.leadership.term
-        log.warning("leader: replica %s holds the lease (term %d, %gs)", self.leadership.replica_id,
-                    self.leadership.term, self.leadership.duration_s)
         if self.history is not None:
             self.history.take_over()
             if self.cycles:
@@ -266,7 +254,7 @@ class Service:
         self._follow_members()
         self.targets = wiring.scrape_targets(new)
         addresses = wiring.addresses(new)
-        self.receiver.routing = Routing(addresses, self._model_of)
+        self.receiver.routing = Routing(addresses, self.fleet.model_of)
         self.gpus.mapper = wiring.gpu_mapper(self.config, addresses)
         if sync_store and self.store is not None and self.is_leader():
             asyncio.get_running_loop().create_task(self._sync_store())
@@ -308,31 +296,13 @@ class Service:
         self.fleet.ingest(results)
         self.evaluate_slos(results)
         now = time.time()
-        signals = await self._signals(now)
+        members = {pool: [i for i, h in health.instances.items() if h.state != LEAVING]
+                   for pool, health in self.decisions.health.items()}
+        signals = await fleet_signals(self.fleet, members, self.decisions.windows(self.fleet.window), now)
         self.fleet.last_cycle_at = now
         self.fleet.last_cycle_duration_s = time.perf_counter() - started
         self.decide(now, signals)
         self.cycles += 1
-
-    async def _signals(self, now: float) -> dict[str, PoolSignals]:
-        """Every pool's signals for this cycle, built in batches that let the API answer in between
-        (at 1,000 instances the window figures cost a few hundred ms in one block); health, scaling
-        and the API then read the same figures from the fleet's per-cycle cache."""
-        out: dict[str, PoolSignals] = {}
-        windows = self.decisions.windows(self.fleet.window)
-        done = 0
-        for pool, health in self.decisions.health.items():
-            members = [i for i, h in health.instances.items() if h.state != LEAVING]
-            for start in range(0, len(members), 100):
-                batch = pool_signals(self.fleet, pool, members[start:start + 100], now, windows[pool])
-                previous = out.get(pool)
-                if previous is not None:
-                    batch = PoolSignals(pool, batch.window_s, {**previous.instances, **batch.instances},
-                                        {**previous.stats, **batch.stats}, previous.scraped_ok | batch.scraped_ok)
-                out[pool] = batch
-                done += 1
-                await asyncio.sleep(0)
-        return out
 
     def decide(self, now: float, signals: dict[str, PoolSignals] | None = None) -> None:
         """Health verdicts, scaling recommendations, the audit log and the NGINX upstream file.
@@ -341,18 +311,18 @@ class Service:
         last verdicts (which is what failing open means for the service itself).
         """
         try:
-            if signals is None:
+            if signals is None:  # outside a cycle (tests, a takeover): every member's signals now
                 windows = self.decisions.windows(self.fleet.window)
-                signals = {pool: pool_signals(self.fleet, pool, list(health.instances), now, windows[pool])
-                           for pool, health in self.decisions.health.items()}
+                signals = {p: pool_signals(self.fleet, p, list(h.instances), now, windows[p])
+                           for p, h in self.decisions.health.items()}
             external = None
             if self.gpu_scraper is not None:
                 external = {(pool, i): self.gpus.reasons(pool, i, now)
                             for pool, s in signals.items() for i in s.instances}
             outcome = self.decisions.decide(signals, now, data_at=self.fleet.last_cycle_at,
                                             cycle_duration_s=self.fleet.last_cycle_duration_s,
-                                            burn_rates=self._ttft_burn_rates(), external=external)
-            audit = self._audit(outcome, now)
+                                            burn_rates=ttft_burn_rates(self.slo.statuses), external=external)
+            audit = self.events.audit(outcome, now)
             self.recent_decisions.extend(audit)
             if any(e.to_state == REMOVED for e in audit):
                 self._follow_members()
@@ -367,52 +337,6 @@ class Service:
             self.decide_errors += 1
             log.exception("health/scaling decisions failed")
 
-    def _audit(self, outcome: CycleDecisions, now: float) -> list[AuditEntry]:
-        """The cycle's audit entries, each logged once in words."""
-        audit: list[AuditEntry] = []
-        for decision in outcome.health:
-            if decision.fail_open != self.fail_open.get(decision.pool):
-                if decision.fail_open:
-                    log.warning("pool %s: %s", decision.pool, decision.fail_open)
-                else:
-                    log.info("pool %s: no longer failing open", decision.pool)
-                self.fail_open[decision.pool] = decision.fail_open
-            for t in decision.transitions:
-                log.info("%s", _transition_line(t.pool, t.instance, t.from_state, t.to_state, t.reasons))
-                audit.append(AuditEntry(t.at, "health", t.pool, t.instance, t.from_state, t.to_state, t.reasons,
-                                        t.signals))
-        for pool, rec in outcome.scaling.items():
-            before = self._desired.get(pool)
-            if before != rec.desired_replicas:
-                self._desired[pool] = rec.desired_replicas
-                if before is not None:
-                    log.info("pool %s: desired replicas %d -> %d (%s)", pool, before, rec.desired_replicas, rec.reason)
-                audit.append(AuditEntry(now, "scaling", pool, "", "" if before is None else str(before),
-                                        str(rec.desired_replicas), (rec.reason,), rec.signals))
-        return audit
-
-    def _model_of(self, pool: str, instance: str | None) -> str | None:
-        """The model an instance serves, for vLLM V1 spans that do not name it: the scraped one."""
-        track = self.fleet.tracks.get(instance) if instance else None
-        models = [m for m in (track.samples if track else {}) if m]
-        if len(models) == 1:
-            return models[0]
-        pool_models = {m for t in self.fleet.tracks.values() if t.pool == pool for m in t.samples if m}
-        return next(iter(pool_models)) if len(pool_models) == 1 else None
-
-    def _ttft_burn_rates(self) -> dict[str, float | None]:
-        """Per pool, the highest 5m burn rate among its TTFT latency SLOs (None without one)."""
-        out: dict[str, float | None] = {}
-        for status in self.slo.statuses:
-            indicator = status.config.indicator
-            if status.key.model_name or not (isinstance(indicator, LatencyIndicator) and indicator.metric == "ttft"):
-                continue
-            burn = status.evaluation.burn_rates.get("5m")
-            if burn is not None:
-                current = out.get(status.key.pool)
-                out[status.key.pool] = burn if current is None else max(current, burn)
-        return out
-
     def evaluate_slos(self, results: list[ScrapeResult]) -> None:
         """Count the cycle's SLO events, evaluate, and hand alerts to the notifier.
 
@@ -423,7 +347,7 @@ class Service:
             self.slo.observe(results, not_serving=self._not_serving())
             now = time.time()
             statuses = self.slo.evaluate(now)
-            self._log_alert_changes(statuses)
+            self.events.slo_changes(statuses)
             if self.alerts is not None:
                 self.alerts.notifier.update(statuses, now)  # followers keep the alert set, for a takeover
                 if self.is_leader():
@@ -436,26 +360,6 @@ class Service:
         """Members joined and still starting, or leaving: not counted by the availability SLO."""
         return {i for health in self.decisions.health.values() for i, h in health.instances.items()
                 if h.state in (STARTING, LEAVING, SLEEPING)}
-
-    def _log_alert_changes(self, statuses: list[SloStatus]) -> None:
-        """One line when an SLO's page or ticket starts or stops firing, Alertmanager or not."""
-        firing: dict[tuple[str, str, str], tuple[str, ...]] = {}
-        for status in statuses:
-            key = (status.key.slo, status.key.pool, status.key.model_name)
-            severities = status.fired_severities()
-            firing[key] = severities
-            before = self._firing.get(key, ())
-            who = f"SLO {key[0]} pool {key[1]}" + (f" model {key[2]}" if key[2] else "")
-            ev = status.evaluation
-            for severity in severities:
-                if severity not in before:
-                    rates = ", ".join(f"{w} {ev.burn_rates[w]:.1f}x" for w in ("5m", "1h") if ev.burn_rates.get(w))
-                    log.warning("%s: %s started firing (%s; burn %s; budget left %.0f%%)", who, severity,
-                                ev.pair or "", rates or "n/a", ev.error_budget_remaining * 100)
-            for severity in before:
-                if severity not in severities:
-                    log.info("%s: %s stopped firing", who, severity)
-        self._firing = firing
 
     # -- schedule -----------------------------------------------------------------------------------------
 
@@ -501,16 +405,3 @@ class Service:
         n = config.nginx
         self.nginx = UpstreamWriter(n.upstream_file, n.check, n.reload) if n.upstream_file else None
         self.upstreams = UpstreamPublisher(self.nginx, self._render_upstreams) if self.nginx else None
-
-
-def _transition_line(pool: str, instance: str, before: str, after: str, reasons: tuple[str, ...]) -> str:
-    """`pool p 10.0.0.1:8000: healthy -> ejected: TTFT p99 1.2s > eject threshold 1s (...)`, or the
-    membership events in words (`joined`, `left`, `dropped after draining`)."""
-    why = "; ".join(dict.fromkeys(reasons))
-    if not before and after == STARTING:
-        return f"pool {pool} {instance}: joined the fleet (starting)"
-    if after == LEAVING:
-        return f"pool {pool} {instance}: left the fleet ({before} -> leaving, drained)"
-    if after == REMOVED:
-        return f"pool {pool} {instance}: dropped after draining"
-    return f"pool {pool} {instance}: {before} -> {after}" + (f": {why}" if why else "")

@@ -130,6 +130,27 @@ class Leadership:
         self.elections = 0  # times this replica became the leader
         self.errors = 0  # renewals that failed (database unreachable)
         self.last_error: str | None = None
+        self.acting_term: int | None = None  # the term this replica last took over in
+
+    def take_stock(self) -> bool:
+        """After `renew`: True when this replica has just become the one that acts (a new term:
+        whatever the previous leader may not have delivered is to be delivered again). Logs every
+        change of role once."""
+        if self.is_leader():
+            if self.acting_term == self.term:
+                return False
+            self.acting_term = self.term
+            log.warning("leader: replica %s holds the lease (term %d, %gs)", self.replica_id, self.term,
+                        self.duration_s)
+            return True
+        if self.acting_term is not None:
+            self.acting_term = None
+            if self.holder != self.replica_id:
+                log.warning("leadership lost: %s holds the lease (term %d); this replica (%s) follows",
+                            self.holder, self.term, self.replica_id)
+            else:
+                log.warning("leadership suspended: the lease could not be renewed in time (%s)", self.last_error)
+        return False
 
     def is_leader(self) -> bool:
         return time.monotonic() < self._valid_until
