@@ -687,3 +687,13 @@ def test_fleet_decisions_from_real_scrape_results():
     assert health.find("10.0.0.2:8000").state == EJECTED
     assert health.find("p/10.0.0.1:8000").state == HEALTHY
     assert health.find("q/10.0.0.1:8000") is None and health.find("nope") is None
+
+
+def test_slow_start_of_zero_is_off_as_the_config_example_writes_it():
+    assert HealthSettings(slow_start="0s").slow_start is None
+    d = Driver(2, HealthSettings(slow_start="0s"))
+    d.step()
+    new = "10.0.0.9:8000"
+    d.pool.set_members(d.names + [new])
+    d.names.append(new)
+    assert d.step().verdicts[new].weight == 1.0

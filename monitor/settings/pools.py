@@ -7,13 +7,18 @@ monitor/decide/scaling.py, monitor/evaluate/cost.py), so that reading a config n
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from monitor.settings.base import Section
 from monitor.settings.discovery import DiscoveryConfig
 from monitor.units import Duration, HttpUrl, Name, Percent, Ratio, Window
+
+
+def _zero_is_off(value: object) -> object:
+    """`slow_start: 0s` (or 0) means no ramp, as Envoy's and NGINX's slow_start read it."""
+    return None if value in (0, "0", "0s", "0ms") else value
 
 
 class HealthSettings(Section):
@@ -39,7 +44,8 @@ class HealthSettings(Section):
     relative_min_requests: int = Field(20, ge=1, description="requests on both sides before relative_slowdown counts")
     startup_grace: Duration = Field(600.0, description="how long a joined instance may stay starting before it is judged")
     drain_time: Duration = Field(60.0, description="how long a leaving instance stays visible (drained) before it is dropped")
-    slow_start: Duration | None = Field(None, description="a newly healthy instance's weight ramps up over this long")
+    slow_start: Annotated[Duration | None, BeforeValidator(_zero_is_off)] = Field(
+        None, description="a newly healthy instance's weight ramps up over this long; 0s or unset: off")
     error_ratio_degraded: Ratio | None = 0.05
     error_ratio_eject: Ratio | None = 0.25
     hang_intervals: int | None = Field(
@@ -121,6 +127,10 @@ class CostConfig(Section):
     gpu_hour: float = Field(gt=0, description="price of one GPU for one hour")
     gpus_per_instance: int = Field(default=1, ge=1, le=1024, description="GPUs behind each target")
     currency: str = Field(default="USD", min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_.$€£¥-]+$")
+    # what the pool may spend per UTC day, in `currency`: CostBudgetWarning at 80% of it, CostBudgetExceeded
+    # at 100% (spend so far = replica-hours since midnight UTC x gpus_per_instance x gpu_hour)
+    daily_budget: float | None = Field(default=None, gt=0, description="spend per UTC day that alerts "
+                                                                         "at 80% (ticket) and 100% (page)")
 
 
 class PoolConfig(Section):
