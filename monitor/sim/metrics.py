@@ -4,7 +4,7 @@ Each instance owns a prometheus_client registry whose metrics are declared exact
 them (names, HELP text, label names, buckets), so the text exposition — `_total` suffixes, sorted
 label names, `_created` families, float formatting — comes out byte-for-byte in vLLM's shape.
 
-- ``latest`` (the default) is vLLM 0.33 as far as its sources say (reference Part 3): everything of
+- ``latest`` (the default) is vLLM 0.33's page as its source code declares it: everything of
   ``v1`` plus `vllm:num_requests_waiting_by_reason{reason}` (capacity / deferred, summing to
   `num_requests_waiting`), `vllm:admission_rejections_total{model_name,reason}` (no `engine`),
   `vllm:request_num_preemptions`, `vllm:prompt_tokens_cached_by_source_total`, the `repetition`
