@@ -27,6 +27,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from monitor.act.nginx import UpstreamServer, render_file
 from monitor.decide.verdicts import HEALTHY
@@ -186,11 +187,23 @@ nginx:
         after = serve.health_decisions()
         page = serve.metrics()
         instances = serve.instances()
+        for backend in backends.values():
+            backend.freeze()
+        serve.wait_cycles(2)  # the final counters scraped
     finally:
         output = serve.stop()
         nginx.stop()
         for backend in backends.values():
             backend.stop()
+    engine = create_engine(f"sqlite:///{tmp_path}/monitor.db")
+    with engine.connect() as conn:
+        stored = dict(conn.execute(text(
+            "select i.address, sum(r.requests) from instance_rollups r join instances i on i.id = r.instance_id "
+            "group by i.address")).all())
+        scrapes = dict(conn.execute(text(
+            "select i.address, sum(o.scrapes - o.failures) from scrape_outcomes o join instances i on i.id = o.instance_id "
+            "group by i.address")).all())
+    engine.dispose()
 
     print(f"\nfile change -> d takes traffic through nginx: {d_traffic_s:.2f} s; e listening -> traffic: "
           f"{e_traffic_s:.2f} s ({e_cycles} cycles); file change -> c drained: {drained_s:.2f} s, "
@@ -219,3 +232,9 @@ nginx:
     assert metric(page, "slo_monitor_pool_current_replicas", pool="p") == 4
     assert not failures, failures[:5]
     assert "Traceback" not in output
+    # every instance's history is in the database, the departed one's to its last scrape
+    for backend in backends.values():
+        assert stored.get(backend.address) == backend.counts[-1] - backend.counts[0], (
+            backend.name, stored.get(backend.address), backend.counts[-1] - backend.counts[0])
+        assert scrapes.get(backend.address) == len(backend.counts), (backend.name, scrapes, len(backend.counts))  # e's refused ones apart
+    assert instances[a.address]["joined_at"] is None  # a member since the start has not joined since

@@ -111,9 +111,13 @@ def test_instances_removed_from_config_keep_history_but_go_inactive(db_url):
         smaller = validate({"pools": [{"name": "llama", "targets": ["http://10.0.0.1:8000"]}]}).config
         store.sync_fleet(members(smaller), T0 + 60)
         assert [r.requests for r in store.rollups(instance="10.0.0.2:8000")] == [5]
-        store.queue([rollup("10.0.0.2:8000", T0 + 60, 7)], [])  # no longer configured: not written
+        # its last minutes, queued after it left (it drains, then is dropped), are still its history
+        store.queue([rollup("10.0.0.2:8000", T0 + 60, 7)], [])
         store.flush()
-        assert len(store.rollups(instance="10.0.0.2:8000")) == 1
+        assert [r.requests for r in store.rollups(instance="10.0.0.2:8000")] == [5, 7]
+        store.queue([rollup("10.0.0.9:8000", T0 + 60, 1)], [])  # never a member: nothing to file it under
+        store.flush()
+        assert store.rollups(instance="10.0.0.9:8000") == []
     finally:
         store.close()
 

@@ -195,11 +195,11 @@ class FleetView:
         pool_models = {m for t in self.tracks.values() if t.pool == pool for m in t.samples if m}
         return next(iter(pool_models)) if len(pool_models) == 1 else None
 
-    def rollups(self, minute_start: float) -> list[Rollup]:
-        """Events of every instance and model in [minute_start, minute_start + 60)."""
+    def rollups(self, minute_start: float, tracks: Iterable[InstanceTrack] | None = None) -> list[Rollup]:
+        """Events of every instance (or of `tracks`: ones just dropped) and model in [minute_start, minute_start + 60)."""
         out = []
         end = minute_start + 60.0
-        for track in self.tracks.values():
+        for track in self.tracks.values() if tracks is None else tracks:
             for model, series in track.samples.items():
                 # the last scrape before the minute is the baseline, so minutes partition events exactly
                 before = [p for p in series if p[0] < minute_start][-1:]

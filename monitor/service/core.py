@@ -269,7 +269,9 @@ class Service:
                 url = mine[address].url if address in mine else track.url if track else None
                 if url is not None:
                     urls.setdefault(pool, {})[address] = url
-        self.fleet.set_members(urls)
+        _, left = self.fleet.set_members(urls)
+        if self.history is not None:
+            self.history.retire(left, leader=self.is_leader())  # their last minutes, before they are gone
         for address in [a for a in self.joined_at if a not in self.fleet.tracks]:
             del self.joined_at[address]
 

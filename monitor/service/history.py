@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from monitor.evaluate.fleet import FleetView, minute_floor, take_outcomes
+from monitor.evaluate.fleet import FleetView, InstanceTrack, minute_floor, take_outcomes
 from monitor.evaluate.slo import MINUTE
 from monitor.evaluate.slo_engine import SloEngine, SloEventRow
 from monitor.gpu.rollup import GpuRollups
@@ -92,6 +92,21 @@ class History:
             if self.gpu_rollups is not None:
                 self.store.queue_gpu_rollups(self.gpu_rollups.take(before))
             await asyncio.to_thread(self.store.flush)
+
+    def retire(self, tracks: Iterable[InstanceTrack], *, leader: bool) -> None:
+        """Instances dropped from the fleet after draining: the minutes of theirs not rolled up yet
+        are queued now (written at the next flush), since they will not be in the fleet when those
+        minutes settle. Their history is theirs whether they left or not."""
+        tracks = list(tracks)
+        if not leader or not tracks:
+            return
+        last = max((series[-1][0] for t in tracks for series in t.samples.values() if series), default=None)
+        rollups = []
+        minute = self.rolled_up_to
+        while last is not None and minute <= last:
+            rollups.extend(self.fleet.rollups(minute, tracks))
+            minute += 60.0
+        self.store.queue(rollups, take_outcomes(tracks, float("inf")))
 
     def _stand_by(self, now: float) -> None:
         keep_from = minute_floor(now) - STANDBY_KEEP_S

@@ -201,8 +201,9 @@ class Store:
                         tuple_(SloEvent.slo, SloEvent.pool, SloEvent.model_name, SloEvent.minute).in_(chunk)))
                 session.add_all(SloEvent(slo=r.slo, pool=r.pool, model_name=r.model_name, minute=utc(r.minute),
                                          good=r.good, total=r.total) for r in slo_rows.values())
-            rollup_rows = [self._rollup_row(r) for r in rollups if r.instance in self._instance_ids]
-            outcome_rows = [self._outcome_row(o) for o in outcomes if o.instance in self._instance_ids]
+            ids = self._ids_of(session, {r.instance for r in rollups} | {o.instance for o in outcomes})
+            rollup_rows = [self._rollup_row(r, ids) for r in rollups if r.instance in ids]
+            outcome_rows = [self._outcome_row(o, ids) for o in outcomes if o.instance in ids]
             # a minute written again (a restart inside it) replaces the earlier row
             if rollup_rows:
                 keys = [(r.instance_id, r.model_name, r.minute) for r in rollup_rows]
@@ -245,11 +246,23 @@ class Store:
             ).in_(chunk)))
         session.add_all(GpuRollupRecord(**{**dataclasses.asdict(r), "minute": utc(r.minute)}) for r in latest.values())
 
-    def _rollup_row(self, rollup: Rollup) -> InstanceRollup:
+    def _ids_of(self, session: Session, addresses: set[str]) -> dict[str, int]:
+        """Instance ids of these addresses: the active members', and those of instances that left
+        the fleet since their rows were queued (inactive now, but their last minutes are theirs).
+        A copy: sync_fleet may replace the members' map from another thread meanwhile."""
+        ids = dict(self._instance_ids)
+        missing = sorted(addresses - ids.keys())
+        for chunk in chunks(missing, 500):
+            for address, instance_id in session.execute(
+                    select(Instance.address, Instance.id).where(Instance.address.in_(chunk)).order_by(Instance.id)):
+                ids[address] = instance_id  # the newest row of an address found in two pools
+        return ids
+
+    def _rollup_row(self, rollup: Rollup, ids: Mapping[str, int]) -> InstanceRollup:
         stats = rollup.stats
         figures = instance_figures(stats)
         return InstanceRollup(
-            instance_id=self._instance_ids[rollup.instance],
+            instance_id=ids[rollup.instance],
             model_name=rollup.model_name,
             minute=utc(rollup.minute),
             span_s=stats.span,
@@ -270,10 +283,10 @@ class Store:
             histograms=histogram_json(stats),
         )
 
-    def _outcome_row(self, pending: PendingOutcome) -> ScrapeOutcome:
+    def _outcome_row(self, pending: PendingOutcome, ids: Mapping[str, int]) -> ScrapeOutcome:
         t = pending.tally
         return ScrapeOutcome(
-            instance_id=self._instance_ids[pending.instance],
+            instance_id=ids[pending.instance],
             minute=utc(pending.minute),
             scrapes=t.scrapes,
             failures=t.failures,
