@@ -27,6 +27,9 @@ from monitor.errors import BadInput
 from monitor.settings.discovery import DiscoverySettings
 from monitor.settings import (  # noqa: F401 - re-exported: `from monitor.config import SloConfig` keeps working
     INDICATOR_TYPES,
+    AlertingConfig,
+    alerting_problems,
+    resolve_window_sets,
     AlertmanagerConfig,
     ApiConfig,
     AvailabilityIndicator,
@@ -100,6 +103,16 @@ class Config(Section):
     traces: TracesConfig = TracesConfig()
     ha: HaConfig = HaConfig()
     discovery: DiscoverySettings = DiscoverySettings()
+    alerting: AlertingConfig = AlertingConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _window_sets(cls, data: Any) -> Any:
+        """User window sets (alerting.window_sets and _file) put in place of the names SLOs give."""
+        try:
+            return resolve_window_sets(data, _read_yaml_documents)
+        except ValueError as exc:
+            raise ConfigError([str(exc)]) from None
 
     @model_validator(mode="after")
     def _cross_sections(self) -> Config:
@@ -114,12 +127,24 @@ class Config(Section):
                             f"renewal loses it; set lease to {2 * renew:g}s or more, or a shorter renew_interval")
         problems.extend(reference_problems(*_model_refs(self)))
         problems.extend(check_gpu_config(self.gpu, self.pools))
+        problems.extend(alerting_problems(self.slos, [p.name for p in self.pools]))
         if problems:
             raise ConfigError(problems)
         return self
 
     def pool(self, name: str) -> PoolConfig | None:
         return next((p for p in self.pools if p.name == name), None)
+
+
+def _read_yaml_documents(path: str) -> list[Any]:
+    """A YAML file's documents (alerting.window_sets_file); bad YAML is a ValueError naming where."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        return list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ValueError(f"not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
 
 
 DEFAULT_CONFIG: dict[str, Any] = {

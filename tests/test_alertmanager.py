@@ -79,14 +79,18 @@ async def test_page_and_ticket_reach_alertmanager_the_page_inhibits_the_ticket_a
             assert per_model[0]["labels"]["model_name"] == "small"
             assert "runbook_url" not in per_model[0]["annotations"]
             assert "interpolated inside a histogram bucket (exact: false)" in per_model[0]["annotations"]["description"]
-            assert notifier.firing and len(notifier.firing) == 4  # errors page+ticket, ttft-300/small page+ticket
+            burns = [a for a in notifier.firing if a["alertname"] == "SloErrorBudgetBurn"]
+            assert len(burns) == 4  # errors page+ticket, ttft-300/small page+ticket
+            # 100% (and 50%) errors over the whole SLO window: both budgets are exhausted too (ticket)
+            assert sorted((a["slo"], a["severity"]) for a in notifier.firing
+                          if a["alertname"] == "ErrorBudgetExhausted") == [("errors", "ticket"), ("ttft-300", "ticket")]
 
             # the error SLO recovers: its two alerts go out once more with endsAt = now, and vanish
             later = time.time()  # real time: Alertmanager hides an alert once its endsAt has passed
             notifier.update([status(0, 0.0, now=later), firing[1]], later)
             assert await notifier.tick(later) is True
             assert am.alerts(slo="errors") == []
-            assert len(am.alerts(slo="ttft-300")) == 2
+            assert len(am.alerts(slo="ttft-300", alertname="SloErrorBudgetBurn")) == 2
             assert notifier.stats.posts == 2 and notifier.stats.errors == 0
 
             # re-sent while firing, once per resend interval
@@ -116,8 +120,8 @@ async def test_unreachable_alertmanager_is_retried_with_backoff_then_delivered(t
         with Alertmanager(tmp_path, port=port) as am:
             assert await notifier.tick(t) is True
             assert notifier.stats.consecutive_failures == 0
-            assert [a["labels"]["severity"] for a in am.alerts(slo="errors")] in (["page", "ticket"],
-                                                                                ["ticket", "page"])
+            assert [a["labels"]["severity"] for a in am.alerts(slo="errors", alertname="SloErrorBudgetBurn")] in (
+                ["page", "ticket"], ["ticket", "page"])
     finally:
         await notifier.aclose()
 

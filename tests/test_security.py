@@ -47,8 +47,9 @@ from tests.helpers.waiting import wait_until
 
 TOKEN = "tok-8f3a2c91d7e64b05a1c3"
 OPEN = ("/healthz", "/readyz", "/metrics", "/upstreams/")
-BODY_ROUTES = {"/v1/traces"}  # every route taking a body, each with its own cap (tested below)
-BODYLESS_POSTS = {"/-/reload"}  # POSTs that act and read nothing of the request
+# every route taking a body, each with its own cap (tested below; /api/v1/exclusions in test_exclusions.py)
+BODY_ROUTES = {"/v1/traces", "/api/v1/exclusions"}
+BODYLESS_POSTS = {"/-/reload", "/api/v1/exclusions/{exclusion_id}"}  # POSTs/DELETEs that read nothing of the request
 URLISH = {"url", "uri", "target", "targets", "endpoint", "host", "address", "exporter", "href", "link", "source"}
 
 

@@ -18,6 +18,16 @@ into the store's buffered writes (`take_rows`), the minute still filling include
 at most one flush interval. On start `load` rebuilds the series from the stored minutes, which is
 what keeps a 30-day budget and the 1h..3d windows across restarts without 30 days in memory.
 
+Complete alerting: every pool-wide key also carries whether its SLI's series have gone missing
+(`absent`: no successfully scraped instance of the pool had them for `absent_for` while at least one
+scraped fine; SLOMetricAbsent), whether its budget is exhausted (ErrorBudgetExhausted), and which
+maintenance windows are in force. Maintenance windows (`slos[].exclusions` and the ad-hoc ones given
+to `set_exclusions`) are applied when the windows are read: the stored minutes keep every event,
+and the minutes a window covers count neither good nor bad (`monitor.evaluate.slo.exclusions`).
+The engine also meters each pool's replica-seconds for the daily cost budgets
+(`monitor.evaluate.slo.spend`); those minutes travel with the SLO rows under the reserved SLO name
+SPEND_ROW, so today's spend survives a restart too.
+
 Exact latency SLIs from traces (`use_traces`): histograms only say how many requests fell in each
 bucket, so a threshold between bucket bounds is interpolated. Where vLLM's per-request spans reach
 the service, every latency minute of a pool is recounted from them once it has settled (`settle`
@@ -33,26 +43,34 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Collection, Iterable, Protocol, Sequence
+from typing import Collection, Iterable, Mapping, Protocol, Sequence
 
 from monitor.collect.vllm import threshold_warning
 from monitor.evaluate.slo import (
     MINUTE,
-    PAIRS,
+    CostBudgetStatus,
     EventSeries,
     Events,
+    Exclusion,
     SloEvaluation,
+    SpendMeter,
+    Window,
     availability_events,
+    budget_statuses,
     count_events,
     evaluate,
+    indicator_present,
     instance_available,
+    minute_ranges,
     retention_for,
+    slo_pairs,
+    slo_windows,
 )
 from monitor.evaluate.windows import WindowStats, stats_over
 from monitor.otlp.goodput import LatencyObjective, latency_counts
 from monitor.otlp.records import RequestRecord
 from monitor.samples import ModelSample, ScrapeResult
-from monitor.settings import AvailabilityIndicator, LatencyIndicator, SloConfig
+from monitor.settings import AvailabilityIndicator, CostConfig, LatencyIndicator, SloConfig
 from monitor.units import format_duration  # noqa: F401 - re-exported: the API's window notation
 
 log = logging.getLogger(__name__)
@@ -66,6 +84,9 @@ PROMETHEUS_LAG_S = 30.0
 # traced minutes remembered so a late histogram increase is not added on top of their exact count
 TRACED_MINUTES_KEPT = 360
 MAX_MINUTES_PER_PASS = 1440  # a first pass long after `use_traces` looks back at most a day
+# the SLO name under which a pool's replica-seconds per minute are stored (no configured SLO can be
+# called so: names start with a letter or digit)
+SPEND_ROW = "~replica_seconds"
 
 
 class TraceRecords(Protocol):
@@ -104,16 +125,27 @@ class SloStatus:
     evaluation: SloEvaluation
     evaluated_at: float
     source: str = "histograms"  # where the events came from: SOURCES, or "traces" (exact latency)
+    absent: bool = False  # SLOMetricAbsent: the SLI's series missing for absent_for while instances are up
+    metric_last_seen: float | None = None  # when a scraped instance last had them (None: not yet)
+    exclusions: tuple[Window, ...] = ()  # maintenance windows in force at evaluated_at
 
     @property
     def model_name(self) -> str | None:
         return self.key.model_name or None
 
+    @property
+    def excluded(self) -> bool:
+        return bool(self.exclusions)
+
+    @property
+    def exhausted(self) -> bool:
+        """ErrorBudgetExhausted (never during a maintenance window, which pages no one)."""
+        return self.evaluation.exhausted and not self.excluded
+
     def fired_severities(self) -> tuple[str, ...]:
         """`page` and/or `ticket`: a ticket pair firing during a page is reported too, so that
         Alertmanager can inhibit it explicitly instead of it appearing when the page clears."""
-        severities = {p.severity for p in PAIRS if p.name in self.evaluation.fired}
-        return tuple(s for s in ("page", "ticket") if s in severities)
+        return self.evaluation.severities()
 
 
 def predicted_exact(slo: SloConfig) -> bool:
@@ -153,7 +185,7 @@ class _Track:
     def __init__(self, key: SloKey, config: SloConfig, keep_rows: bool) -> None:
         self.key = key
         self.config = config
-        self.series = EventSeries(retention_for(config.window))
+        self.series = EventSeries(retention_for(config.window, slo_pairs(config)))
         self.predicted_exact = predicted_exact(config)
         self.observed_exact: bool | None = None  # None until an interval with events was counted
         # minute numbers (unix seconds // 60) not yet handed to the store; None without a store,
@@ -221,7 +253,8 @@ class SloEngine:
     """Counts, keeps and evaluates every configured SLO per pool (and per model where relevant)."""
 
     def __init__(self, slos: Sequence[SloConfig], pools: Sequence[str], *, keep_rows: bool = True,
-                 health_checked: bool = True, trace_settle_s: float = 20.0, trace_min_coverage: float = 0.9) -> None:
+                 health_checked: bool = True, trace_settle_s: float = 20.0, trace_min_coverage: float = 0.9,
+                 costs: Mapping[str, CostConfig | None] | None = None) -> None:
         """`keep_rows`: remember changed minutes for `take_rows` (False when nothing persists);
         `health_checked`: availability requires /health 200 (False for the prometheus source, which
         cannot see /health); `trace_settle_s`, `trace_min_coverage`: when a minute's spans count."""
@@ -240,13 +273,28 @@ class SloEngine:
         # requests the histograms counted, per (pool, model_name or POOL_WIDE) and minute: the
         # denominator of a minute's trace coverage
         self._requests: dict[tuple[str, str], dict[int, float]] = {}
-        self.configure(slos, pools)
+        # complete alerting: when each (SLO, pool)'s series were last seen, each pool's first and
+        # last good scrape, ad-hoc maintenance windows, replica-seconds for the cost budgets
+        self._seen: dict[tuple[str, str], float] = {}
+        self._pool_ok_since: dict[str, float] = {}
+        self._pool_up: dict[str, bool] = {}
+        self.adhoc_exclusions: tuple[Exclusion, ...] = ()
+        self._windows_cache: tuple[int, dict[tuple[str, str], list[Window]]] | None = None
+        self.spend = SpendMeter(keep_dirty=keep_rows)
+        self.costs: dict[str, CostConfig] = {}
+        self.cost_budgets: list[CostBudgetStatus] = []
+        self.configure(slos, pools, costs=costs)
 
-    def configure(self, slos: Sequence[SloConfig], pools: Sequence[str]) -> None:
+    def configure(self, slos: Sequence[SloConfig], pools: Sequence[str],
+                  costs: Mapping[str, CostConfig | None] | None = None) -> None:
         """Take a new set of SLOs and pools (a reload). An SLO that keeps its name keeps the minutes
         already counted, and counts new ones by its new definition (as a restart would: the stored
         minutes are counts, not requests); a renamed SLO starts a fresh budget; a pool or SLO that
-        is gone is dropped (its rows stay in the database until retention)."""
+        is gone is dropped (its rows stay in the database until retention). `costs`: each pool's
+        `cost` (daily budgets); None keeps the ones given before."""
+        if costs is not None:
+            self.costs = {pool: cost for pool, cost in costs.items() if cost is not None}
+        self._windows_cache = None
         self.slos = tuple(slos)
         pool_names = list(pools)
         self._slo_order = {s.name: i for i, s in enumerate(self.slos)}
@@ -278,6 +326,7 @@ class SloEngine:
         itself asleep, since none of these is an outage of the pool."""
         results = list(results)
         self._note_models(results)
+        self._note_presence(results)
         for result in results:
             slos = self._by_pool.get(result.pool)
             if not slos:
@@ -324,6 +373,53 @@ class SloEngine:
                 minute = math.floor(t / MINUTE)
                 minutes[minute] = minutes.get(minute, 0.0) + n * share
 
+    def _note_presence(self, results: Sequence[ScrapeResult]) -> None:
+        """Which pools scraped fine this cycle, which SLIs' series they carried, and the replicas
+        each pool is billed for (every member scraped, whatever the outcome)."""
+        members: dict[str, list[ScrapeResult]] = {}
+        for result in results:
+            members.setdefault(result.pool, []).append(result)
+        for pool, pool_results in members.items():
+            ok = [r for r in pool_results if r.ok]
+            self._pool_up[pool] = bool(ok)
+            self.spend.record(pool, min(r.started_at for r in pool_results), len(pool_results))
+            if not ok:
+                continue
+            self._pool_ok_since.setdefault(pool, min(r.started_at for r in ok))
+            for slo in self._by_pool.get(pool, ()):
+                for result in ok:
+                    if any(indicator_present(slo.indicator, m) for m in result.models):
+                        key = (slo.name, pool)
+                        self._seen[key] = max(self._seen.get(key, result.started_at), result.started_at)
+
+    def set_exclusions(self, exclusions: Iterable[Exclusion]) -> None:
+        """The ad-hoc maintenance windows (POST /api/v1/exclusions), all of them: the configured
+        ones come with the SLOs. Takes effect at the next evaluation."""
+        self.adhoc_exclusions = tuple(exclusions)
+        self._windows_cache = None
+
+    def exclusion_windows(self, slo: SloConfig, pool: str, now: float) -> list[Window]:
+        """The SLO's and pool's maintenance windows overlapping its retention up to now (recomputed
+        once a minute, or when the windows change)."""
+        minute = math.floor(now / MINUTE)
+        if self._windows_cache is None or self._windows_cache[0] != minute:
+            self._windows_cache = (minute, {})
+        cache = self._windows_cache[1]
+        key = (slo.name, pool)
+        if key not in cache:
+            retention = retention_for(slo.window, slo_pairs(slo))
+            cache[key] = slo_windows(slo, pool, self.adhoc_exclusions, now - retention - 2 * MINUTE,
+                                     now + 2 * MINUTE)
+        return cache[key]
+
+    def _absent(self, slo: SloConfig, pool: str, now: float) -> tuple[bool, float | None]:
+        """(SLOMetricAbsent fires, when the series were last seen) for a pool-wide key."""
+        seen = self._seen.get((slo.name, pool))
+        if isinstance(slo.indicator, AvailabilityIndicator) or not self._pool_up.get(pool):
+            return False, seen
+        since = seen if seen is not None else self._pool_ok_since.get(pool)
+        return since is not None and now - since >= slo.absent_for, seen
+
     def _note_models(self, results: Sequence[ScrapeResult]) -> None:
         """A pool serves several models once one cycle shows more than one `model_name` in it.
 
@@ -355,10 +451,16 @@ class SloEngine:
         for key in sorted(self._tracks, key=self._sort_key):
             track = self._tracks[key]
             slo = track.config
+            windows = self.exclusion_windows(slo, key.pool, now)
             evaluation = evaluate(track.series, now, slo.objective, slo.window, exact=track.exact,
-                                  min_bad_events=slo.min_bad_events)
-            statuses.append(SloStatus(key, slo, evaluation, now, track.source))
+                                  min_bad_events=slo.min_bad_events, pairs=slo_pairs(slo),
+                                  excluded=minute_ranges(windows))
+            in_force = tuple(w for w in windows if w.active(now))
+            absent, seen = (False, None) if key.model_name else self._absent(slo, key.pool, now)
+            statuses.append(SloStatus(key, slo, evaluation, now, track.source, absent=absent and not in_force,
+                                      metric_last_seen=seen, exclusions=in_force))
         self.statuses = statuses
+        self.cost_budgets = budget_statuses(self.spend, self.costs, now, self._pool_order)
         self.evaluated_at = now
         return statuses
 
@@ -408,7 +510,7 @@ class SloEngine:
 
     def horizon(self) -> float:
         """Seconds of history the longest SLO needs (its window, or 3 days for the 3d/6h ticket)."""
-        return max((retention_for(s.window) for s in self.slos), default=0.0)
+        return max((retention_for(s.window, slo_pairs(s)) for s in self.slos), default=0.0)
 
     def take_rows(self) -> list[SloEventRow]:
         """The current counts of every minute that changed since the last call, to upsert."""
@@ -421,6 +523,10 @@ class SloEngine:
                 if total > 0 or good > 0:
                     rows.append(SloEventRow(key.slo, key.pool, key.model_name, float(start), good, total))
             track.dirty.clear()
+        spent = self.spend.take_dirty()
+        if self.keep_rows:  # stored for the pools with a `cost`, the ones whose spend is shown
+            rows.extend(SloEventRow(SPEND_ROW, pool, "", float(minute * MINUTE), seconds, seconds)
+                        for pool, minute, seconds in spent if pool in self.costs)
         return rows
 
     def load(self, rows: Iterable[SloEventRow], now: float) -> int:
@@ -430,14 +536,19 @@ class SloEngine:
         retention, so putting an SLO back in the config brings its budget back). Returns rows used.
         """
         grouped: dict[SloKey, list[tuple[float, float, float]]] = {}
+        used = 0
         for row in rows:
+            if row.slo == SPEND_ROW:
+                if row.minute >= now - 2 * 86400.0:
+                    self.spend.load(row.pool, math.floor(row.minute / MINUTE), row.total)
+                    used += 1
+                continue
             slo = self._by_name.get(row.slo)
             if slo is None or row.pool not in (slo.pools or self._pool_order):
                 continue
             if row.model_name and isinstance(slo.indicator, AvailabilityIndicator):
                 continue  # availability is per instance, never per model
             grouped.setdefault(SloKey(row.slo, row.pool, row.model_name), []).append((row.minute, row.good, row.total))
-        used = 0
         for key, key_rows in grouped.items():
             track = self._track(key)
             track.series = EventSeries.from_rows(key_rows, track.series.retention, now)

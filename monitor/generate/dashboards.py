@@ -22,7 +22,14 @@ from grafanalib._gen import DashboardEncoder
 
 from monitor.evaluate.slo import WINDOW_NAMES
 import monitor.generate.expressions as q
-from monitor.generate.rules import BURN_ALERT, REPLICA_METRICS
+from monitor.generate.rules import (
+    ABSENT_ALERT,
+    BURN_ALERT,
+    COST_BUDGET,
+    COST_TODAY,
+    EXHAUSTED_ALERT,
+    REPLICA_METRICS,
+)
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 TAG = "llm-slo-monitor"
@@ -234,6 +241,14 @@ def slo_dashboard() -> DashboardSpec:
             ), "none", "The generated SloErrorBudgetBurn alerts while they fire (no series: none fires).",
                 kind="state", expect_data=False, width=24, height=6,
                 mappings=({"type": "value", "options": {"1": {"text": "firing", "color": "red", "index": 0}}},)),
+            PanelSpec("Budget exhausted and metrics absent", (
+                _q(f'sum by (alertname, slo, pool, model_name) (ALERTS{{alertname=~'
+                   f'{q.quote(EXHAUSTED_ALERT + "|" + ABSENT_ALERT)}, alertstate="firing", slo=~"$slo", '
+                   f'pool=~"$pool"}})', "{{alertname}} {{slo}} {{pool}} {{model_name}}"),
+            ), "none", "ErrorBudgetExhausted (nothing left of the SLO window's budget) and SLOMetricAbsent (the "
+                       "SLI's vLLM series are gone while the targets are up: a renamed metric) while they fire.",
+                kind="state", expect_data=False, width=24, height=6,
+                mappings=({"type": "value", "options": {"1": {"text": "firing", "color": "red", "index": 0}}},)),
         ]),
         ("As slo-monitor evaluates them", [
             PanelSpec("SLI (slo-monitor)", (
@@ -251,6 +266,19 @@ def slo_dashboard() -> DashboardSpec:
             ), "none", "1 while the service's own burn-rate alert of that severity fires.", kind="state",
                 mappings=({"type": "value", "options": {"0": {"text": "quiet", "color": "green", "index": 0},
                                                          "1": {"text": "firing", "color": "red", "index": 1}}},)),
+            PanelSpec("Maintenance windows in force", (
+                _q(f'max by (slo, pool) ({NS}_exclusion_active{{slo=~"$slo", pool=~"$pool"}})', "{{slo}} {{pool}}"),
+            ), "none", "1 while a maintenance window (slos[].exclusions, POST /api/v1/exclusions) is in force: its "
+                       "minutes count neither good nor bad events, on the service and in the recording rules.",
+                kind="state",
+                mappings=({"type": "value", "options": {"0": {"text": "counting", "color": "green", "index": 0},
+                                                         "1": {"text": "excluded", "color": "blue", "index": 1}}},)),
+            PanelSpec("SLI metrics absent (slo-monitor)", (
+                _q(f'max by (slo, pool) ({NS}_slo_metric_absent{{slo=~"$slo", pool=~"$pool"}})', "{{slo}} {{pool}}"),
+            ), "none", "1 while the SLI's vLLM series have been missing from every scraped instance of the pool "
+                       "for the SLO's absent_for (SLOMetricAbsent).", kind="state",
+                mappings=({"type": "value", "options": {"0": {"text": "present", "color": "green", "index": 0},
+                                                         "1": {"text": "absent", "color": "red", "index": 1}}},)),
             PanelSpec("Goodput (from vLLM traces)", (
                 _q(f'{NS}_goodput_requests_per_second{{pool=~"$pool", model_name=~"$model_name"}}',
                    "{{pool}} {{model_name}}"),
@@ -383,6 +411,18 @@ def decisions_dashboard(replica_metrics: tuple[str, str] | None) -> DashboardSpe
             ), "short", "The HPA-style recommendation (what KEDA or an HPA would act on) against what runs.",
                 width=24),
         ]))
+    rows.append(("Cost", [
+        PanelSpec("GPU spend today against the daily budget", (
+            _q(f'max by (pool, currency) ({COST_TODAY}{{pool=~"$pool"}})', "spent today {{pool}} ({{currency}})"),
+            _q(f'max by (pool, currency) ({COST_BUDGET}{{pool=~"$pool"}})', "daily budget {{pool}} ({{currency}})"),
+        ), "none", "What each pool's GPUs have cost since midnight UTC (replica-hours x GPUs x gpu_hour), and its "
+                   "cost.daily_budget: CostBudgetWarning at 80%, CostBudgetExceeded at 100% (pools with a `cost` "
+                   "only).", expect_data=False, min=0),
+        PanelSpec("GPU cost per hour", (
+            _q(f'max by (pool, currency) ({NS}_pool_cost_per_hour{{pool=~"$pool"}})', "{{pool}} ({{currency}})"),
+        ), "none", "What the pool's GPUs cost per hour now (gpu_hour x GPUs of every member).", expect_data=False,
+            min=0),
+    ]))
     spec.rows = rows
     return spec
 

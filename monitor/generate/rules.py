@@ -18,9 +18,18 @@ traffic an average of ratios weighs a quiet hour like a busy one (Sloth's period
 
 Alerts: `SloErrorBudgetBurn` with `severity` (page | ticket) and `burnrate_tier` (fast | slow), the
 labels the service itself sends to Alertmanager (`monitor.publish.alertmanager`), so one inhibit rule
-serves both; the multiwindow pairs, factors and minimum bad-event count are `monitor.evaluate.slo`'s,
-so Prometheus and the service page on the same numbers. No `for:` on burn alerts (the long window
-already demands a sustained burn).
+serves both; the multiwindow pairs (the SLO's window set: `google-30d` unless it names another),
+factors and minimum bad-event count are `monitor.evaluate.slo`'s, so Prometheus and the service page
+on the same numbers. No `for:` on burn alerts (the long window already demands a sustained burn).
+`SLOMetricAbsent` (page) when every spelling of the SLI's vLLM series has been absent from the pool
+for the SLO's `absent_for` while one of its targets is up; `ErrorBudgetExhausted` (ticket) when the
+budget over the SLO window is spent. Every alert of an SLO carries its `labels` and `annotations`.
+
+Maintenance windows: the service exports `slo_monitor_exclusion_active{slo, pool}` (1 while one is in
+force); `slo:exclusion_active:max5m` records whether one was in force at any point of the last five
+minutes, and the event rates of those moments are not recorded (`unless`), so they count neither
+good nor bad in any window, as in the service. The five minutes are the rate window: a 5-minute rate
+taken just after a window ended still holds its events. Nothing pages during one.
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ from monitor.config import (
     SloConfig,
     parse_duration,
 )
-from monitor.evaluate.slo import PAIRS, WINDOW_NAMES, WINDOWS, BurnPair, error_budget, never_firing_pairs
+from monitor.evaluate.slo import WINDOW_NAMES, WINDOWS, BurnPair, error_budget, never_firing_pairs, slo_pairs
 import monitor.generate.expressions as q
 
 # The labels slo-monitor's own Alertmanager client sends for a burn (`monitor.publish.alertmanager`'s
@@ -45,8 +54,13 @@ import monitor.generate.expressions as q
 BURN_ALERT = "SloErrorBudgetBurn"
 TIERS = {"page": "fast", "ticket": "slow"}
 
-ABSENT_ALERT = "SloMetricAbsent"
-ABSENT_FOR = "10m"
+ABSENT_ALERT = "SLOMetricAbsent"
+ABSENT_SEVERITY = "page"
+ABSENT_FOR = "10m"  # the fleet's VllmMetricsAbsent; an SLO's own is its `absent_for`
+EXHAUSTED_ALERT = "ErrorBudgetExhausted"
+EXHAUSTED_SEVERITY = "ticket"
+EXCLUSION_SERIES = "slo_monitor_exclusion_active"  # exported by the service (monitor.publish.budgets)
+EXCLUDED = "slo:exclusion_active:max5m"
 
 
 def _block(expr: str) -> str:
@@ -124,7 +138,9 @@ def sli_for(slo: SloConfig) -> Sli:
         up = q.selector("up", [f"job={q.quote(q.VLLM_JOB)}", pool])
         valid = f"count by (pool) (avg_over_time({up}[{w}]))"
         bad = f"sum by (pool) (1 - avg_over_time({up}[{w}]))"
-        return Sli(valid, bad, ("pool",), absent_selectors=(up,))
+        # no SLOMetricAbsent: availability reads `up` itself, which is never absent while a target is
+        # configured (a pool Prometheus does not scrape is the fleet's VllmMetricsAbsent)
+        return Sli(valid, bad, ("pool",))
     raise TypeError(f"unknown indicator {ind!r}")
 
 
@@ -132,14 +148,15 @@ def live_pairs(slo: SloConfig) -> list[BurnPair]:
     """The pairs that can fire at all: one whose factor even 100% errors cannot reach is left out
     (the same pairs `slo-monitor check` warns about), since an alert that can never fire only
     pretends to protect the SLO."""
-    dead = {pair.name for pair, _ in never_firing_pairs(slo.objective, slo.window)}
-    return [p for p in PAIRS if p.name not in dead]
+    pairs = slo_pairs(slo)
+    dead = {pair.name for pair, _ in never_firing_pairs(slo.objective, slo.window, pairs)}
+    return [p for p in pairs if p.name not in dead]
 
 
 def windows_for(slo: SloConfig) -> list[str]:
     """Every window name the rules record: the service's burn-rate windows, the pairs' and the period."""
     names = list(WINDOW_NAMES)
-    for pair in PAIRS:
+    for pair in slo_pairs(slo):
         for name in (pair.long, pair.short):
             if name not in names:
                 names.append(name)
@@ -209,9 +226,26 @@ def burn_annotations(slo: SloConfig, severity: str, pairs: list[BurnPair]) -> di
             f"{q.number(slo.min_bad_events)} bad events: {spec}."
         ),
     }
+    return slo_annotations(slo, annotations)
+
+
+def slo_annotations(slo: SloConfig, annotations: dict[str, str]) -> dict[str, str]:
+    """runbook_url and the SLO's own annotations (which win), as the service sends them."""
     if slo.runbook_url:
         annotations["runbook_url"] = slo.runbook_url
-    return annotations
+    return {**annotations, **slo.annotations}
+
+
+def slo_labels(slo: SloConfig, severity: str, **extra: str) -> dict[str, str]:
+    """An SLO alert's labels: its own `labels` (a `severity` there replaces ours), then `slo`."""
+    labels = {"slo": slo.name, **extra, "severity": severity}
+    labels.update(slo.labels)  # reserved names are refused in the config; `severity` is replaced in place
+    return labels
+
+
+def _gate(expr: str, slo: SloConfig) -> str:
+    """Event rates only outside maintenance windows (see the module doc)."""
+    return f"(\n  {expr}\n)\nunless on (pool)\n({_sel(EXCLUDED, slo)} > 0)"
 
 
 def slo_rules(pools: Sequence[str], slo: SloConfig, interval_s: float = 60.0) -> SloRules:
@@ -224,8 +258,15 @@ def slo_rules(pools: Sequence[str], slo: SloConfig, interval_s: float = 60.0) ->
     rw = q.RATE_WINDOW
 
     sli_rules: list[dict[str, Any]] = [*sli.pre_rules]
-    sli_rules.append({"record": f"slo:valid_events:rate{rw}", "expr": _block(sli.valid_rate), "labels": labels})
-    sli_rules.append({"record": f"slo:bad_events:rate{rw}", "expr": _block(sli.bad_rate), "labels": labels})
+    sli_rules.append({
+        "record": EXCLUDED,
+        "expr": _block(f"max by (pool) (max_over_time({_sel(EXCLUSION_SERIES, slo)}[{rw}]))"),
+        "labels": labels,
+    })
+    sli_rules.append({"record": f"slo:valid_events:rate{rw}", "expr": _block(_gate(sli.valid_rate, slo)),
+                      "labels": labels})
+    sli_rules.append({"record": f"slo:bad_events:rate{rw}", "expr": _block(_gate(sli.bad_rate, slo)),
+                      "labels": labels})
     sli_rules.append({
         "record": f"slo:sli_error:ratio_rate{rw}",
         "expr": _block(f"{_sel(f'slo:bad_events:rate{rw}', slo)}\n/\n({_sel(f'slo:valid_events:rate{rw}', slo)} > 0)"),
@@ -284,29 +325,38 @@ def slo_rules(pools: Sequence[str], slo: SloConfig, interval_s: float = 60.0) ->
         alert = {
             "alert": BURN_ALERT,
             "expr": _block("\nor\n".join(terms)),
-            "labels": {**labels, "severity": severity, "burnrate_tier": TIERS[severity]},
+            "labels": slo_labels(slo, severity, burnrate_tier=TIERS[severity]),
             "annotations": burn_annotations(slo, severity, pairs),
         }
         alert_rules.append(alert)
         rules.alerts.append(alert)
-    for pool in rules.pools:
+    exhausted = exhausted_alert(slo, period, rw)
+    alert_rules.append(exhausted)
+    rules.alerts.append(exhausted)
+    absent_for = q.duration(slo.absent_for)
+    for pool in rules.pools if sli.absent_selectors else ():
         pinned = [s.replace(pool_matcher(slo), f"pool={q.quote(pool)}") for s in sli.absent_selectors]
+        up = q.selector("up", [f"job={q.quote(q.VLLM_JOB)}", f"pool={q.quote(pool)}"])
+        missing = "\n  and\n  ".join(f"absent_over_time({s}[{absent_for}])" for s in pinned)
         alert = {
             "alert": ABSENT_ALERT,
-            "expr": _block("\nand\n".join(f"absent({s})" for s in pinned)),
-            "for": ABSENT_FOR,
-            # `pool` is in absent()'s result already; as a rule label it also tells the per-pool
-            # rules apart for promtool's duplicate-rule check
-            "labels": {**labels, "pool": pool, "severity": "ticket"},
-            "annotations": {
+            # every spelling of the series gone for absent_for, while a target of the pool is up (a pool
+            # that is down is VllmTargetDown's), and no maintenance window in force
+            "expr": _block(f"(\n  {missing}\n)\nand on ()\n(count({up} == 1) > 0)\n"
+                           f"unless on (pool)\n({_sel(EXCLUDED, slo)} > 0)"),
+            # `pool` is in absent_over_time()'s result already; as a rule label it also tells the
+            # per-pool rules apart for promtool's duplicate-rule check
+            "labels": slo_labels(slo, ABSENT_SEVERITY, pool=pool),
+            "annotations": slo_annotations(slo, {
                 "summary": f"SLO {slo.name} cannot be evaluated for pool {pool}: its metrics are absent",
                 "description": (
                     f"None of {', '.join(sorted(set(s.split('{')[0] for s in pinned)))} has had a series with "
-                    f'pool="{pool}" for {ABSENT_FOR}. Without them the SLI, the burn rates and every burn-rate '
-                    "alert of this SLO are silent. Check that Prometheus scrapes the pool's vLLM servers with "
-                    "the `pool` label (see prometheus.yml)."
+                    f'pool="{pool}" for {absent_for} while the pool\'s targets are up: a renamed or disabled vLLM '
+                    "metric reads as no events, which would look like a perfect SLO. Without them the SLI, the "
+                    "burn rates and every burn-rate alert of this SLO are silent. Check the vLLM version's metric "
+                    "names, and that Prometheus scrapes the pool with the `pool` label (see prometheus.yml)."
                 ),
-            },
+            }),
         }
         alert_rules.append(alert)
         rules.alerts.append(alert)
@@ -317,6 +367,34 @@ def slo_rules(pools: Sequence[str], slo: SloConfig, interval_s: float = 60.0) ->
     # other's recordings up to one interval late (a burn alert judging the previous minute's SLI).
     rules.groups = [{"name": f"slo:{slo.name}", "interval": interval, "rules": sli_rules + meta_rules + alert_rules}]
     return rules
+
+
+def exhausted_alert(slo: SloConfig, period: str, rate_window: str) -> dict[str, Any]:
+    """ErrorBudgetExhausted: no budget left over the SLO window, from at least `min_bad_events` bad
+    events (the service's `SloEvaluation.exhausted`)."""
+    if period == rate_window:
+        bad = f"{_sel(f'slo:bad_events:rate{rate_window}', slo)} * {q.number(q.RATE_RANGE_S)}"
+    else:
+        bad = _sel(f"slo:bad_events:increase{period}", slo)
+    expr = f"{_sel('slo:period_error_budget_remaining:ratio', slo)} <= 0"
+    if slo.min_bad_events > 0:
+        expr += f"\nand\n{bad} >= {q.number(slo.min_bad_events)}"
+    where = "pool {{ $labels.pool }}" + ("" if isinstance(slo.indicator, AvailabilityIndicator)
+                                         else ", model {{ $labels.model_name }}")
+    return {
+        "alert": EXHAUSTED_ALERT,
+        "expr": _block(expr),
+        "labels": slo_labels(slo, EXHAUSTED_SEVERITY),
+        "annotations": slo_annotations(slo, {
+            "summary": f"SLO {slo.name} ({where}) has exhausted its error budget",
+            "description": (
+                f"Objective {q.number(slo.objective * 100)}% over {period}: the error ratio over the window has "
+                f"reached the whole error budget ({q.number(error_budget(slo.objective))}) with at least "
+                f"{q.number(slo.min_bad_events)} bad events. Until it recovers, every further bad event breaks "
+                "the objective."
+            ),
+        }),
+    }
 
 
 # --- the fleet: targets and metrics that disappeared ----------------------------------------------
@@ -361,6 +439,12 @@ NS = "slo_monitor"
 # parameter wherever used, so scaling panels and alerts can be left out (None) for a service
 # build without them.
 REPLICA_METRICS: tuple[str, str] | None = (f"{NS}_pool_desired_replicas", f"{NS}_pool_current_replicas")
+# the daily cost budget: spend so far today and the budget, per pool (monitor.publish.budgets)
+COST_TODAY = f"{NS}_pool_cost_today"
+COST_BUDGET = f"{NS}_pool_cost_daily_budget"
+COST_WARNING_ALERT = "CostBudgetWarning"
+COST_EXCEEDED_ALERT = "CostBudgetExceeded"
+COST_WARNING_AT = 0.8
 
 
 @dataclass(frozen=True)
@@ -453,6 +537,21 @@ def service_alerts(replica_metrics: tuple[str, str] | None = REPLICA_METRICS) ->
             "the last good file, so ejections and returns are not reaching it.",
         ),
     ]
+    today, budget = f"max by (pool) ({COST_TODAY})", f"max by (pool) ({COST_BUDGET})"
+    alerts += [
+        ServiceAlert(
+            COST_WARNING_ALERT, f"{today}\n/\n{budget}\n>= {q.number(COST_WARNING_AT)}", None, "ticket",
+            "Pool {{ $labels.pool }} has spent 80% or more of today's GPU budget",
+            "slo-monitor's spend so far today (replica-hours since midnight UTC x GPUs x gpu_hour) has reached "
+            "80% of the pool's cost.daily_budget.",
+        ),
+        ServiceAlert(
+            COST_EXCEEDED_ALERT, f"{today}\n/\n{budget}\n>= 1", None, "page",
+            "Pool {{ $labels.pool }} has spent its whole GPU budget for today",
+            "slo-monitor's spend so far today (replica-hours since midnight UTC x GPUs x gpu_hour) has reached "
+            "the pool's cost.daily_budget.",
+        ),
+    ]
     if replica_metrics:
         desired, current = replica_metrics
         alerts.append(ServiceAlert(
@@ -477,6 +576,7 @@ def service_rules(alerts: list[ServiceAlert], interval_s: float = 60.0) -> list[
 
 
 __all__ = [
-    "ABSENT_ALERT", "BURN_ALERT", "REPLICA_METRICS", "TIERS", "SloRules", "fleet_rules", "service_alerts", "service_rules",
+    "ABSENT_ALERT", "BURN_ALERT", "COST_EXCEEDED_ALERT", "COST_WARNING_ALERT", "EXCLUDED", "EXCLUSION_SERIES",
+    "EXHAUSTED_ALERT", "REPLICA_METRICS", "TIERS", "SloRules", "fleet_rules", "service_alerts", "service_rules",
     "slo_rules", "sli_for", "live_pairs", "windows_for",
 ]

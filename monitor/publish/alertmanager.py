@@ -1,4 +1,10 @@
-"""Push burn-rate alerts to Alertmanager over its API v2 (`POST /api/v2/alerts`), as Prometheus does.
+"""Push SLO and cost alerts to Alertmanager over its API v2 (`POST /api/v2/alerts`), as Prometheus does.
+
+Alert names, the same on the service path and in the generated Prometheus rules: `SloErrorBudgetBurn`
+(page | ticket), `SLOMetricAbsent` (page: the SLI's series are gone, so the SLO would look perfect),
+`ErrorBudgetExhausted` (ticket), and per pool with a daily budget `CostBudgetWarning` (ticket, 80% of
+today's budget spent) and `CostBudgetExceeded` (page, 100%). An SLO's `labels` are added to every
+one of its alerts (a `severity` there replaces ours), its `annotations` and `runbook_url` too.
 
 One alert per SLO, pool (and model) and severity. Labels are stable while an alert fires, so
 Alertmanager sees one alert whose annotations (the current numbers) update, never a new one per
@@ -26,14 +32,22 @@ from typing import Any, Iterable
 
 import httpx
 
-from monitor.evaluate.slo import PAIRS, WINDOW_NAMES
+from monitor.evaluate.slo import WINDOW_NAMES, CostBudgetStatus
 from monitor.evaluate.slo_engine import SloStatus
+from monitor.settings import SloConfig
 from monitor.units import format_duration, redact_url, rfc3339
 
 log = logging.getLogger(__name__)
 
 ALERTNAME = "SloErrorBudgetBurn"
 TIERS = {"page": "fast", "ticket": "slow"}
+ABSENT_ALERT = "SLOMetricAbsent"
+ABSENT_SEVERITY = "page"
+EXHAUSTED_ALERT = "ErrorBudgetExhausted"
+EXHAUSTED_SEVERITY = "ticket"
+COST_WARNING_ALERT = "CostBudgetWarning"
+COST_EXCEEDED_ALERT = "CostBudgetExceeded"
+COST_SEVERITIES = {COST_WARNING_ALERT: "ticket", COST_EXCEEDED_ALERT: "page"}
 RESOLVED_RETENTION_S = 900.0  # Prometheus re-sends resolved alerts for 15 minutes
 ENDS_AT_INTERVALS = 4  # endsAt of a firing alert, in resend intervals from now (Prometheus: 4)
 
@@ -69,24 +83,32 @@ def _rate(value: float | None) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
-def alert_labels(status: SloStatus, severity: str) -> dict[str, str]:
-    labels = {
-        "alertname": ALERTNAME,
-        "slo": status.key.slo,
-        "pool": status.key.pool,
-        "severity": severity,
-        "burnrate_tier": TIERS[severity],
-    }
+def slo_alert_labels(status: SloStatus, alertname: str, severity: str, **extra: str) -> dict[str, str]:
+    """The labels of any alert of an SLO: its own `labels` first (team, a `severity` that replaces
+    ours), then the ones that say which alert it is."""
+    labels = {"severity": severity, **status.config.labels, "alertname": alertname, "slo": status.key.slo,
+              "pool": status.key.pool, **extra}
     if status.model_name:
         labels["model_name"] = status.model_name
     return labels
+
+
+def alert_labels(status: SloStatus, severity: str) -> dict[str, str]:
+    return slo_alert_labels(status, ALERTNAME, severity, burnrate_tier=TIERS[severity])
+
+
+def with_slo_annotations(slo: SloConfig, annotations: dict[str, str]) -> dict[str, str]:
+    """runbook_url and the SLO's own annotations (which win over ours)."""
+    if slo.runbook_url:
+        annotations["runbook_url"] = slo.runbook_url
+    return {**annotations, **slo.annotations}
 
 
 def alert_annotations(status: SloStatus, severity: str) -> dict[str, str]:
     """summary and description with the numbers an on-call engineer needs first; runbook_url."""
     ev = status.evaluation
     slo = status.config
-    pairs = [p for p in PAIRS if p.severity == severity and p.name in ev.fired]
+    pairs = [p for p in ev.pairs if p.severity == severity and p.name in ev.fired]
     lead = pairs[0] if pairs else None
     where = f"pool {status.key.pool}" + (f", model {status.model_name}" if status.model_name else "")
     burn = ev.burn_rates.get(lead.long) if lead else None
@@ -102,10 +124,70 @@ def alert_annotations(status: SloStatus, severity: str) -> dict[str, str]:
         f"({ev.good:.0f} good of {ev.total:.0f} events); error budget remaining {_pct(ev.error_budget_remaining, 1)}. "
         f"Firing: {fired or 'none'}. Burn rates: {rates}.{exact}"
     )
-    annotations = {"summary": summary, "description": description}
-    if slo.runbook_url:
-        annotations["runbook_url"] = slo.runbook_url
-    return annotations
+    return with_slo_annotations(slo, {"summary": summary, "description": description})
+
+
+def _since(t: float | None) -> str:
+    return "never since the monitor started" if t is None else f"last at {rfc3339(t)}"
+
+
+def absent_annotations(status: SloStatus) -> dict[str, str]:
+    slo = status.config
+    return with_slo_annotations(slo, {
+        "summary": f"SLO {slo.name} cannot be evaluated for pool {status.key.pool}: its metrics are absent",
+        "description": (
+            f"No successfully scraped instance of pool {status.key.pool} has had the series the SLI reads "
+            f"({slo.indicator.type}{' ' + getattr(slo.indicator, 'metric', '') if hasattr(slo.indicator, 'metric') else ''}) "
+            f"for {format_duration(slo.absent_for)} ({_since(status.metric_last_seen)}), while the instances "
+            "answer. A renamed or disabled vLLM metric reads as no events, which would look like a perfect SLO; "
+            "the SLI, its budget and its burn-rate alerts are blind until it is back."),
+    })
+
+
+def exhausted_annotations(status: SloStatus) -> dict[str, str]:
+    slo, ev = status.config, status.evaluation
+    return with_slo_annotations(slo, {
+        "summary": f"SLO {slo.name} (pool {status.key.pool}) has exhausted its error budget",
+        "description": (
+            f"Objective {_pct(slo.objective)} over {format_duration(slo.window)}: {ev.bad:.0f} bad of "
+            f"{ev.total:.0f} events, error budget remaining {_pct(ev.error_budget_remaining, 1)}. Until it "
+            "recovers, every further bad event breaks the objective."),
+    })
+
+
+def cost_labels(budget: CostBudgetStatus, alertname: str) -> dict[str, str]:
+    return {"alertname": alertname, "pool": budget.pool, "severity": COST_SEVERITIES[alertname]}
+
+
+def cost_annotations(budget: CostBudgetStatus, alertname: str) -> dict[str, str]:
+    share = "80%" if alertname == COST_WARNING_ALERT else "100%"
+    assert budget.daily_budget is not None and budget.ratio is not None  # only budgets fire
+    return {
+        "summary": f"Pool {budget.pool} has spent {share} or more of today's GPU budget",
+        "description": (
+            f"Spent {budget.spend_today:.2f} {budget.currency} of {budget.daily_budget:.2f} {budget.currency} "
+            f"today (UTC), {budget.ratio * 100:.0f}% of the daily budget: "
+            f"{budget.replica_seconds_today / 3600.0:.2f} replica-hours since midnight UTC."),
+    }
+
+
+def wanted_alerts(statuses: Iterable[SloStatus],
+                  budgets: Iterable[CostBudgetStatus] = ()) -> list[tuple[dict[str, str], dict[str, str]]]:
+    """Every alert an evaluation asks for, as (labels, annotations)."""
+    out = []
+    for status in statuses:
+        for severity in status.fired_severities():
+            out.append((alert_labels(status, severity), alert_annotations(status, severity)))
+        if status.absent:
+            out.append((slo_alert_labels(status, ABSENT_ALERT, ABSENT_SEVERITY), absent_annotations(status)))
+        if status.exhausted:
+            out.append((slo_alert_labels(status, EXHAUSTED_ALERT, EXHAUSTED_SEVERITY),
+                        exhausted_annotations(status)))
+    for budget in budgets:
+        for alertname, firing in ((COST_WARNING_ALERT, budget.warning), (COST_EXCEEDED_ALERT, budget.exceeded)):
+            if firing:
+                out.append((cost_labels(budget, alertname), cost_annotations(budget, alertname)))
+    return out
 
 
 class AlertmanagerNotifier:
@@ -144,13 +226,12 @@ class AlertmanagerNotifier:
 
     # -- state ------------------------------------------------------------------------------------
 
-    def update(self, statuses: Iterable[SloStatus], now: float) -> None:
-        """Match the alert set to an evaluation: new alerts fire, missing ones resolve."""
+    def update(self, statuses: Iterable[SloStatus], now: float, budgets: Iterable[CostBudgetStatus] = ()) -> None:
+        """Match the alert set to an evaluation (and the pools' cost budgets): new alerts fire,
+        missing ones resolve."""
         wanted: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], dict[str, str]]] = {}
-        for status in statuses:
-            for severity in status.fired_severities():
-                labels = alert_labels(status, severity)
-                wanted[tuple(sorted(labels.items()))] = (labels, alert_annotations(status, severity))
+        for labels, annotations in wanted_alerts(statuses, budgets):
+            wanted[tuple(sorted(labels.items()))] = (labels, annotations)
         for key, (labels, annotations) in wanted.items():
             alert = self._alerts.get(key)
             if alert is None or alert.resolved_at is not None:

@@ -20,6 +20,7 @@ from monitor.evaluate.slo_engine import SloStatus
 from monitor.gpu.publish import gpus_json
 from monitor.otlp.goodput import goodput_report, latency_objectives
 from monitor.publish.cost import service_pool_cost
+from monitor.publish.exclusions import install_exclusion_routes
 from monitor.publish.metrics import Collected, FleetCollector, make_registry
 from monitor.publish.state import MonitorState
 from monitor.units import format_duration, parse_duration, redact_url, rfc3339
@@ -75,6 +76,10 @@ def _evaluation_json(status: SloStatus) -> dict[str, Any]:
         "alert": ev.alert,
         "fired": list(ev.fired),
         "held": list(ev.held),
+        # complete alerting (added fields): the budget had no maintenance window been declared, and
+        # whether ErrorBudgetExhausted fires
+        "error_budget_remaining_without_exclusions": ev.error_budget_remaining_unexcluded,
+        "error_budget_exhausted": status.exhausted,
     }
 
 
@@ -100,6 +105,14 @@ def slo_json(status: SloStatus, models: list[SloStatus] = ()) -> dict[str, Any]:
         "runbook_url": slo.runbook_url,
         "models": {m.key.model_name: _evaluation_json(m) for m in models},
         "evaluated_at": rfc3339(status.evaluated_at),
+        "window_set": slo.window_set,
+        "labels": dict(slo.labels),
+        "metric_absent": status.absent,
+        "metric_last_seen": rfc3339(status.metric_last_seen),
+        "absent_for_seconds": slo.absent_for,
+        "excluded": status.excluded,
+        "exclusions": [{"source": w.source, "start": rfc3339(w.start), "end": rfc3339(w.end), "reason": w.reason}
+                       for w in status.exclusions],
     }
 
 
@@ -128,6 +141,7 @@ def install_routes(app: FastAPI, service: MonitorState,
             raise HTTPException(status_code=401, detail="missing or wrong bearer token",
                                 headers={"WWW-Authenticate": "Bearer"})
 
+    install_exclusion_routes(app, service, require_token)  # maintenance windows: /api/v1/exclusions
     # OTLP/HTTP traces, as vLLM's --otlp-traces-endpoint sends them (token in OTEL_EXPORTER_OTLP_HEADERS)
     app.include_router(service.receiver.router(dependencies=[Depends(require_token)]))
 

@@ -19,6 +19,7 @@ from monitor.evaluate.fleet import InstanceView
 from monitor.evaluate.slo import WINDOW_NAMES
 from monitor.gpu.publish import GpuMetricsCollector
 from monitor.otlp.publish import TraceMetricsCollector
+from monitor.publish.budgets import BudgetCollector
 from monitor.publish.cost import CostCollector
 from monitor.publish.state import NAMESPACE, MonitorState
 
@@ -332,6 +333,7 @@ def make_registry(service: MonitorState, *, fleet: bool = True) -> CollectorRegi
                                             window_s=service.config.traces.goodput_window, receiver=service.receiver))
     registry.register(SloCollector(service))
     registry.register(CostCollector(service))
+    registry.register(BudgetCollector(service))  # exclusions, absent SLI series, exhausted budgets, spend today
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

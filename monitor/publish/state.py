@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 from monitor.config import Config
 from monitor.decide.scaling import ScalingRecommendation
 from monitor.decide.verdicts import InstanceVerdict
 from monitor.evaluate.fleet import FleetView, InstanceView
+from monitor.evaluate.slo import CostBudgetStatus, Exclusion
 from monitor.evaluate.slo_engine import SloStatus
 from monitor.gpu.health import GpuTracker
 from monitor.otlp.receiver import TraceReceiver
@@ -30,6 +31,11 @@ class Verdicts(Protocol):
 
 class Slos(Protocol):
     statuses: list[SloStatus]
+    cost_budgets: list[CostBudgetStatus]  # each pool's spend today (monitor.publish.budgets)
+    adhoc_exclusions: tuple[Exclusion, ...]  # maintenance windows posted to the API (monitor.publish.exclusions)
+
+    def set_exclusions(self, exclusions: Iterable[Exclusion]) -> None: ...
+    def horizon(self) -> float: ...
 
 
 class MonitorState(Protocol):

@@ -37,6 +37,7 @@ from monitor.samples import ScrapeResult
 import monitor.service.wiring as wiring
 from monitor.service.events import EventLog
 from monitor.service.history import History
+from monitor.publish.exclusions import refresh_exclusions
 from monitor.service.outputs import AlertDelivery, UpstreamPublisher
 from monitor.store import AuditEntry, Store
 from monitor.store.lease import LeaderLease, Leadership, default_replica_id
@@ -174,6 +175,7 @@ class Service:
         if self.store is not None and self.history is not None:
             await asyncio.to_thread(self.store.sync_fleet, wiring.urls(self.membership), time.time())
             await self.history.reload_slo_events()
+            await refresh_exclusions(self)  # maintenance windows posted to the API (ALERTING)
             saved = await self.history.restore_health()
             if saved:
                 self.decisions.restore(saved)
@@ -351,7 +353,8 @@ class Service:
             statuses = self.slo.evaluate(now)
             self.events.slo_changes(statuses)
             if self.alerts is not None:
-                self.alerts.notifier.update(statuses, now)  # followers keep the alert set, for a takeover
+                # followers keep the alert set, for a takeover; cost budgets alert too
+                self.alerts.notifier.update(statuses, now, self.slo.cost_budgets)
                 if self.is_leader():
                     self.alerts.soon()
         except Exception:  # noqa: BLE001
@@ -368,6 +371,7 @@ class Service:
     async def persist(self, final: bool = False) -> None:
         if self.history is not None:
             await self.history.persist(leader=self.is_leader(), final=final)
+            await refresh_exclusions(self)  # another replica may have taken a POST /api/v1/exclusions
 
     async def cleanup(self) -> None:
         if self.history is not None and self.is_leader():
@@ -383,7 +387,7 @@ class Service:
                  for key in ("storage", "api", "ha", "traces") if getattr(old, key) != getattr(config, key)]
         await self.discovery.reconfigure(wiring.pool_specs(config), config.discovery)
         self.decisions.configure(wiring.pool_policies(config), wiring.addresses(self.membership))
-        self.slo.configure(config.slos, [p.name for p in config.pools])
+        self.slo.configure(config.slos, [p.name for p in config.pools], costs={p.name: p.cost for p in config.pools})
         self.slo.evaluate(time.time())  # /api/v1/slos shows the new definitions as soon as the reload answers
         self.fleet.window = config.evaluation.window
         if (old.scrape, old.source) != (config.scrape, config.source) and self.scraper is not None:

@@ -45,7 +45,7 @@ def slo_engine(config: Config, *, keep_rows: bool = True) -> SloEngine:
     return SloEngine(config.slos, [p.name for p in config.pools], keep_rows=keep_rows,
                      health_checked=s.health_path is not None and config.source.type == "scrape",
                      trace_settle_s=max(traces.settle, s.interval + s.timeout + lag),
-                     trace_min_coverage=traces.min_coverage)
+                     trace_min_coverage=traces.min_coverage, costs={p.name: p.cost for p in config.pools})
 
 
 def pool_policies(config: Config) -> dict[str, PoolPolicy]:

@@ -11,7 +11,15 @@ from monitor.settings.outputs import AlertmanagerConfig, ApiConfig, HaproxyConfi
 from monitor.settings.pools import CostConfig, HealthSettings, PoolConfig, ScalingSettings
 from monitor.settings.scrape import EvaluationConfig, ScrapeConfig, SourceConfig
 from monitor.settings.slos import (
+    BUILTIN_WINDOW_SETS,
     INDICATOR_TYPES,
+    AlertingConfig,
+    BurnWindow,
+    ExclusionConfig,
+    WeeklyWindow,
+    WindowSet,
+    alerting_problems,
+    resolve_window_sets,
     AvailabilityIndicator,
     ErrorRatioIndicator,
     Indicator,
@@ -23,6 +31,8 @@ from monitor.settings.storage import StorageConfig
 from monitor.settings.traces import TracesConfig
 
 __all__ = [
+    "BUILTIN_WINDOW_SETS", "AlertingConfig", "BurnWindow", "ExclusionConfig", "WeeklyWindow", "WindowSet",
+    "alerting_problems", "resolve_window_sets",
     "INDICATOR_TYPES", "AlertmanagerConfig", "ApiConfig", "AvailabilityIndicator", "CostConfig", "ErrorRatioIndicator",
     "EvaluationConfig", "GpuConfig", "GpuMappingConfig", "HaConfig", "HaproxyConfig", "HealthSettings", "Indicator",
     "LatencyIndicator", "NginxConfig", "OptionalStr", "OptionalUrl", "PoolConfig", "SaturationIndicator",

@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from monitor.evaluate.fleet import OutcomeTally, Rollup
+from monitor.evaluate.slo import Exclusion
 from monitor.evaluate.slo_engine import SloEventRow
 from monitor.evaluate.windows import instance_figures
 from monitor.gpu.rollup import GpuRollup
@@ -26,6 +27,7 @@ from monitor.store.audit import AuditEntry
 from monitor.store.engine import make_engine, serialize
 from monitor.store.models import (
     DecisionRecord,
+    ExclusionRecord,
     GpuRollupRecord,
     Instance,
     InstanceRollup,
@@ -339,6 +341,43 @@ class Store:
             return [SloEventRow(slo, pool, model, aware(minute).timestamp(), good, total)
                     for slo, pool, model, minute, good, total in session.execute(query)]
 
+    # -- maintenance windows (POST /api/v1/exclusions): written at once, not queued, so the API can
+    # answer with the stored id or say the database refused
+
+    def add_exclusion(self, exclusion: Exclusion) -> Exclusion:
+        """Store a new ad-hoc maintenance window; returns it with its id."""
+        with Session(self.engine) as session, session.begin():
+            row = ExclusionRecord(slo=exclusion.slo, pool=exclusion.pool, starts_at=utc(exclusion.start),
+                                  ends_at=utc(exclusion.end), reason=exclusion.reason,
+                                  created_at=utc(exclusion.created_at), created_by=exclusion.created_by)
+            session.add(row)
+            session.flush()
+            return _exclusion(row)
+
+    def exclusions(self, *, since: float | None = None, include_removed: bool = True) -> list[Exclusion]:
+        """Stored maintenance windows, oldest first: those ending after `since` (all when None)."""
+        with Session(self.engine) as session:
+            query = select(ExclusionRecord).order_by(ExclusionRecord.starts_at, ExclusionRecord.id)
+            if since is not None:
+                query = query.where(ExclusionRecord.ends_at >= utc(since))
+            if not include_removed:
+                query = query.where(ExclusionRecord.removed_at.is_(None))
+            return [_exclusion(row) for row in session.scalars(query)]
+
+    def close_exclusion(self, exclusion_id: int, *, ended_at: float | None = None,
+                        removed_at: float | None = None) -> Exclusion | None:
+        """End a running window early (`ended_at`) or remove one not started yet (`removed_at`)."""
+        with Session(self.engine) as session, session.begin():
+            row = session.get(ExclusionRecord, exclusion_id)
+            if row is None:
+                return None
+            if ended_at is not None:
+                row.ended_at = utc(ended_at)
+            if removed_at is not None:
+                row.removed_at = utc(removed_at)
+            session.flush()
+            return _exclusion(row)
+
     def cleanup_slo_events(self, older_than: float) -> int:
         """Delete SLO minutes older than the longest SLO window needs (kept apart from `cleanup`:
         a 90d SLO must keep its events past a 30d `storage.retention`)."""
@@ -375,3 +414,12 @@ class Store:
         with Session(self.engine) as session:
             row = session.get(ServiceState, key)
             return dict(row.value) if row is not None else None
+
+
+def _exclusion(row: ExclusionRecord) -> Exclusion:
+    def ts(value: datetime | None) -> float | None:
+        return None if value is None else aware(value).timestamp()
+
+    return Exclusion(id=row.id, start=aware(row.starts_at).timestamp(), end=aware(row.ends_at).timestamp(),
+                     reason=row.reason, slo=row.slo, pool=row.pool, created_at=aware(row.created_at).timestamp(),
+                     created_by=row.created_by, ended_at=ts(row.ended_at), removed_at=ts(row.removed_at))

@@ -192,3 +192,22 @@ class GpuRollupRecord(Base):
     throttle_reasons: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     xid_events: Mapped[int] = mapped_column(Integer)
     xid_last: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class ExclusionRecord(Base):
+    """A maintenance window posted through the API (migration 0006), kept as its own audit log: who
+    posted it from where and why, and when it was ended early or removed. Rows are never deleted by
+    the API (removal sets `removed_at`), so the record of what the budget was excused stays."""
+
+    __tablename__ = "exclusions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slo: Mapped[str | None] = mapped_column(String(100), nullable=True)  # None: every SLO
+    pool: Mapped[str | None] = mapped_column(String(100), nullable=True)  # None: every pool
+    starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(300))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -20,9 +20,11 @@ from monitor.evaluate.slo.events import (  # noqa: F401
     availability_events,
     IndicatorConfig,
     count_events,
+    indicator_present,
 )
 from monitor.evaluate.slo.series import (  # noqa: F401
     EventSeries,
+    MinuteRanges,
 )
 from monitor.evaluate.slo.burn import (  # noqa: F401
     WINDOW_NAMES,
@@ -35,6 +37,8 @@ from monitor.evaluate.slo.burn import (  # noqa: F401
     burn_factor,
     BurnPair,
     PAIRS,
+    pairs_of,
+    slo_pairs,
     DEFAULT_MIN_BAD_EVENTS,
     burn_factors,
     retention_for,
@@ -48,5 +52,16 @@ from monitor.evaluate.slo.burn import (  # noqa: F401
     evaluate_counts,
     evaluate,
 )
+from monitor.evaluate.slo.exclusions import (  # noqa: F401
+    Exclusion,
+    Window,
+    minute_ranges,
+    slo_windows,
+)
+from monitor.evaluate.slo.spend import (  # noqa: F401
+    CostBudgetStatus,
+    SpendMeter,
+    budget_statuses,
+)
 
-__all__ = ['MINUTE', 'DAY', 'DEFAULT_PERIOD', 'Alert', 'Severity', 'Events', 'NO_EVENTS', 'LATENCY_METRICS', 'latency_events', 'error_events', 'saturation_events', 'instance_available', 'availability_events', 'IndicatorConfig', 'count_events', 'EventSeries', 'WINDOW_NAMES', 'WINDOWS', 'sli', 'error_budget', 'burn_rate', 'error_budget_remaining', 'exhaustion_seconds', 'burn_factor', 'BurnPair', 'PAIRS', 'DEFAULT_MIN_BAD_EVENTS', 'burn_factors', 'retention_for', 'seconds_to_fire', 'never_firing_pairs', 'objective_warnings', 'pair_fires', 'BurnVerdict', 'alert_verdict', 'SloEvaluation', 'evaluate_counts', 'evaluate']
+__all__ = ['MINUTE', 'DAY', 'DEFAULT_PERIOD', 'Alert', 'Severity', 'Events', 'NO_EVENTS', 'LATENCY_METRICS', 'latency_events', 'error_events', 'saturation_events', 'instance_available', 'availability_events', 'IndicatorConfig', 'count_events', 'indicator_present', 'EventSeries', 'MinuteRanges', 'WINDOW_NAMES', 'WINDOWS', 'sli', 'error_budget', 'burn_rate', 'error_budget_remaining', 'exhaustion_seconds', 'burn_factor', 'BurnPair', 'PAIRS', 'pairs_of', 'slo_pairs', 'DEFAULT_MIN_BAD_EVENTS', 'burn_factors', 'retention_for', 'seconds_to_fire', 'never_firing_pairs', 'objective_warnings', 'pair_fires', 'BurnVerdict', 'alert_verdict', 'SloEvaluation', 'evaluate_counts', 'evaluate', 'Exclusion', 'Window', 'minute_ranges', 'slo_windows', 'CostBudgetStatus', 'SpendMeter', 'budget_statuses']

@@ -14,7 +14,8 @@ from decimal import Decimal
 from typing import Mapping, Sequence
 
 from monitor.evaluate.slo.periods import DEFAULT_PERIOD, Alert, Severity
-from monitor.evaluate.slo.series import EventSeries
+from monitor.evaluate.slo.series import EventSeries, MinuteRanges
+from monitor.settings import BUILTIN_WINDOW_SETS, BurnWindow, SloConfig
 from monitor.units import parse_duration
 
 # --- budgets and burn rates ---------------------------------------------------------------------
@@ -92,13 +93,21 @@ class BurnPair:
         return burn_factor(self.budget_share, period, parse_duration(self.long))
 
 
-# Workbook Table 5-8, plus the 1d/2h ticket that Sloth and Grafana ship. Page pairs first.
-PAIRS: tuple[BurnPair, ...] = (
-    BurnPair("page", "1h", "5m", 0.02),
-    BurnPair("page", "6h", "30m", 0.05),
-    BurnPair("ticket", "1d", "2h", 0.10),
-    BurnPair("ticket", "3d", "6h", 0.10),
-)
+def pairs_of(windows: Sequence[BurnWindow]) -> tuple[BurnPair, ...]:
+    """A window set's pairs (settings: `BurnWindow`, percent of the budget) as the arithmetic uses
+    them, page pairs first."""
+    pairs = [BurnPair(w.severity, w.long, w.short, w.budget_percent / 100.0) for w in windows]
+    return tuple(sorted(pairs, key=lambda p: 0 if p.severity == "page" else 1))
+
+
+def slo_pairs(slo: SloConfig) -> tuple[BurnPair, ...]:
+    """The pairs of an SLO's window set (`alerting.windows` / `alerting.pairs`, google-30d by default)."""
+    return pairs_of(slo.burn_windows)
+
+
+# Workbook Table 5-8, plus the 1d/2h ticket that Sloth and Grafana ship: the `google-30d` window set
+# (monitor/settings/slos.py holds the sets as data). Page pairs first.
+PAIRS: tuple[BurnPair, ...] = pairs_of(BUILTIN_WINDOW_SETS["google-30d"].pairs)
 
 # Grafana SLO calls it `min_failures`. One failure in ten requests is a 1000x burn at 99.9%; five
 # bad events in the long window keep a lone failure (or a handful) from paging at low traffic, yet
@@ -218,11 +227,39 @@ class SloEvaluation:
     # (good, total) behind each burn rate: a ratio without its denominator cannot tell ten
     # requests from ten thousand, and a restart must give back exactly these counts
     window_events: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    pairs: tuple[BurnPair, ...] = PAIRS
+    # the SLO window's (good, total) counting the minutes of maintenance windows too: what the budget
+    # would be had nobody declared them (None when no exclusion touched the window)
+    unexcluded: tuple[float, float] | None = None
+    min_bad_events: float = DEFAULT_MIN_BAD_EVENTS
 
     @property
     def pair(self) -> str | None:
         """The pair that decided the alert (the first page pair, else the first ticket pair)."""
         return self.fired[0] if self.fired else None
+
+    @property
+    def bad(self) -> float:
+        return max(self.total - self.good, 0.0)
+
+    @property
+    def exhausted(self) -> bool:
+        """ErrorBudgetExhausted: nothing left of the SLO window's budget, from at least
+        `min_bad_events` bad events (one failure among ten requests is no exhausted budget)."""
+        return self.total > 0 and self.error_budget_remaining <= 0 and self.bad >= self.min_bad_events
+
+    @property
+    def error_budget_remaining_unexcluded(self) -> float:
+        """The budget left had the exclusions not been declared (equal to the budget without any)."""
+        if self.unexcluded is None:
+            return self.error_budget_remaining
+        good, total = self.unexcluded
+        return error_budget_remaining(max(total - good, 0.0), total, self.objective)
+
+    def severities(self) -> tuple[str, ...]:
+        """`page` and/or `ticket`, as fired by the evaluation's pairs."""
+        fired = {p.severity for p in self.pairs if p.name in self.fired}
+        return tuple(s for s in ("page", "ticket") if s in fired)
 
 
 def evaluate_counts(
@@ -234,6 +271,7 @@ def evaluate_counts(
     exact: bool = True,
     min_bad_events: float = DEFAULT_MIN_BAD_EVENTS,
     pairs: Sequence[BurnPair] = PAIRS,
+    unexcluded: tuple[float, float] | None = None,
 ) -> SloEvaluation:
     """Evaluation from (good, total) per window name and over the SLO window, wherever they came from."""
     rates = {name: burn_rate(total - good, total, objective) for name, (good, total) in windows.items()}
@@ -254,6 +292,9 @@ def evaluate_counts(
         exact=exact,
         factors=burn_factors(period, pairs),
         window_events=dict(windows),
+        pairs=tuple(pairs),
+        unexcluded=unexcluded,
+        min_bad_events=min_bad_events,
     )
 
 
@@ -267,20 +308,26 @@ def evaluate(
     min_bad_events: float = DEFAULT_MIN_BAD_EVENTS,
     pairs: Sequence[BurnPair] = PAIRS,
     windows: Mapping[str, float] = WINDOWS,
+    excluded: MinuteRanges = (),
 ) -> SloEvaluation:
     """Evaluate one SLO's series at `now`. `exact` comes from the caller (the series stores counts
-    only): False when the latency threshold sits between histogram buckets."""
+    only): False when the latency threshold sits between histogram buckets. `excluded`: minutes of
+    maintenance windows (sorted, merged [first, end) minute numbers), counted neither good nor bad
+    in any window; the SLO window's count with them is kept as `unexcluded`."""
     names = dict(windows)
     for pair in pairs:
         for name in (pair.long, pair.short):
             names.setdefault(name, parse_duration(name))
-    counts = {name: series.window(now, seconds) for name, seconds in names.items()}
+    counts = {name: series.window(now, seconds, excluded) for name, seconds in names.items()}
+    period_counts = series.window(now, period, excluded)
+    unexcluded = series.window(now, period) if excluded else None
     return evaluate_counts(
         counts,
-        series.window(now, period),
+        period_counts,
         objective,
         period,
         exact=exact,
         min_bad_events=min_bad_events,
         pairs=pairs,
+        unexcluded=unexcluded if unexcluded != period_counts else None,
     )

@@ -16,7 +16,7 @@ from monitor.config import (
     SaturationIndicator,
 )
 from monitor.evaluate.windows import WindowStats, fraction_at_or_below
-from monitor.samples import ScrapeResult
+from monitor.samples import ModelSample, ScrapeResult
 
 # --- events per indicator -----------------------------------------------------------------------
 
@@ -122,3 +122,20 @@ def count_events(indicator: IndicatorConfig, stats: WindowStats | None, *, avail
             raise ValueError("availability events need `available` (from instance_available)")
         return availability_events(available)
     raise TypeError(f"unknown indicator {indicator!r}")
+
+
+def indicator_present(indicator: IndicatorConfig, sample: ModelSample) -> bool | None:
+    """Whether a page carries the series the indicator reads (any spelling: the reader maps every
+    known name onto one key); None for availability, which reads no metric and so cannot go absent.
+
+    A latency SLI needs its histogram, the error ratio the finished-requests counter, saturation its
+    gauge. What renames a metric to a name the reader does not know leaves the key out, and the SLI
+    would read "no events", which looks like a perfect SLO: SLOMetricAbsent says so instead.
+    """
+    if isinstance(indicator, LatencyIndicator):
+        return indicator.metric in sample.histograms
+    if isinstance(indicator, ErrorRatioIndicator):
+        return bool(sample.finished)
+    if isinstance(indicator, SaturationIndicator):
+        return indicator.metric in sample.gauges
+    return None

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from monitor.evaluate.slo.periods import DEFAULT_PERIOD, MINUTE
+
+# minutes of maintenance windows: sorted, non-overlapping [first, end) minute numbers (unix s // 60)
+MinuteRanges = Sequence[tuple[int, int]]
 
 # --- the per-minute event series ----------------------------------------------------------------
 
@@ -141,9 +144,14 @@ class EventSeries:
 
     # -- reading
 
-    def window(self, now: float, seconds: float) -> tuple[float, float]:
+    def window(self, now: float, seconds: float, excluded: MinuteRanges = ()) -> tuple[float, float]:
         """(good, total) over (now - seconds, now]. Minutes after the one holding `now` are
-        ignored, so a past moment can be evaluated at minute resolution."""
+        ignored, so a past moment can be evaluated at minute resolution.
+
+        `excluded` minutes (maintenance windows) count neither good nor bad: their events are taken
+        out with the same prefix sums, one subtraction per excluded range, so a weekly window over
+        30 days costs a handful of steps, not one per minute.
+        """
         if not self._good or seconds <= 0:
             return 0.0, 0.0
         start = now - seconds
@@ -152,13 +160,26 @@ class EventSeries:
         lo, hi = max(start_minute + 1, self._first), min(now_minute, self._last)
         good = total = 0.0
         if hi >= lo:
-            good = self._cum_good[hi - self._first + 1] - self._cum_good[lo - self._first]
-            total = self._cum_total[hi - self._first + 1] - self._cum_total[lo - self._first]
+            good, total = self._sum(lo, hi)
+        share = 0.0
         if self._first <= start_minute <= self._last:
             share = self._share_in_window(start_minute, start, now)
             good += share * self._good[start_minute - self._first]
             total += share * self._total[start_minute - self._first]
+        for first, end in excluded:
+            a, b = max(first, lo), min(end - 1, hi)
+            if b >= a and hi >= lo:
+                g, t = self._sum(a, b)
+                good, total = good - g, total - t
+            if share and first <= start_minute < end:
+                good -= share * self._good[start_minute - self._first]
+                total -= share * self._total[start_minute - self._first]
         return max(good, 0.0), max(total, 0.0)
+
+    def _sum(self, lo: int, hi: int) -> tuple[float, float]:
+        """(good, total) of minutes lo..hi inclusive, both inside the series."""
+        return (self._cum_good[hi - self._first + 1] - self._cum_good[lo - self._first],
+                self._cum_total[hi - self._first + 1] - self._cum_total[lo - self._first])
 
     def minute(self, t: float) -> tuple[int, float, float]:
         """The row (minute_start, good, total) holding `t`: what the service upserts after an add."""

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import monitor.generate.expressions as q
 from monitor.generate.rule_tests.inputs import MODEL
 from monitor.generate.rule_tests.series import expected_alert, labels_text, series_values
-from monitor.generate.rules import NS, ServiceAlert
+from monitor.generate.rules import COST_BUDGET, COST_EXCEEDED_ALERT, COST_TODAY, COST_WARNING_ALERT, NS, ServiceAlert
 
 STEP_MIN = 1  # samples and evaluations a minute apart (no `sum_over_time` in these rules)
 
@@ -84,6 +84,10 @@ def service_test_file(alerts: list[ServiceAlert], groups: list[dict[str, Any]], 
         series.append({"series": labels_text(f"{NS}_decision_errors_total", job),
                        "values": series_values([float(t) if bad else 0.0 for t in range(minutes + 1)])})
         series.append({"series": labels_text(f"{NS}_nginx_last_apply_ok", job), "values": flat(0.0 if bad else 1.0)})
+        # today's spend: 120 of a 100 budget (both cost alerts), or 10 of it
+        money = {**job, "pool": pool, "currency": "USD"}
+        series.append({"series": labels_text(COST_TODAY, money), "values": flat(120.0 if bad else 10.0)})
+        series.append({"series": labels_text(COST_BUDGET, money), "values": flat(100.0)})
         if replica_metrics:
             desired, current = replica_metrics
             series.append({"series": labels_text(desired, {**job, "pool": pool}), "values": flat(4.0 if bad else 2.0)})
@@ -104,13 +108,22 @@ def service_test_file(alerts: list[ServiceAlert], groups: list[dict[str, Any]], 
             return [expected_alert(rule, {"pool": pool})]
         if name == "SloMonitorScrapeFailing":
             return [expected_alert(rule, inst("b:8000"))]
+        if name in (COST_WARNING_ALERT, COST_EXCEEDED_ALERT):
+            return [expected_alert(rule, {"pool": pool})]
         if name in ("SloMonitorScaleUpPending", "SloMonitorFailingOpen"):
             return [expected_alert(rule, {**job, "pool": pool})]
         return [expected_alert(rule, job)]
 
     at = f"{minutes}m"
     names = [a.name for a in alerts]
+    # between the two cost thresholds: 85 of 100 spent, only the warning
+    between = [{"series": labels_text(COST_TODAY, {**job, "pool": pool, "currency": "USD"}), "values": flat(85.0)},
+               {"series": labels_text(COST_BUDGET, {**job, "pool": pool, "currency": "USD"}), "values": flat(100.0)}]
     return {"rule_files": [rules_file], "evaluation_interval": f"{STEP_MIN}m", "tests": [
+        {"name": "85% of today's budget spent: the cost warning fires, not the page", "interval": f"{STEP_MIN}m",
+         "input_series": between,
+         "alert_rule_test": [{"eval_time": at, "alertname": COST_WARNING_ALERT, "exp_alerts": fired(COST_WARNING_ALERT)},
+                             {"eval_time": at, "alertname": COST_EXCEEDED_ALERT, "exp_alerts": []}]},
         {"name": "everything wrong for 30m: every decision alert fires", "interval": f"{STEP_MIN}m",
          "input_series": world(True),
          "alert_rule_test": [{"eval_time": at, "alertname": n,

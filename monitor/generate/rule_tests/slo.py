@@ -1,9 +1,11 @@
 """The promtool test file shipped with each SLO's rules.
 
-Each alert gets a case where it fires and one where it stays quiet. For the burn-rate alerts the
-input is vLLM-shaped series at a chosen error ratio, and what should fire is not written by hand:
-`model.Model` recomputes the rules' arithmetic on the same input, and a scenario is only kept when
-every comparison clears its threshold by a margin.
+Each alert gets a case where it fires and one where it stays quiet. For the burn-rate alerts (and
+ErrorBudgetExhausted, checked in the same scenarios) the input is vLLM-shaped series at a chosen
+error ratio, and what should fire is not written by hand: `model.Model` recomputes the rules'
+arithmetic on the same input, and a scenario is only kept when every comparison clears its threshold
+by a margin. SLOMetricAbsent has its own cases (series renamed away while the targets are up, and
+while they are down), and a maintenance window over a paging burn must keep every alert quiet.
 """
 
 from __future__ import annotations
@@ -13,12 +15,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import monitor.generate.expressions as q
-from monitor.config import parse_duration
 from monitor.generate.expressions import RATE_RANGE_S
 from monitor.generate.rule_tests.inputs import MODEL, Inputs, build_inputs, counts_requests
-from monitor.generate.rule_tests.model import Clock, Model, ScenarioError
+from monitor.generate.rule_tests.model import MARGIN, Clock, Model, ScenarioError
 from monitor.generate.rule_tests.series import expected_alert, labels_text
-from monitor.generate.rules import ABSENT_ALERT, ABSENT_FOR, BURN_ALERT, SloRules
+from monitor.generate.rules import ABSENT_ALERT, BURN_ALERT, EXCLUSION_SERIES, EXHAUSTED_ALERT, TIERS, SloRules
 
 
 def expected_burn(rules: SloRules, model: Model, pool: str, t: int) -> list[dict[str, Any]]:
@@ -29,17 +30,43 @@ def expected_burn(rules: SloRules, model: Model, pool: str, t: int) -> list[dict
     for alert in rules.alerts:
         if alert["alert"] != BURN_ALERT:
             continue
-        severity = alert["labels"]["severity"]
+        # by the tier: an SLO's labels may replace `severity` (both alerts then carry the same one)
+        severity = next(s for s, tier in TIERS.items() if tier == alert["labels"]["burnrate_tier"])
         pairs = [p for p in rules.pairs if p.severity == severity]
         if any(model.pair_fires(p, rules.slo.window, rules.budget, rules.slo.min_bad_events, t) for p in pairs):
             found.append(expected_alert(alert, labels))
     return found
 
 
-def expected_absent(rules: SloRules, present_pools: set[str], at_s: float) -> list[dict[str, Any]]:
-    if at_s < parse_duration(ABSENT_FOR):
+def _alert_labels(rules: SloRules, pool: str) -> dict[str, str]:
+    labels = {"pool": pool}
+    if rules.sli.per_model:
+        labels["model_name"] = MODEL
+    return labels
+
+
+def expected_exhausted(rules: SloRules, model: Model, pool: str, t: int) -> list[dict[str, Any]] | None:
+    """ErrorBudgetExhausted as the rules decide it; None when the budget left sits too close to 0
+    (or the bad count to the minimum) to predict safely, so the check is left out."""
+    alert = next(a for a in rules.alerts if a["alert"] == EXHAUSTED_ALERT)
+    period = rules.slo.window
+    ratio = model.ratio(period, t)
+    if ratio is None:
         return []
-    return [expected_alert(rule, labels) for pool, labels, rule in rules.absent if pool not in present_pools]
+    if abs(ratio / rules.budget - 1.0) < MARGIN:
+        return None
+    fires = ratio > rules.budget
+    if rules.slo.min_bad_events > 0:
+        bad = (model.bad_rate[t] or 0.0) * RATE_RANGE_S if period == RATE_RANGE_S else model.counts(period, t)[0]
+        if abs(bad / rules.slo.min_bad_events - 1.0) < MARGIN:
+            return None
+        fires = fires and bad >= rules.slo.min_bad_events
+    return [expected_alert(alert, _alert_labels(rules, pool))] if fires else []
+
+
+def expected_absent(rules: SloRules, pools: set[str]) -> list[dict[str, Any]]:
+    """The metric-absent alerts of `pools` (those whose series are gone while a target is up)."""
+    return [expected_alert(rule, labels) for pool, labels, rule in rules.absent if pool in pools]
 
 
 @dataclass
@@ -142,6 +169,19 @@ def slo_test_file(rules: SloRules, rules_file: str) -> dict[str, Any]:
         except ScenarioError:
             pass
 
+    # ErrorBudgetExhausted seen firing and quiet even where no burn alert can fire: errors at twice
+    # and half the budget's rate over the whole input
+    for target, name in ((2.0, "{burn} burn for 20m: the budget is exhausted"),
+                         (0.5, "{burn} burn for 20m: budget left, not exhausted")):
+        seen = {bool(expected_exhausted(rules, i.model, pool, clock.steps(at)))
+                for c, i in built for at in c.evals if expected_exhausted(rules, i.model, pool, clock.steps(at))
+                is not None}
+        if (target > 1) not in seen:
+            found = _realize(rules, pool, name, [b for b in spread(target) if 0 < b <= max_burn], steady,
+                             lambda o: True)
+            if found is not None:
+                built.append(found)
+
     # every burn alert must be seen firing and seen quiet
     for severity in factors:
         seen = {_outcome(rules, inputs.model, at)[severity] for case, inputs in built for at in case.evals}
@@ -151,35 +191,87 @@ def slo_test_file(rules: SloRules, rules_file: str) -> dict[str, Any]:
 
     interval = clock.at(1)
     tests: list[dict[str, Any]] = []
+    exhausted_seen: set[bool] = set()
     for case, inputs in built:
         checks = []
         for at in case.evals:
             t = clock.steps(at)
             checks.append({"eval_time": clock.at(t), "alertname": BURN_ALERT,
                            "exp_alerts": expected_burn(rules, inputs.model, pool, t)})
-            checks.append({"eval_time": clock.at(t), "alertname": ABSENT_ALERT,
-                           "exp_alerts": expected_absent(rules, {pool}, at)})
+            exhausted = expected_exhausted(rules, inputs.model, pool, t)
+            if exhausted is not None:
+                exhausted_seen.add(bool(exhausted))
+                checks.append({"eval_time": clock.at(t), "alertname": EXHAUSTED_ALERT, "exp_alerts": exhausted})
+            if rules.absent:  # the SLI's series are there (and no `up`): never absent
+                checks.append({"eval_time": clock.at(t), "alertname": ABSENT_ALERT, "exp_alerts": []})
         test: dict[str, Any] = {"name": f"{rules.slo.name}: {case.name}", "interval": interval,
                                 "input_series": inputs.series, "alert_rule_test": checks}
         exprs = expr_checks(rules, inputs.model, pool, clock.steps(case.evals[-1]))
         if exprs:
             test["promql_expr_test"] = exprs
         tests.append(test)
+    if exhausted_seen != {True, False}:
+        missing = "fire" if True not in exhausted_seen else "stay quiet"
+        raise ScenarioError(f"SLO {rules.slo.name}: no generated input makes {EXHAUSTED_ALERT} {missing}")
 
-    # absent: nothing of the SLI anywhere, only an unrelated series
-    other = {"series": labels_text("process_start_time_seconds", {"job": "other", "instance": "x:1"}),
-             "values": f"0+0x{clock.steps(steady)}"}
-    tests.append({
-        "name": f"{rules.slo.name}: no SLI series for {ABSENT_FOR}: metric-absent alerts fire, burn alerts cannot",
-        "interval": interval,
-        "input_series": [other],
-        "alert_rule_test": [
-            {"eval_time": "5m", "alertname": ABSENT_ALERT, "exp_alerts": []},
-            {"eval_time": "20m", "alertname": ABSENT_ALERT, "exp_alerts": expected_absent(rules, set(), steady)},
-            {"eval_time": "20m", "alertname": BURN_ALERT, "exp_alerts": []},
-        ],
-    })
+    # a maintenance window over a burn that alerts: the events of its minutes are not recorded, so
+    # nothing fires (burn, exhausted, absent)
+    paging = next(((c, i) for c, i in built if any(_outcome(rules, i.model, c.evals[-1]).values())), None)
+    if paging is not None:
+        case, inputs = paging
+        at = clock.at(clock.steps(case.evals[-1]))
+        window = {"series": labels_text(EXCLUSION_SERIES, {"job": q.SERVICE_JOB, "instance": "monitor:9470",
+                                                           "slo": rules.slo.name, "pool": pool}),
+                  "values": f"1+0x{clock.steps(case.evals[-1])}"}
+        tests.append({
+            "name": f"{rules.slo.name}: {case.name.split(':')[0]} inside a maintenance window: nothing fires",
+            "interval": interval,
+            "input_series": [*inputs.series, window],
+            "alert_rule_test": [{"eval_time": at, "alertname": name, "exp_alerts": []}
+                                for name in (BURN_ALERT, EXHAUSTED_ALERT, ABSENT_ALERT)],
+        })
+    if rules.absent:
+        tests.extend(absent_tests(rules, clock))
     return {"rule_files": [rules_file], "evaluation_interval": interval, "tests": tests}
+
+
+def absent_tests(rules: SloRules, clock: Clock) -> list[dict[str, Any]]:
+    """The SLI's series (one spelling) present for 10 minutes, then renamed away: quiet until
+    `absent_for` has passed, firing after it while the targets are up, quiet while they are down."""
+    interval = clock.at(1)
+    gone = clock.steps(600.0)
+    absent_for = rules.slo.absent_for
+    quiet = gone + math.ceil(absent_for / clock.step_s) - 1
+    fire = gone + math.floor(absent_for / clock.step_s) + 1
+    end = fire + 1
+    names = sorted({s.split("{")[0] for s in rules.sli.absent_selectors})
+
+    def world(up: float) -> list[dict[str, str]]:
+        series = []
+        for pool in rules.pools:
+            target = {"pool": pool, "instance": "vllm-0:8000", "job": q.VLLM_JOB}
+            series.append({"series": labels_text("up", target), "values": f"{up:g}+0x{end}"})
+            series.append({"series": labels_text(names[-1], {**target, "model_name": MODEL, "engine": "0"}),
+                           "values": f"0+0x{gone} _x{end - gone}"})
+        return series
+
+    every = set(rules.pools)
+    af = q.duration(absent_for)
+    return [
+        {"name": f"{rules.slo.name}: SLI series renamed away at 10m, targets up: quiet for {af}, then "
+                 f"{ABSENT_ALERT} fires",
+         "interval": interval, "input_series": world(1.0),
+         "alert_rule_test": [
+             {"eval_time": clock.at(gone), "alertname": ABSENT_ALERT, "exp_alerts": []},
+             {"eval_time": clock.at(quiet), "alertname": ABSENT_ALERT, "exp_alerts": []},
+             {"eval_time": clock.at(fire), "alertname": ABSENT_ALERT, "exp_alerts": expected_absent(rules, every)},
+             {"eval_time": clock.at(fire), "alertname": BURN_ALERT, "exp_alerts": []},
+         ]},
+        {"name": f"{rules.slo.name}: SLI series gone with every target down: {ABSENT_ALERT} stays quiet "
+                 "(VllmTargetDown's case)",
+         "interval": interval, "input_series": world(0.0),
+         "alert_rule_test": [{"eval_time": clock.at(fire), "alertname": ABSENT_ALERT, "exp_alerts": []}]},
+    ]
 
 
 def expr_checks(rules: SloRules, model: Model, pool: str, t: int) -> list[dict[str, Any]]:
@@ -211,4 +303,5 @@ def expr_checks(rules: SloRules, model: Model, pool: str, t: int) -> list[dict[s
     return checks
 
 
-__all__ = ["Case", "expected_absent", "expected_burn", "expr_checks", "slo_test_file"]
+__all__ = ["Case", "absent_tests", "expected_absent", "expected_burn", "expected_exhausted", "expr_checks",
+           "slo_test_file"]
