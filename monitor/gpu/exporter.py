@@ -17,9 +17,11 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from monitor.errors import BadInput
 from monitor.gpu.nvml import XID_WINDOW_S, NvmlReader
 from monitor.gpu.readings import LABEL_HOSTNAME, LABEL_HOSTNAME_TAGGED
 from monitor.gpu.render import CONTENT_TYPE, render_page
+from monitor.units import parse_duration, parse_listen
 
 log = logging.getLogger("monitor.gpu")
 
@@ -118,9 +120,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_exporter(args: argparse.Namespace) -> int:
-    from monitor.errors import BadInput
-    from monitor.config import parse_duration, parse_listen
-
     try:
         listen = parse_listen(args.listen)
     except ValueError as exc:

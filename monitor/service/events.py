@@ -60,8 +60,9 @@ class EventLog:
             for severity in severities:
                 if severity not in before:
                     rates = ", ".join(f"{w} {ev.burn_rates[w]:.1f}x" for w in ("5m", "1h") if ev.burn_rates.get(w))
+                    pairs = ", ".join(p.name for p in ev.pairs if p.severity == severity and p.name in ev.fired)
                     log.warning("%s: %s started firing (%s; burn %s; budget left %.0f%%)", who, severity,
-                                ev.pair or "", rates or "n/a", ev.error_budget_remaining * 100)
+                                pairs or "-", rates or "n/a", ev.error_budget_remaining * 100)
             for severity in before:
                 if severity not in severities:
                     log.info("%s: %s stopped firing", who, severity)
