@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -77,7 +78,7 @@ def parse_request(body: Any, slos: dict[str, list[str]], pools: list[str], now: 
     if start < now - PAST_TOLERANCE_S:
         raise ValueError("start: in the past; a maintenance window applies from now on (the generated "
                          "Prometheus rules cannot excuse minutes already evaluated)")
-    start = max(start, now)
+    start = math.floor(max(start, now) * 1000) / 1000  # milliseconds, as the API prints it
     if ("end" in body) == ("duration" in body):
         raise ValueError("give `end` (RFC 3339) or `duration` (e.g. 2h), one of them")
     if "end" in body:
@@ -177,7 +178,7 @@ def install_exclusion_routes(app: FastAPI, service: MonitorState, require_token:
             service.slo.set_exclusions([*known, new])
         log.warning("maintenance window %d posted from %s: SLO %s, pool %s, %s to %s: %s", new.id, who or "?",
                     new.slo or "(every)", new.pool or "(every)", rfc3339(new.start), rfc3339(new.end), new.reason)
-        return JSONResponse(exclusion_json(new, now), status_code=201)
+        return JSONResponse(exclusion_json(new, time.time()), status_code=201)
 
     @app.get("/api/v1/exclusions", dependencies=[Depends(require_token)])
     async def list_exclusions(all: bool = False) -> JSONResponse:  # noqa: A002 - the query parameter's name
@@ -195,7 +196,7 @@ def install_exclusion_routes(app: FastAPI, service: MonitorState, require_token:
 
     @app.delete("/api/v1/exclusions/{exclusion_id}", dependencies=[Depends(require_token)])
     async def delete_exclusion(exclusion_id: int, request: Request) -> JSONResponse:
-        now = time.time()
+        now = math.floor(time.time() * 1000) / 1000  # stored to the microsecond, read back no later
         async with lock:
             known = {e.id: e for e in service.slo.adhoc_exclusions}
             found = known.get(exclusion_id)
@@ -217,7 +218,7 @@ def install_exclusion_routes(app: FastAPI, service: MonitorState, require_token:
         who = request.client.host if request.client else "?"
         log.warning("maintenance window %d %s from %s", exclusion_id,
                     "removed" if state == "scheduled" else "ended early", who)
-        return JSONResponse(exclusion_json(updated, now))
+        return JSONResponse(exclusion_json(updated, max(time.time(), now + 0.001)))
 
 
 def _fields(e: Exclusion) -> dict[str, Any]:
