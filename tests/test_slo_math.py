@@ -117,7 +117,7 @@ def test_latency_without_traffic_or_histogram_counts_nothing():
     assert latency_events(stats(), "tpot", 0.1) == Events(0.0, 0.0, True)
     assert latency_events(None, "e2e", 1.0) == Events(0.0, 0.0, True)
     with pytest.raises(ValueError):
-        latency_events(stats(), "itl", 0.1)
+        latency_events(stats(), "prefill", 0.1)  # not a latency vLLM reports
 
 
 def test_error_ratio_counts_errors_and_rejections_but_not_aborts():
