@@ -58,6 +58,11 @@ def test_a_dead_engine_is_ejected_as_hung_and_a_sleeping_one_drained_beside_heal
             assert rows[instance]["state"] == "healthy", rows[instance]
         for index in (0, 1):
             assert stack.check_url(index).status_code == 200
+        # the healthy ones' figures come from current vLLM's families, and the API says which
+        served = rows[healthy[0]]
+        assert served["sources"]["tpot"] == "vllm:request_time_per_output_token_seconds"
+        assert served["sources"]["itl"] == "vllm:inter_token_latency_seconds"
+        assert served["metrics"]["itl_p99_s"] is not None and served["metrics"]["kv_capacity_tokens"] > 0
 
         # some cycles later nothing has changed its mind (a sleeper with a queue is not hung)
         cycles = stack.api("/healthz")["cycles"]
@@ -69,6 +74,8 @@ def test_a_dead_engine_is_ejected_as_hung_and_a_sleeping_one_drained_beside_heal
         assert audit and all(d["to"] != "ejected" for d in audit)
         assert any(d["to"] == "sleeping" for d in audit)
         exposition = stack.api_text("/metrics")
+        assert f'slo_monitor_instance_itl_seconds{{instance="{healthy[0]}"' in exposition
+        assert f'slo_monitor_instance_kv_capacity_tokens{{instance="{healthy[0]}"' in exposition
         assert _metric(exposition, "slo_monitor_pool_fail_open", 'pool="llama"') == 0.0
         assert all(not any(r.startswith("failing open") for r in row["reasons"]) for row in later.values())
         [availability] = [s for s in stack.api("/api/v1/slos") if s["name"] == "availability"]
