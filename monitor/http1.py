@@ -93,6 +93,13 @@ class ConnectionPool:
         else:
             idle.append(conn)
 
+    def retain(self, keys: set[tuple[str, int, str | None]]) -> None:
+        """Close and forget the idle connections of every origin not in `keys` (targets that left
+        the fleet: each would otherwise hold its sockets open for as long as the process runs)."""
+        for key in [k for k in self._idle if k not in keys]:
+            for _, writer in self._idle.pop(key):
+                writer.close()
+
     async def aclose(self) -> None:
         for conns in self._idle.values():
             for _, writer in conns:

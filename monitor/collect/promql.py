@@ -143,6 +143,12 @@ class PrometheusSource:
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout), headers=all_headers, trust_env=False,
                                          follow_redirects=False)
 
+    def keep_only(self, targets: Iterable[Target]) -> None:
+        """Forget what is kept per instance for targets no longer queried (departed instances)."""
+        wanted = {t.instance for t in targets}
+        for instance in [i for i in self._last_seen if i not in wanted]:
+            del self._last_seen[instance]
+
     async def aclose(self) -> None:
         await self._client.aclose()
 

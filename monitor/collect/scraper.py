@@ -12,12 +12,12 @@ import time
 import zlib
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import httpx
 
 from monitor.collect.vllm import PageError, parse_page
-from monitor.http1 import ConnectionPool, Exchange, RawHttpError
+from monitor.http1 import ConnectionPool, Exchange, RawHttpError, split_url
 from monitor.units import instance_address
 from monitor.units import redact_url
 from monitor.samples import ScrapeResult
@@ -183,6 +183,7 @@ class Scraper:
         # event, so a single pool over 1,000 targets costs O(n) per chunk read (measured: 24 ms CPU
         # per target at 200 targets, against about 2 ms with a client each).
         self._clients: dict[str, httpx.AsyncClient] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # clients of departed targets being closed
         # one TLS context for all of them: each client would otherwise load the CA bundle (~1 MB)
         self._tls = httpx.create_ssl_context()
 
@@ -205,6 +206,17 @@ class Scraper:
                 verify=self._tls,
             )
         return client
+
+    def keep_only(self, targets: Iterable[Target]) -> None:
+        """What is held for targets no longer scraped goes: idle connections and https clients.
+        Under churn (pods replaced, each with a new address) they would otherwise add up to a
+        socket or two per departed target, for as long as the process runs."""
+        urls = {t.url for t in targets}
+        self._plain.retain({split_url(u).key for u in urls if u.startswith("http://")})
+        for url in [u for u in self._clients if u not in urls]:
+            task = asyncio.get_running_loop().create_task(self._clients.pop(url).aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}

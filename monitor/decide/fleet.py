@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 from monitor.decide.pool import PoolHealth
 from monitor.decide.scaling import PoolScaler, ScalingRecommendation, scaling_signals
-from monitor.decide.verdicts import InstanceVerdict, PoolVerdicts
+from monitor.decide.verdicts import REMOVED, InstanceVerdict, PoolVerdicts
 from monitor.evaluate.signals import PoolSignals
 from monitor.settings import HealthSettings, ScalingSettings
 
@@ -82,6 +82,8 @@ class FleetDecisions:
                     instances[key[1]] = replace(instances[key[1]], external_reasons=tuple(reasons))
             outcome = pool.evaluate(instances, now, data_at=data_at, cycle_duration_s=cycle_duration_s)
             verdicts.append(outcome)
+            if any(t.to_state == REMOVED for t in outcome.transitions):  # dropped after draining
+                self.pool_of = {i: p for i, p in self.pool_of.items() if p != name or i in pool.instances}
             serving = [snapshot.stats.get(i) for i in pool.instances
                        if i in snapshot.scraped_ok and outcome.verdicts[i].serves_traffic]
             scaler = self.scalers[name]

@@ -316,6 +316,12 @@ class SloEngine:
                 if pool in self._by_pool and key not in self._tracks:
                     self._tracks[key] = _Track(key, slo, self.keep_rows)
 
+    def forget(self, instances: Collection[str]) -> None:
+        """Instances gone from the fleet (dropped after draining): their last samples, the
+        baselines of the next increase, go too, or churn would keep one per departed instance."""
+        for key in [k for k in self._previous if k[0] in instances]:
+            del self._previous[key]
+
     # -- counting ---------------------------------------------------------------------------------
 
     def observe(self, results: Iterable[ScrapeResult], *, not_serving: Collection[str] = ()) -> None:

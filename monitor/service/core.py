@@ -255,6 +255,8 @@ class Service:
         self.decisions.set_members(wiring.addresses(new), joining=not first)
         self._follow_members()
         self.targets = wiring.scrape_targets(new)
+        if self.scraper is not None:
+            self.scraper.keep_only(self.targets)  # connections to departed targets are closed
         addresses = wiring.addresses(new)
         self.receiver.routing = Routing(addresses, self.fleet.model_of)
         self.gpus.mapper = wiring.gpu_mapper(self.config, addresses)
@@ -274,6 +276,7 @@ class Service:
         _, left = self.fleet.set_members(urls)
         if self.history is not None:
             self.history.retire(left, leader=self.is_leader())  # their last minutes, before they are gone
+        self.slo.forget({t.instance for t in left})
         for address in [a for a in self.joined_at if a not in self.fleet.tracks]:
             del self.joined_at[address]
 
