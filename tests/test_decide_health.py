@@ -276,6 +276,20 @@ def test_a_sleeping_engine_is_drained_not_failed_and_returns_when_it_wakes():
     assert decision.verdicts[d.names[0]].state == HEALTHY and "engine awake again" in d.reasons(0)
 
 
+def test_latency_right_after_waking_is_not_held_against_the_instance():
+    # requests queued during the sleep finish with the sleep in their TTFT: not the instance's fault
+    d = Driver(3)
+    d.step()
+    for _ in range(3):
+        d.step({d.names[0]: {"sleep_level": 1.0}})
+    d.step({d.names[0]: {"ttft_p99_s": 30.0}})  # woke: the window still holds the queued requests
+    assert d.state(0) == HEALTHY
+    for _ in range(12):  # one 60 s window later the figures are the instance's own again
+        d.step()
+    d.step({d.names[0]: {"ttft_p99_s": 30.0}})
+    assert d.state(0) == EJECTED
+
+
 def test_sleeping_instances_do_not_count_toward_the_ejection_cap_or_fail_open():
     d = Driver(2, HealthSettings(max_ejection_percent=50))
     d.step()

@@ -143,9 +143,19 @@ class PoolHealth:
                                     "not a failure",), None, now)
             h.good_intervals = 0
             h.stalled_intervals = 0  # a sleeping engine queues requests and moves nothing: not a hang, nor after waking
+        for h in judged.values():
+            if h.state == SLEEPING:  # awake again this interval
+                h.woke_at = now
         findings = {i: h.findings(sigs[i], s) for i, h in judged.items()}
         for i, found in self._outliers(judged, sigs, notes).items():
             findings[i].extend(found)
+        for i, h in judged.items():
+            # requests queued while the engine slept finish with the sleep in their latency: until the
+            # window holds only requests served awake, latency says nothing about the instance
+            if h.woke_at is not None and now - h.woke_at < (sigs[i].window_s or 0.0):
+                findings[i] = [f for f in findings[i] if f.kind not in (LATENCY, OUTLIER)]
+            elif h.woke_at is not None:
+                h.woke_at = None
 
         candidates: list[tuple[InstanceHealth, list[Finding]]] = []
         for i, h in judged.items():
