@@ -1,4 +1,4 @@
-"""`slo-monitor demo [--duration S]`."""
+"""`slo-monitor demo [--scenario fault|autoscale] [--duration S]`."""
 
 from __future__ import annotations
 
@@ -10,14 +10,29 @@ import signal
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="simulated fleet + load + the service over it, with a live view",
-                              description="Starts 3 simulated vLLM instances on loopback, load against them and "
-                                          "the monitoring service over them (SQLite); about 20 s in, one instance "
-                                          "gets a latency fault. Runs until Ctrl-C or --duration.")
-    p.add_argument("--duration", help="stop by itself after this long, e.g. 30 or 2m, and print a summary")
-    p.add_argument("--rate", type=float, default=6.0, help="load in requests per second (default 6)")
+                              description="Starts simulated vLLM instances on loopback, load against them through "
+                                          "the upstream the service writes (a real nginx when one is installed), "
+                                          "and the monitoring service over them (SQLite). Scenario `fault` "
+                                          "(default): 3 instances, about 20 s in one gets a latency fault; the "
+                                          "service degrades it and the load moves away; runs until Ctrl-C or "
+                                          "--duration. Scenario `autoscale`: load triples, the service's desired "
+                                          "replicas rise, new instances load their model, join through file "
+                                          "discovery and take traffic until TTFT recovers; ends by itself. The "
+                                          "summary lists each decision and step with its time, the traffic "
+                                          "shift and the SLOs.")
+    p.add_argument("--scenario", choices=["fault", "autoscale"], default="fault",
+                   help="fault (default): one slow instance among 3; autoscale: load triples and the fleet grows")
+    p.add_argument("--duration", help="stop by itself after this long, e.g. 30 or 2m, and print a summary "
+                                      "(autoscale: at most this long; by default it ends once TTFT has recovered)")
+    p.add_argument("--rate", type=float, default=None,
+                   help="load in requests per second (default 6; autoscale: 1.5 before it triples)")
     p.add_argument("--fault-at", default="20", help="when to slow one instance down (default 20 s; at most "
                                                     "half of --duration)")
     p.add_argument("--latency-multiplier", type=float, default=4.0, help="how much slower (default 4)")
+    p.add_argument("--balancer", choices=["auto", "nginx", "weights"], default="auto",
+                   help="how the load follows the verdicts: a real nginx reloaded by the service (nginx), the load "
+                        "generator weighting its picks by the same upstream file (weights), or nginx when "
+                        "installed (auto, default)")
     p.add_argument("--db", help="SQLite file for the service (default: a temporary one)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
@@ -42,7 +57,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         fault_at = seconds(args.fault_at)
     except ValueError as exc:
         problems.append(f"--fault-at: {exc}")
-    if not args.rate > 0:
+    if args.rate is not None and not args.rate > 0:
         problems.append("--rate: must be positive")
     if not args.latency_multiplier > 0:
         problems.append("--latency-multiplier: must be positive")
@@ -51,8 +66,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # the live view owns the terminal: keep routine INFO logs of the parts it runs out of it
     for name in ("httpx", "apscheduler", "alembic", "monitor", "uvicorn"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    options = DemoOptions(duration_s=duration, rate=args.rate, fault_at_s=fault_at,
-                          latency_multiplier=args.latency_multiplier, seed=args.seed, db_path=args.db)
+    options = DemoOptions(scenario=args.scenario, duration_s=duration, rate=args.rate, fault_at_s=fault_at,
+                          latency_multiplier=args.latency_multiplier, seed=args.seed, db_path=args.db,
+                          balancer=args.balancer)
 
     async def main() -> int:
         stop = asyncio.Event()

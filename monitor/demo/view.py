@@ -52,7 +52,8 @@ def _n(value: float | None, digits: int = 0) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-STATE_STYLE = {"healthy": "green", "degraded": "yellow", "ejected": "red", "unknown": "magenta"}
+STATE_STYLE = {"healthy": "green", "degraded": "yellow", "ejected": "red", "unknown": "magenta",
+               "starting": "cyan", "leaving": "dim", "sleeping": "blue"}
 
 
 def table(rows: list[InstanceRow], title: str, width: int = 200) -> Table:

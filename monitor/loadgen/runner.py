@@ -51,7 +51,7 @@ async def discover_model(client: httpx.AsyncClient, target: str) -> str:
 class LoadRun:
     def __init__(self, targets: Sequence[str], rate: float, duration_s: float, workload: Workload | None = None, *,
                  model: str | None = None, chat: bool = False, drain_s: float = 30.0, request_timeout_s: float = 600.0,
-                 goodput: dict[str, float] | None = None) -> None:
+                 goodput: dict[str, float] | None = None, choose: Callable[[int], str] | None = None) -> None:
         if not targets:
             raise ValueError("at least one target")
         if not rate > 0 or not duration_s > 0:
@@ -65,6 +65,7 @@ class LoadRun:
         self.drain_s = drain_s
         self.request_timeout_s = request_timeout_s
         self.goodput = goodput
+        self.choose = choose  # (requests sent so far) -> target; default round-robin over `targets`
         self.outcomes: list[Outcome] = []
         self.sent = 0
         self.in_flight = 0
@@ -120,7 +121,7 @@ class LoadRun:
                     break
                 except TimeoutError:
                     pass
-            target = self.targets[self.sent % len(self.targets)]
+            target = self.choose(self.sent) if self.choose else self.targets[self.sent % len(self.targets)]
             task = asyncio.create_task(self._one(client, target, requests.next()))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
