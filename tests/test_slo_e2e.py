@@ -135,7 +135,8 @@ alertmanager: {{url: "{am.url}", resend_interval: 2s, timeout: 1s}}
             resolved_s = time.time() - onset
             assert slos(base)["errors-fresh"]["alert"] == "ticket"
             # ... and the ticket, still burning on the slow pairs, is no longer suppressed
-            ticket = wait_until(lambda: [a for a in am.alerts(slo="errors-fresh", severity="ticket")
+            ticket = wait_until(lambda: [a for a in am.alerts(slo="errors-fresh", severity="ticket",
+                                                              alertname="SloErrorBudgetBurn")
                                          if a["status"]["state"] == "active"], 5, what="ticket active")
             assert ticket[0]["labels"]["burnrate_tier"] == "slow"
             print(f"\nfault -> page in Alertmanager: errors ({OBJECTIVE}, 3d history) {page_s:.2f} s "
