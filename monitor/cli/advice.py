@@ -12,7 +12,7 @@ from pathlib import Path
 
 from monitor.collect.vllm import threshold_warning
 from monitor.config import Config, LatencyIndicator
-from monitor.evaluate.slo import objective_warnings
+from monitor.evaluate.slo import objective_warnings, slo_pairs
 
 
 def advice(config: Config) -> list[str]:
@@ -25,7 +25,7 @@ def advice(config: Config) -> list[str]:
                 warnings.append(f"slos[{i}].indicator.threshold: {warning}")
         # an objective so low that even 100% errors cannot reach a pair's burn factor: that alert
         # would stay silent through a total outage, which the operator must hear about now
-        for warning in objective_warnings(slo.objective, slo.window, name=slo.name):
+        for warning in objective_warnings(slo.objective, slo.window, slo_pairs(slo), name=slo.name):
             warnings.append(f"slos[{i}].objective: {warning}")
     nginx = nginx_check_warning(config.nginx.check, config.nginx.upstream_file)
     if nginx:
