@@ -360,3 +360,19 @@ def test_a_meter_without_storage_keeps_no_dirty_minutes():
     meter.record("p", T0, 1)
     meter.record("p", T0 + 5, 1)
     assert meter.today("p", T0 + 5) == 5.0 and not meter.dirty
+
+
+def test_both_paths_send_the_same_alert_names_and_severities():
+    """Generation does not import the publish layer, so the names are kept twice; one Alertmanager fed
+    by both paths shows one alert only while they agree."""
+    from monitor.generate import rules
+    from monitor.publish import alertmanager
+
+    assert (rules.ABSENT_ALERT, rules.ABSENT_SEVERITY) == (alertmanager.ABSENT_ALERT, alertmanager.ABSENT_SEVERITY)
+    assert (rules.EXHAUSTED_ALERT, rules.EXHAUSTED_SEVERITY) == \
+        (alertmanager.EXHAUSTED_ALERT, alertmanager.EXHAUSTED_SEVERITY)
+    by_name = {a.name: a.severity for a in rules.service_alerts()}
+    assert {name: by_name[name] for name in alertmanager.COST_SEVERITIES} == alertmanager.COST_SEVERITIES
+    from monitor.evaluate.slo import spend
+
+    assert rules.COST_WARNING_AT == spend.WARNING_AT

@@ -379,6 +379,7 @@ def exhausted_alert(slo: SloConfig, period: str, rate_window: str) -> dict[str, 
     expr = f"{_sel('slo:period_error_budget_remaining:ratio', slo)} <= 0"
     if slo.min_bad_events > 0:
         expr += f"\nand\n{bad} >= {q.number(slo.min_bad_events)}"
+    expr += f"\nunless on (pool)\n({_sel(EXCLUDED, slo)} > 0)"  # no alert during a maintenance window
     where = "pool {{ $labels.pool }}" + ("" if isinstance(slo.indicator, AvailabilityIndicator)
                                          else ", model {{ $labels.model_name }}")
     return {
