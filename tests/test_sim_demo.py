@@ -1,4 +1,4 @@
-"""The default demo, run as CI runs it: `slo-monitor demo --duration 30` on loopback exits 0; the
+"""The default demo, run as CI runs it: `slo-monitor demo --duration 20` on loopback exits 0; the
 instance that got the latency fault ends degraded or ejected and the others healthy; the summary says
 when each decision came and why, how much traffic moved away from the faulted instance (through a
 real nginx where one is installed, as in CI) and the SLOs it configured."""
@@ -31,7 +31,7 @@ def test_the_default_demo_ends_with_the_faulted_instance_out_of_rotation_and_say
     if IN_CI:
         assert find_nginx() is not None, "CI=true: nginx (Debian nginx-light) must be installed for the demo's load"
     proc = subprocess.run(
-        [sys.executable, "-m", "monitor", "demo", "--duration", "30", "--db", str(tmp_path / "demo.db")],
+        [sys.executable, "-m", "monitor", "demo", "--duration", "20", "--db", str(tmp_path / "demo.db")],
         capture_output=True, text=True, timeout=150, env={**os.environ, "COLUMNS": "160"},
     )
     out = proc.stdout

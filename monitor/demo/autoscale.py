@@ -201,6 +201,9 @@ class AutoscaleScenario:
         recovered = self.recovered
         return self.duration_s is None and recovered is not None and now >= recovered.at + HOLD_S
 
+    def wake_at(self) -> float | None:
+        return TRIPLE_AT_S if self.tripled_at is None else None
+
     async def tick(self, now: float) -> list[str]:
         if self.tripled_at is None and now >= TRIPLE_AT_S:
             self.tripled_at = now

@@ -104,6 +104,9 @@ class FaultScenario:
     def over(self, now: float) -> bool:
         return self.options.duration_s is not None and now >= self.options.duration_s
 
+    def wake_at(self) -> float | None:
+        return self.options.effective_fault_at if self.fault_injected_at is None else None
+
     async def tick(self, now: float) -> list[str]:
         events: list[str] = []
         if self.fault_injected_at is None and now >= self.options.effective_fault_at:

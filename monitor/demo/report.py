@@ -153,6 +153,11 @@ def decision_from_api(item: Mapping[str, Any], t0_wall: float) -> Decision:
 # --- lines ------------------------------------------------------------------------------------------
 
 
+def _t(at: float) -> str:
+    """Demo seconds to one decimal, without a `-0.0` for what came a hair before the load started."""
+    return f"{round(at, 1) + 0.0:.1f}"
+
+
 def _f(value: float | None, digits: int = 3) -> str:
     return "nan" if value is None else f"{value:.{digits}f}"
 
@@ -168,7 +173,7 @@ def _pct(value: float | None) -> str:
 def decision_line(d: Decision) -> str:
     """`decision at=20.3s kind=health instance=h:p from=healthy to=degraded why=...`."""
     why = "; ".join(dict.fromkeys(d.reasons)) or "-"
-    return (f"decision at={d.at:.1f}s kind={d.kind} instance={d.instance or '-'} from={d.from_state or '-'} "
+    return (f"decision at={_t(d.at)}s kind={d.kind} instance={d.instance or '-'} from={d.from_state or '-'} "
             f"to={d.to_state} why={why}")
 
 
@@ -270,7 +275,7 @@ def alert_changes(previous: Mapping[str, str], slos: Iterable[Mapping[str, Any]]
 
 
 def alert_line(c: AlertChange) -> str:
-    return f"alert at={c.at:.1f}s slo={c.slo} from={c.from_alert} to={c.to_alert}"
+    return f"alert at={_t(c.at)}s slo={c.slo} from={c.from_alert} to={c.to_alert}"
 
 
 # --- the autoscale scenario's steps -----------------------------------------------------------------
@@ -312,4 +317,4 @@ class Steps:
 
 def step_line(s: Step) -> str:
     """`step at=12.3s what=desired_replicas value=3 why=...`."""
-    return f"step at={s.at:.1f}s what={s.what} value={s.value}" + (f" why={s.why}" if s.why else "")
+    return f"step at={_t(s.at)}s what={s.what} value={s.value}" + (f" why={s.why}" if s.why else "")

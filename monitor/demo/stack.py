@@ -268,6 +268,10 @@ class Scenario(Protocol):
 
     def status(self, now: float) -> list[str]: ...
 
+    def wake_at(self) -> float | None:
+        """When the scenario acts next (demo seconds), so the loop wakes then rather than a period later."""
+        ...
+
 
 async def watch(console: Console, stop: asyncio.Event, scenario: Scenario, clock: Clock,
                 done: asyncio.Future[Any] | None = None, period_s: float = 1.0) -> None:
@@ -295,8 +299,10 @@ async def watch(console: Console, stop: asyncio.Event, scenario: Scenario, clock
                         print(line, flush=True)
                     for row in scenario.rows():
                         print(plain_line("  ", row), flush=True)
+            wake = scenario.wake_at()
+            pause = period_s if wake is None else min(period_s, max(0.0, wake - clock.now()))
             try:
-                await asyncio.wait_for(stop.wait(), period_s)
+                await asyncio.wait_for(stop.wait(), pause)
             except TimeoutError:
                 pass
     if done is not None and done.done() and done.exception() is not None:
