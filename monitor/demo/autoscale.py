@@ -70,8 +70,12 @@ TTFT_SLO_S = 0.5
 WINDOW = "10s"
 INSTANCE = {"speed": 0.5, "max_num_seqs": 4, "num_gpu_blocks": 1024}
 HEALTH = {"ttft_p99_degraded": None, "ttft_p99_eject": None, "startup_grace": "60s", "drain_time": "10s"}
-SCALING = {"min_replicas": 1, "max_replicas": MAX_REPLICAS, "target_ttft_p99": "500ms", "min_requests": 10,
-           "scale_up_stabilization": "2s", "scale_down_stabilization": "5m"}
+# TTFT p99 drives the recommendation, over at least 20 requests (more than the steady load brings into
+# the window, so one slow request before the load triples cannot scale the pool); the SLO's burn rate
+# is not a scaling signal here: over a 5m window that holds a few dozen requests, one slow request
+# is a burn rate of 5 or more.
+SCALING = {"min_replicas": 1, "max_replicas": MAX_REPLICAS, "target_ttft_p99": "500ms", "min_requests": 20,
+           "target_ttft_burn_rate": None, "scale_up_stabilization": "2s", "scale_down_stabilization": "5m"}
 SLOS = [
     {"name": "ttft-500ms", "indicator": {"type": "latency", "metric": "ttft", "threshold": "500ms"},
      "objective": "99%"},
@@ -294,11 +298,10 @@ async def run_autoscale(options: DemoOptions, console: Console, stop: asyncio.Ev
         config = autoscale_config(sd_path, f"sqlite:///{db_path}", listen, balancer.config())
         scaling = config.pools[0].scaling
         say(console, f"scaling of pool {POOL} (window {WINDOW}, scrape every 1s): desired replicas by the HPA rule on "
-                     f"TTFT p99 (target {scaling.target_ttft_p99 * 1000:g} ms), TTFT SLO burn rate (target "
-                     f"{scaling.target_ttft_burn_rate:g}), waiting per replica (target "
-                     f"{scaling.target_waiting_per_replica:g}); scale-up stabilisation "
-                     f"{scaling.scale_up_stabilization:g} s; {scaling.min_replicas}..{scaling.max_replicas} replicas. "
-                     "Health TTFT thresholds off: slowness under load is for the autoscaler")
+                     f"TTFT p99 over {scaling.min_requests}+ requests (target {scaling.target_ttft_p99 * 1000:g} ms) and "
+                     f"waiting requests per replica (target {scaling.target_waiting_per_replica:g}); scale-up "
+                     f"stabilisation {scaling.scale_up_stabilization:g} s; {scaling.min_replicas}..{scaling.max_replicas} "
+                     "replicas. Health's TTFT thresholds are off: slowness under load is for the autoscaler")
         describe_slos(console, config.slos, POOL)
         return await _run(options, console, stop, fleet, config, service_sock, listen, balancer, truth_path, rate)
     finally:
