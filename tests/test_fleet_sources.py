@@ -54,7 +54,7 @@ slos:
 def test_dns_a_records_changed_while_the_service_runs_move_instances_in_and_out_of_the_pool(tmp_path, dnsmasq):
     port = free_port()
     one, two, three = (Backend(f"gpu-{n}", seed=n, host=f"127.0.0.{10 + n}", port=port).start() for n in (1, 2, 3))
-    dnsmasq.write_hosts([f"{one.address.split(':')[0]} vllm.example.test", f"127.0.0.12 vllm.example.test"])
+    dnsmasq.write_hosts([f"{one.address.split(':')[0]} vllm.example.test", "127.0.0.12 vllm.example.test"])
     dnsmasq.reload()
     config = tmp_path / "monitor.yaml"
     config.write_text(config_text(
@@ -70,7 +70,6 @@ def test_dns_a_records_changed_while_the_service_runs_move_instances_in_and_out_
         dnsmasq.write_hosts(["127.0.0.12 vllm.example.test", "127.0.0.13 vllm.example.test"])
         dnsmasq.reload()
         serve.wait(lambda: states(serve).get(three.address) == ("healthy", "dns", True), 20, ".13 joined, healthy")
-        assert states(serve)[one.address][0] in ("leaving", "healthy")  # leaving, or already seen leaving below
         serve.wait(lambda: one.address not in states(serve), DRAIN + 15, ".11 dropped after drain_time")
         decisions = [(d["instance"], d["from"], d["to"]) for d in serve.health_decisions()]
         assert (one.address, "healthy", "leaving") in decisions and (one.address, "leaving", "removed") in decisions

@@ -7,7 +7,6 @@ kept across every reload.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
