@@ -42,8 +42,14 @@ class FleetDecisions:
         self.pool_of: dict[str, str] = {}
         self.configure(policies, members)
 
-    def configure(self, policies: Mapping[str, PoolPolicy], members: Mapping[str, Sequence[str]]) -> None:
-        """Take new settings and membership (a reload, discovery); the state of what stays is kept."""
+    def configure(self, policies: Mapping[str, PoolPolicy], members: Mapping[str, Sequence[str]],
+                  interval_s: float | None = None) -> None:
+        """Take new settings and membership (a reload, discovery); the state of what stays is kept.
+        `interval_s`: a reloaded scrape interval (what `stale_after` defaults to three of)."""
+        if interval_s is not None:
+            self.interval_s = interval_s
+            for pool in self.health.values():
+                pool.interval_s = interval_s
         for name in [p for p in self.health if p not in policies]:
             del self.health[name], self.scalers[name]
         for name, policy in policies.items():

@@ -389,8 +389,10 @@ class Service:
         notes = [f"{key}: changed, but only a restart applies it"
                  for key in ("storage", "api", "ha", "traces") if getattr(old, key) != getattr(config, key)]
         await self.discovery.reconfigure(wiring.pool_specs(config), config.discovery)
-        self.decisions.configure(wiring.pool_policies(config), wiring.addresses(self.membership))
+        self.decisions.configure(wiring.pool_policies(config), wiring.addresses(self.membership),
+                                 config.scrape.interval)
         self.slo.configure(config.slos, [p.name for p in config.pools], costs={p.name: p.cost for p in config.pools})
+        self.slo.health_checked = wiring.health_checked(config)
         self.slo.evaluate(time.time())  # /api/v1/slos shows the new definitions as soon as the reload answers
         self.fleet.window = config.evaluation.window
         if (old.scrape, old.source) != (config.scrape, config.source) and self.scraper is not None:

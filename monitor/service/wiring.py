@@ -43,9 +43,14 @@ def slo_engine(config: Config, *, keep_rows: bool = True) -> SloEngine:
     s, traces = config.scrape, config.traces
     lag = PROMETHEUS_LAG_S if config.source.type == "prometheus" else 0.0
     return SloEngine(config.slos, [p.name for p in config.pools], keep_rows=keep_rows,
-                     health_checked=s.health_path is not None and config.source.type == "scrape",
+                     health_checked=health_checked(config),
                      trace_settle_s=max(traces.settle, s.interval + s.timeout + lag),
                      trace_min_coverage=traces.min_coverage, costs={p.name: p.cost for p in config.pools})
+
+
+def health_checked(config: Config) -> bool:
+    """Whether availability needs /health 200: only where we probe it ourselves."""
+    return config.scrape.health_path is not None and config.source.type == "scrape"
 
 
 def pool_policies(config: Config) -> dict[str, PoolPolicy]:
