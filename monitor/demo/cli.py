@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "the upstream the service writes (a real nginx when one is installed), "
                                           "and the monitoring service over them (SQLite). Scenario `fault` "
                                           "(default): 3 instances, about 20 s in one gets a latency fault; the "
-                                          "service degrades it and the load moves away; runs until Ctrl-C or "
+                                          "service ejects it and the load moves away; runs until Ctrl-C or "
                                           "--duration. Scenario `autoscale`: load triples, the service's desired "
                                           "replicas rise, new instances load their model, join through file "
                                           "discovery and take traffic until TTFT recovers; ends by itself. The "
