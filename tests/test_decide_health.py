@@ -711,3 +711,13 @@ def test_slow_start_of_zero_is_off_as_the_config_example_writes_it():
     d.pool.set_members(d.names + [new])
     d.names.append(new)
     assert d.step().verdicts[new].weight == 1.0
+
+
+def test_an_ejected_instance_states_each_rule_once_with_its_current_figures():
+    d = Driver(4)
+    d.step()
+    d.step({d.names[0]: {"ttft_p99_s": 3.0, "requests": 41.0}})
+    d.step({d.names[0]: {"ttft_p99_s": 2.5, "requests": 42.0}})
+    reasons = d.pool.instances[d.names[0]].reasons
+    assert sum(r.startswith("TTFT p99") for r in reasons) == 1
+    assert any("TTFT p99 2.5s" in r and "42 requests" in r for r in reasons)

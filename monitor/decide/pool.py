@@ -215,7 +215,9 @@ class PoolHealth:
             waiting = (f"ejected until {clock(until)} (ejection #{h.ejections}); "
                        f"{h.good_intervals}/{s.recovery_intervals} good intervals")
             current = tuple(f.reason for f in found)
-            h.reasons = h.ejection_reasons + tuple(r for r in current if r not in h.ejection_reasons) + (waiting,)
+            # the same rule firing again says so once, with today's figures (`TPOT p99 66ms > ...`)
+            fresh = {_rule(r) for r in current}
+            h.reasons = tuple(r for r in h.ejection_reasons if _rule(r) not in fresh) + current + (waiting,)
             return
         if not h.seen and h.joined_at is None:
             if sig.observed_at is None:
@@ -395,3 +397,13 @@ class PoolHealth:
                 if h.state in (LEAVING, STARTING):
                     h.state = UNKNOWN
                 self.instances[i] = h
+
+
+def _rule(reason: str) -> str:
+    """Which rule a reason comes from: its words before the first figure (`TPOT p99`, `hung:`)."""
+    words = []
+    for word in reason.split():
+        if any(c.isdigit() for c in word):
+            break
+        words.append(word)
+    return " ".join(words)

@@ -292,7 +292,8 @@ class Service:
     async def scrape_cycle(self) -> None:
         assert self.scraper is not None
         started = time.perf_counter()
-        self._apply_membership(self.discovery.poll(), time.time())
+        wait = min(0.25, self.config.scrape.interval / 10.0)  # a file change is seen in the cycle that reads it
+        self._apply_membership(await self.discovery.poll_briefly(wait), time.time())
         if self.gpu_scraper is not None:
             results, gpu_scrapes = await asyncio.gather(self.scraper.scrape_all(self.targets),
                                                         self.gpu_scraper.scrape_all())

@@ -41,7 +41,7 @@ class HealthSettings(Section):
     relative_slowdown: float | None = Field(
         3.0, gt=1.0, description="in a pool too small for the outlier rule, a p99 this many times the median "
                                  "of the others degrades (never ejects)")
-    relative_min_requests: int = Field(20, ge=1, description="requests on both sides before relative_slowdown counts")
+    relative_min_requests: int = Field(50, ge=1, description="requests on both sides before relative_slowdown counts")
     startup_grace: Duration = Field(600.0, description="how long a joined instance may stay starting before it is judged")
     drain_time: Duration = Field(60.0, description="how long a leaving instance stays visible (drained) before it is dropped")
     slow_start: Annotated[Duration | None, BeforeValidator(_zero_is_off)] = Field(

@@ -107,6 +107,14 @@ class Discovery:
                 task.add_done_callback(lambda _t, s=source: self._tasks.pop(s, None))
         return self.membership
 
+    async def poll_briefly(self, timeout: float, now: float | None = None) -> Membership:
+        """`poll()`, then wait up to `timeout` for the reads it started: a changed file is applied in
+        the cycle that read it, while a hung endpoint costs the cycle no more than `timeout`."""
+        self.poll(now)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()), timeout=timeout)
+        return self.membership
+
     async def refresh(self, now: float | None = None) -> Membership:
         """Every due source read (each within its own time bound), and the membership after."""
         self.poll(now)
