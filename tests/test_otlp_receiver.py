@@ -89,12 +89,26 @@ def otlp_json(spans: list) -> dict:
     return doc
 
 
+def requests_at(now: float) -> list[dict]:
+    return [
+        {"id": "a", "arrival": now - 5, "ttft": 0.2, "e2e": 2.2, "out": 41, "queue": 0.05},
+        {"id": "b", "arrival": now - 4, "ttft": 0.9, "e2e": 1.9, "out": 11},
+        {"id": "c", "arrival": now - 3, "ttft": 0.1, "e2e": 0.1, "out": 1, "error": True},
+    ]
+
+
 NOW = time.time()
-REQUESTS = [
-    {"id": "a", "arrival": NOW - 5, "ttft": 0.2, "e2e": 2.2, "out": 41, "queue": 0.05},
-    {"id": "b", "arrival": NOW - 4, "ttft": 0.9, "e2e": 1.9, "out": 11},
-    {"id": "c", "arrival": NOW - 3, "ttft": 0.1, "e2e": 0.1, "out": 1, "error": True},
-]
+REQUESTS = requests_at(NOW)
+
+
+@pytest.fixture(autouse=True)
+def _spans_of_now(monkeypatch):
+    """Spans end seconds before each test, not at import: the receiver takes a span further than its
+    clock-skew bound from the time it arrives at the time it arrived, and a full suite runs minutes
+    after this module is imported."""
+    now = time.time()
+    monkeypatch.setitem(globals(), "NOW", now)
+    monkeypatch.setitem(globals(), "REQUESTS", requests_at(now))
 
 
 def status_message(response: httpx.Response) -> str:
