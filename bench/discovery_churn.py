@@ -8,7 +8,8 @@ departed targets keep running (their connections would stay open if we kept them
 Two phases, one after the other, each with the service alone against the fleet:
 
 - static: `targets:` lists the first 1,000 (two pools of 500, three SLOs, SQLite), as
-  bench/fleet_1000.py runs it; measured for `--static-duration` seconds;
+  bench/fleet_1000.py runs it; measured for `--static-duration` seconds (long enough for every track to hold
+  its full sample history, so that both phases' RSS are steady-state figures);
 - churn: the same pools, each reading a file_sd file; every `--every` seconds `--replace` of each
   pool's members (the oldest first) are removed from its file and as many new ones added; measured
   for `--duration` seconds.
@@ -21,7 +22,7 @@ per target and RSS of both phases side by side, and each structure after every r
 which must level off (members + the ones still draining) instead of growing by 10 % a round.
 
     .venv/bin/python bench/discovery_churn.py [--targets 1000] [--duration 180] [--every 60] [--replace 0.1]
-                                              [--static-duration 120] [--warmup 30] [--base-port 24000]
+                                              [--static-duration 300] [--warmup 30] [--base-port 24000]
 
 The issue's full run is `--duration 600` (10 minutes of churn); the default is 3 minutes.
 """
@@ -82,10 +83,18 @@ def state_sizes(service) -> dict[str, int]:
                 "https clients": len(getattr(scraper, "_clients", {})),
                 "store ids": len(service.store._instance_ids) if service.store is not None else 0,
                 "open fds": len(os.listdir("/proc/self/fd")),
+                "RSS MiB": rss_mib(),
             }
         except RuntimeError:
             time.sleep(0.01)
     return {}
+
+
+def rss_mib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024)
+    return -1
 
 
 def serve_inside(config_path: str) -> None:
@@ -168,7 +177,7 @@ def run_phase(name: str, args, root: Path, addresses: list[str], spare: list[str
         next_round = t0 + args.every
         while time.monotonic() < t0 + duration:
             time.sleep(min(1.0, max(0.0, t0 + duration - time.monotonic())))
-            if churn and time.monotonic() >= next_round:
+            if churn and next_round <= time.monotonic() < t0 + duration:
                 # the state just before each replacement: the previous round has had `every` seconds to settle
                 rounds.append({"round": len(rounds), **states(service)[-1]})
                 for pool, listed in members.items():
@@ -183,8 +192,11 @@ def run_phase(name: str, args, root: Path, addresses: list[str], spare: list[str
         usage = sampler.stop()["service"]
         per_cycle = tracker.stop()
         service.check()
+        if churn:  # the last round's departed ones drained and dropped (drain_time 60 s), outside the measurement
+            rounds.append({"round": len(rounds), **states(service)[-1]})
+            time.sleep(60 + 2 * INTERVAL_S)
         time.sleep(STATE_EVERY_S + 1)
-        rounds.append({"round": len(rounds), **states(service)[-1]})
+        rounds.append({"round": "end", **states(service)[-1]})
         with httpx.Client(timeout=30) as client:
             instances = client.get(base + "/api/v1/instances").json()
         errors = [i for i in instances if i["scrape"]["error"] and i["state"] != "leaving"]
@@ -222,11 +234,13 @@ def report(args, static: dict | None, churn: dict) -> None:
     print(table(rows, ("", "static fleet", "churn", "churn/static")))
     print()
     keys = [k for k in churn["rounds"][0] if k not in ("round", "t", "cycles")]
-    header = ("structure", *(f"round {r['round']}" if r is not churn["rounds"][-1] else "end"
+    header = ("structure", *(f"before {r['round'] + 1}" if r["round"] != "end" else "drained"
                              for r in churn["rounds"]), *(("static",) if static else ()))
     lines = [(k, *(r.get(k, "-") for r in churn["rounds"]), *((static["rounds"][-1].get(k, "-"),) if static else ()))
              for k in keys]
-    print("per-instance state, read inside the service just before each replacement round (and at the end):")
+    print("per-instance state, read inside the service before each replacement round (`before N`: N-1 rounds done, "
+          "the last one's departed still draining; `drained`: 70 s after the measurement, the last round's departed "
+          "dropped):")
     print(table(lines, header))
     print()
     for name, result in (("static", static), ("churn", churn)):
@@ -247,7 +261,9 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=180.0, help="seconds of churn measured (default 180; 600 for 10 min)")
     ap.add_argument("--every", type=float, default=60.0, help="seconds between replacement rounds (default 60)")
     ap.add_argument("--replace", type=float, default=0.10, help="share of each pool replaced per round (default 0.1)")
-    ap.add_argument("--static-duration", type=float, default=120.0, help="seconds of the static phase (0 skips it)")
+    ap.add_argument("--static-duration", type=float, default=300.0,
+                    help="seconds of the static phase (default 300: its RSS is read once every track holds its "
+                         "full sample history, 195 s at a 60 s window; 0 skips it)")
     ap.add_argument("--warmup", type=float, default=30.0)
     ap.add_argument("--base-port", type=int, default=24000, help="first port of the fleet (below 32768)")
     ap.add_argument("--serve-inside", help=argparse.SUPPRESS)
