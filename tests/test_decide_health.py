@@ -340,6 +340,8 @@ def test_an_instance_gone_from_discovery_is_drained_then_dropped_without_countin
     assert verdict.state == "leaving" and verdict.http_status == 503 and verdict.weight == 0.0
     assert d.pool.current_replicas() == 2
     d.step()
+    d.step()
+    assert gone in d.pool.instances  # 10 s of its 12 s drain
     decision = d.step()
     assert gone not in d.pool.instances and gone not in decision.verdicts
     assert ("leaving", "removed") in {(t.from_state, t.to_state) for t in d.transitions if t.instance == gone}
@@ -721,3 +723,54 @@ def test_an_ejected_instance_states_each_rule_once_with_its_current_figures():
     reasons = d.pool.instances[d.names[0]].reasons
     assert sum(r.startswith("TTFT p99") for r in reasons) == 1
     assert any("TTFT p99 2.5s" in r and "42 requests" in r for r in reasons)
+
+
+def test_an_ejected_instance_that_drops_out_of_discovery_and_comes_back_is_still_ejected():
+    d = Driver(4)
+    d.step()
+    d.step({d.names[0]: {"ttft_p99_s": 3.0}})
+    h = d.pool.instances[d.names[0]]
+    until, ejections = h.ejected_until, h.ejections
+    d.pool.set_members(d.names[1:])  # a failing pod leaves a headless Service's answer...
+    d.step()
+    assert d.state(0) == "leaving"
+    d.pool.set_members(d.names)  # ...and comes back
+    decision = d.step()
+    assert decision.verdicts[d.names[0]].state == EJECTED and not decision.verdicts[d.names[0]].serves_traffic
+    assert h.ejected_until == until and h.ejections == ejections
+
+
+def test_sleep_and_wake_do_not_erase_an_ejection():
+    d = Driver(4)
+    d.step()
+    d.step({d.names[0]: {"ttft_p99_s": 3.0}})
+    until = d.pool.instances[d.names[0]].ejected_until
+    d.step({d.names[0]: {"sleep_level": 1.0}})
+    assert d.state(0) == "sleeping"
+    d.step()
+    assert d.state(0) == EJECTED and d.pool.instances[d.names[0]].ejected_until == until
+
+
+def test_a_never_seen_member_held_back_by_the_cap_gets_no_traffic():
+    d = Driver(2, HealthSettings(startup_grace="10s", max_ejection_percent=50))
+    d.step()
+    d.step({d.names[0]: {"ttft_p99_s": 3.0}})  # one of two ejected: the cap is full
+    new = "10.0.0.9:8000"
+    d.pool.set_members(d.names + [new])
+    d.names.append(new)
+    for _ in range(6):  # refuses connections past its grace, while the first stays slow
+        decision = d.step({new: failing(), d.names[0]: {"ttft_p99_s": 3.0}})
+    verdict = decision.verdicts[new]
+    assert verdict.state == "starting" and verdict.weight == 0.0 and not verdict.serves_traffic
+
+
+def test_drain_time_and_startup_grace_count_from_the_evaluation_that_sees_the_change():
+    d = Driver(3, HealthSettings(drain_time="10s"))
+    d.step()
+    d.t += 4.0  # the change comes between two evaluations
+    d.pool.set_members(d.names[:2])
+    d.step()  # left at this evaluation
+    d.step()  # 5 s later: still draining
+    assert d.names[2] in d.pool.instances
+    d.step()  # 10 s after the evaluation that saw it leave
+    assert d.names[2] not in d.pool.instances

@@ -95,8 +95,13 @@ def test_render_file_takes_verdicts_directly():
     text = render_file({"p": [verdict, ok], "q": [UpstreamServer("10.0.1.1:8000", HEALTHY)]})
     assert text.startswith(HEADER)
     assert "upstream p {" in text and "server 10.0.0.1:8000 down;" in text and "upstream q {" in text
-    with pytest.raises(ValueError):
-        render_upstream("empty", [])
+
+
+def test_a_pool_with_no_members_still_gets_a_block_that_routes_nowhere():
+    # a discovery-only pool whose source is down at start, or one scaled to zero: a config that
+    # proxies to it must still pass `nginx -t`, or every other pool's update would be refused too
+    text = render_upstream("empty", [])
+    assert text.startswith("upstream empty {") and "server 127.0.0.1:1 down;" in text
 
 
 # --- the writer, with stand-in commands ---------------------------------------------------------

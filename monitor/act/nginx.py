@@ -33,6 +33,8 @@ from typing import Iterable, Mapping, Protocol, Sequence
 
 from monitor.decide.verdicts import DEGRADED, EJECTED, NO_TRAFFIC, NOT_JUDGED, STARTING
 
+# the placeholder of a pool with no members: an upstream block must name a server, and this one never answers
+NO_MEMBERS = "127.0.0.1:1"
 HEADER = "# Written by llm-slo-monitor; do not edit: it is replaced whenever instance health changes.\n"
 
 
@@ -86,8 +88,10 @@ def render_upstream(pool: str, servers: Iterable[ServerState], directives: Seque
     `directives` (e.g. `keepalive 32`, `least_conn`) are written first, verbatim.
     """
     servers = sorted(servers, key=lambda s: s.instance)
-    if not servers:
-        raise ValueError(f"pool {pool}: an upstream block needs at least one server")
+    if not servers:  # a pool discovery finds empty (or scaled to zero): NGINX needs the block all the same
+        lines = [f"upstream {pool} {{", *(f"    {d.rstrip(';').strip()};" for d in directives),
+                 f"    server {NO_MEMBERS} down;  # no members: nothing to route to", "}"]
+        return "\n".join(lines) + "\n"
     listed = [s for s in servers if s.state != STARTING] or servers
     judged = [s for s in listed if s.state not in NOT_JUDGED]
     all_down = bool(judged) and all(s.state == EJECTED for s in judged)

@@ -78,6 +78,7 @@ class InstanceHealth:
     joined_at: float | None = None  # set for instances that joined after the start (discovery, reload)
     left_at: float | None = None  # set while leaving
     warm_from: float | None = None  # slow start: when it first turned healthy after starting
+    held_state: str | None = None  # the state before leaving or sleeping, resumed on return
     woke_at: float | None = None  # when its engine last woke from sleep (latency then still holds the sleep)
     last_signals: dict[str, Any] = field(default_factory=dict)
 

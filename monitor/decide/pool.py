@@ -70,20 +70,24 @@ class PoolHealth:
             h = self.instances.get(i)
             if h is None and not joining:
                 self.instances[i] = InstanceHealth(i)
-            elif h is None:
-                self.instances[i] = InstanceHealth(i, state=STARTING, kind=None, since=self._now,
-                                                   reasons=("joined: waiting for a successful scrape with /health 200",),
-                                                   joined_at=self._now)
+            elif h is None:  # joined_at is stamped by the next evaluate: its grace starts with it
+                self.instances[i] = InstanceHealth(i, state=STARTING, kind=None,
+                                                   reasons=("joined: waiting for a successful scrape with /health 200",))
                 self._membership.append((i, "", STARTING))
             elif h.state == LEAVING:
+                # back before being dropped (a pod out of a headless Service while not ready, say):
+                # it resumes where it was, an ejection included, and earns nothing by the detour
                 h.left_at = None
-                h.state, h.reasons = (UNKNOWN if h.seen else STARTING), ("rejoined",)
-                h.joined_at = h.joined_at or self._now
+                h.state, h.held_state = h.held_state or (UNKNOWN if h.seen else STARTING), None
+                h.reasons = ("rejoined the fleet",) + tuple(r for r in h.ejection_reasons if h.state == EJECTED)
+                if h.state == STARTING and h.joined_at is None:
+                    h.joined_at = self._now
                 self._membership.append((i, LEAVING, h.state))
         for i, h in self.instances.items():
             if i not in wanted and h.state != LEAVING:
                 before = h.state
-                h.state, h.kind, h.left_at, h.since = LEAVING, None, self._now, self._now
+                h.held_state = before if before != SLEEPING else h.held_state
+                h.state, h.kind, h.left_at = LEAVING, None, None  # left_at: stamped by the next evaluate
                 h.reasons = (f"left the fleet (was {before}): drained, dropped after "
                              f"{secs(self.settings.drain_time)}",)
                 self._membership.append((i, before, LEAVING))
@@ -138,6 +142,8 @@ class PoolHealth:
 
         for i in asleep:
             h = members[i]
+            if h.state != SLEEPING:
+                h.held_state = h.state  # an ejection outlives the sleep
             level = int(sigs[i].sleep_level or 0)
             self._set(h, SLEEPING, (f"engine asleep ({SLEEP_LEVELS.get(level, f'level {level}')}): drained, "
                                     "not a failure",), None, now)
@@ -146,6 +152,9 @@ class PoolHealth:
         for h in judged.values():
             if h.state == SLEEPING:  # awake again this interval
                 h.woke_at = now
+                if h.held_state == EJECTED and (h.ejected_until or 0.0) > now:
+                    h.state, h.reasons = EJECTED, h.ejection_reasons
+                h.held_state = None
         findings = {i: h.findings(sigs[i], s) for i, h in judged.items()}
         for i, found in self._outliers(judged, sigs, notes).items():
             findings[i].extend(found)
@@ -176,6 +185,8 @@ class PoolHealth:
             if ejected < limit:
                 self._eject(h, eject_level, now)
                 ejected += 1
+            elif not h.seen:  # never served: held back by the cap, it still gets no traffic
+                self._starting_reasons(h, now)
             else:
                 held = (f"ejection held back: {ejected} of {len(judged)} already ejected "
                         f"(max_ejection_percent {s.max_ejection_percent:g}%)")
@@ -369,7 +380,8 @@ class PoolHealth:
         elif h.state == DEGRADED:
             weight = s.degraded_weight
         elif h.state == HEALTHY and s.slow_start and h.warm_from is not None and self._now is not None:
-            ramp = min(1.0, max(0.0, (self._now - h.warm_from) / s.slow_start))
+            # four steps, not a continuous ramp: every new weight is an NGINX reload
+            ramp = math.floor(4 * min(1.0, max(0.0, (self._now - h.warm_from) / s.slow_start))) / 4
             weight = s.degraded_weight + (1.0 - s.degraded_weight) * ramp
         else:
             weight = 1.0

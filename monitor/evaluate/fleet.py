@@ -95,15 +95,20 @@ class FleetView:
 
     def __init__(self, window_s: float, scrape_interval_s: float,
                  members: Mapping[str, Mapping[str, str]] | None = None) -> None:
-        self.window = window_s
-        # keep enough for the API window and for a full rollup minute with its baseline scrape
-        self.keep = max(self.window, 60.0) + 3 * scrape_interval_s + 120.0
         self.tracks: dict[str, InstanceTrack] = {}
+        self.configure(window_s, scrape_interval_s)
         if members:
             self.set_members(members)
         self.last_cycle_at: float | None = None
         self.last_cycle_duration_s: float | None = None
         self._stats_cache: dict[tuple[str, float], tuple[float, tuple, dict[str, WindowStats]]] = {}
+
+    def configure(self, window_s: float, scrape_interval_s: float, longest_window_s: float = 0.0) -> None:
+        """The API's window, and how much history to keep: enough for the longest window anyone
+        reads (a pool's own health window may be longer) and for a full rollup minute with its
+        baseline scrape. A reload that lengthens a window gets it filled, not cut at the old length."""
+        self.window = window_s
+        self.keep = max(window_s, longest_window_s, 60.0) + 3 * scrape_interval_s + 120.0
 
     def set_members(self, members: Mapping[str, Mapping[str, str]]) -> tuple[list[InstanceTrack], list[InstanceTrack]]:
         """Follow the fleet's membership (pool -> {address: url}): tracks of instances that stay are

@@ -135,6 +135,14 @@ class GpuTracker:
         self.gpus: dict[tuple[str, str, str], GpuState] = {}
         self.exporters: dict[str, ExporterStatus] = {u: ExporterStatus(u) for u in exporters}
 
+    def keep_exporters(self, urls: Sequence[str]) -> None:
+        """A reloaded `gpu.exporters`: new ones are tracked, removed ones forgotten with their GPUs."""
+        for url in [u for u in self.exporters if u not in urls]:
+            del self.exporters[url]
+        for url in urls:
+            self.exporters.setdefault(url, ExporterStatus(url))
+        self.gpus = {key: state for key, state in self.gpus.items() if state.exporter in urls}
+
     def observe(self, scrape: ExporterScrape, now: float | None = None) -> None:
         at = scrape.started_at + scrape.duration_s if now is None else now
         status = self.exporters.setdefault(scrape.url, ExporterStatus(scrape.url))

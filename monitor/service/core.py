@@ -47,9 +47,6 @@ log = logging.getLogger("monitor.service")
 PERSIST_EVERY_S = 15.0
 CLEANUP_EVERY_S = 3600.0
 RECENT_DECISIONS = 1000
-# Prometheus samples reach the `prometheus` source up to one Prometheus scrape interval after
-# their timestamp: a minute is rolled up only once they have had time to arrive
-PROMETHEUS_SETTLE_S = 30.0
 
 
 @dataclass(slots=True)
@@ -80,8 +77,13 @@ class Service:
         self.discovery: Discovery = wiring.discovery(config)
         self.membership: dict[str, dict[str, DiscoveredTarget]] = {}
         self.joined_at: dict[str, float] = {}
+        self.sources: dict[str, str] = {}  # how each member joined, kept while it drains
+        self._tasks: set[asyncio.Task] = set()  # background work, referenced until done
+        self._members_applied = False
         self.fleet = FleetView(config.evaluation.window, config.scrape.interval)
         self.decisions = FleetDecisions(wiring.pool_policies(config), {}, config.scrape.interval)
+        self.fleet.configure(config.evaluation.window, config.scrape.interval,
+                             max(self.decisions.windows(config.evaluation.window).values(), default=0.0))
         self.slo = wiring.slo_engine(config, keep_rows=store is not None)
         self.scraper: Scraper | PrometheusSource | None = None
         self.targets: list[Target] = []
@@ -110,10 +112,7 @@ class Service:
 
         self.history: History | None = None
         if store is not None:
-            settle = config.scrape.timeout + 1.0  # a scrape started before a minute's end may finish later
-            if config.source.type == "prometheus":
-                settle += PROMETHEUS_SETTLE_S
-            self.history = History(store, self.fleet, self.slo, self.gpus.rollups, settle_s=settle,
+            self.history = History(store, self.fleet, self.slo, self.gpus.rollups, settle_s=wiring.settle_s(config),
                                    retention_s=config.storage.retention, started_at=now)
         self.leadership: Leadership | None = None
         if config.ha.enabled:
@@ -150,17 +149,13 @@ class Service:
     def member_info(self, instance: str) -> tuple[str, float | None]:
         """(how it joined: static, file, http, dns, prometheus; when it joined, None for members
         present at start)."""
-        for members in self.membership.values():
-            if instance in members:
-                return members[instance].source, self.joined_at.get(instance)
-        return "static", self.joined_at.get(instance)
+        return self.sources.get(instance, "static"), self.joined_at.get(instance)
 
     def upstreams_file(self) -> str:
         return self._render_upstreams()[0]
 
     def _render_upstreams(self) -> tuple[str, str]:
-        pools = {p.name: self.decisions.pool_verdicts(p.name) for p in self.config.pools}
-        pools = {name: verdicts for name, verdicts in pools.items() if verdicts}
+        pools = {p.name: self.decisions.pool_verdicts(p.name) for p in self.config.pools}  # empty ones too
         down = sum(1 for verdicts in pools.values() for v in verdicts if v.state == EJECTED)
         summary = (f"{len(pools)} pool{'s' if len(pools) != 1 else ''}, "
                    f"{down} server{'s' if down != 1 else ''} down")
@@ -224,6 +219,7 @@ class Service:
         """Take over: whatever the previous leader may not have delivered is delivered again."""
         if self.history is not None:
             self.history.take_over()
+            self.spawn(self._sync_store())  # members that joined while this replica followed
             if self.cycles:
                 self.history.save_health(self.decisions.snapshot(), time.time())
         if self.alerts is not None:
@@ -243,8 +239,9 @@ class Service:
         member and of those still draining, the scrape list, trace routing and GPU mapping follow,
         and the database learns the new instances (for their history)."""
         new = {pool: dict(members) for pool, members in membership.items()}
-        if new == self.membership and self.targets and not force:
+        if new == self.membership and self._members_applied and not force:
             return
+        self._members_applied = True
         first = not self.cycles  # what is there before the first cycle is the fleet, not a join
         before = {address for members in self.membership.values() for address in members}
         for members in new.values():
@@ -252,6 +249,7 @@ class Service:
                 if address not in before and not first:  # only a newcomer joins: not the fleet found at start
                     self.joined_at[address] = now
         self.membership = new
+        self.sources.update({address: t.source for members in new.values() for address, t in members.items()})
         self.decisions.set_members(wiring.addresses(new), joining=not first)
         self._follow_members()
         self.targets = wiring.scrape_targets(new)
@@ -261,7 +259,14 @@ class Service:
         self.receiver.routing = Routing(addresses, self.fleet.model_of)
         self.gpus.mapper = wiring.gpu_mapper(self.config, addresses)
         if sync_store and self.store is not None and self.is_leader():
-            asyncio.get_running_loop().create_task(self._sync_store())
+            self.spawn(self._sync_store())
+
+    def spawn(self, work: Any) -> None:
+        """Run `work` in the background, holding a reference until it is done (the loop keeps only
+        a weak one, and an unreferenced task can vanish mid-run)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _follow_members(self) -> None:
         """The fleet tracks what decisions still know (members and leaving ones, until dropped)."""
@@ -279,6 +284,8 @@ class Service:
         self.slo.forget({t.instance for t in left})
         for address in [a for a in self.joined_at if a not in self.fleet.tracks]:
             del self.joined_at[address]
+        for address in [a for a in self.sources if a not in self.fleet.tracks]:
+            del self.sources[address]
 
     async def _sync_store(self) -> None:
         assert self.store is not None
@@ -388,14 +395,17 @@ class Service:
         windows, error budgets, ejections and backoff. Returns notes on what needs a restart."""
         old, self.config = self.config, config
         notes = [f"{key}: changed, but only a restart applies it"
-                 for key in ("storage", "api", "ha", "traces") if getattr(old, key) != getattr(config, key)]
+                 for key in ("storage", "api", "ha", "traces", "haproxy") if getattr(old, key) != getattr(config, key)]
         await self.discovery.reconfigure(wiring.pool_specs(config), config.discovery)
         self.decisions.configure(wiring.pool_policies(config), wiring.addresses(self.membership),
                                  config.scrape.interval)
         self.slo.configure(config.slos, [p.name for p in config.pools], costs={p.name: p.cost for p in config.pools})
         self.slo.health_checked = wiring.health_checked(config)
         self.slo.evaluate(time.time())  # /api/v1/slos shows the new definitions as soon as the reload answers
-        self.fleet.window = config.evaluation.window
+        self.fleet.configure(config.evaluation.window, config.scrape.interval,
+                             max(self.decisions.windows(config.evaluation.window).values(), default=0.0))
+        if self.history is not None:
+            self.history.settle_s = wiring.settle_s(config)
         if (old.scrape, old.source) != (config.scrape, config.source) and self.scraper is not None:
             previous, self.scraper = self.scraper, wiring.scrape_source(config)
             await previous.aclose()
@@ -410,6 +420,10 @@ class Service:
             if self.gpu_scraper is not None:
                 await self.gpu_scraper.aclose()
             self.gpu_scraper = wiring.gpu_scraper(config)
+            gpu, tracker = config.gpu, self.gpus
+            tracker.memory_threshold, tracker.xid_hold_s, tracker.stale_after_s = (
+                gpu.memory_threshold, gpu.xid_hold, gpu.stale_after)
+            tracker.keep_exporters(gpu.exporters)
         self._apply_membership(self.discovery.membership, time.time(), force=True)
         return notes
 

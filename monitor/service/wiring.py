@@ -53,6 +53,18 @@ def health_checked(config: Config) -> bool:
     return config.scrape.health_path is not None and config.source.type == "scrape"
 
 
+# Prometheus samples reach the `prometheus` source up to one Prometheus scrape interval after
+# their timestamp: a minute is rolled up only once they have had time to arrive
+PROMETHEUS_SETTLE_S = 30.0
+
+
+def settle_s(config: Config) -> float:
+    """How long after a minute's end its last sample may still arrive (a scrape started before the
+    minute ended finishes up to `timeout` later; Prometheus's samples arrive later still)."""
+    settle = config.scrape.timeout + 1.0
+    return settle + PROMETHEUS_SETTLE_S if config.source.type == "prometheus" else settle
+
+
 def pool_policies(config: Config) -> dict[str, PoolPolicy]:
     return {p.name: PoolPolicy(p.health, p.scaling) for p in config.pools}
 
