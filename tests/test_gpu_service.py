@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from monitor.config import PoolConfig
 from monitor.gpu.collect import GpuScraper, metrics_url
-from monitor.gpu.config import GpuConfig, GpuMappingConfig, check_gpu_config
+from monitor.settings import GpuConfig, GpuMappingConfig, check_gpu_config
 from monitor.gpu.exporter import ExporterServer, GpuPageSource
 from monitor.gpu.health import ExporterScrape, GpuTracker, XidEvent, gpu_reasons, new_xid_events
 from monitor.gpu.mapping import GpuMapper
