@@ -34,6 +34,8 @@ from tests.helpers.ci import require
 from tests.helpers.ports import free_port
 from tests.helpers.vllm_pages import PageServer
 
+pytestmark = pytest.mark.e2e  # every test here runs a real Prometheus stack
+
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 DEADLINE_S = 45.0

@@ -63,6 +63,7 @@ def _alert_dirs(matrix_out: Path) -> list[Path]:
     return [REPO / "alerts", matrix_out / "alerts", matrix_out.parent / "example-30s" / "alerts"]
 
 
+@pytest.mark.e2e
 def test_promtool_check_rules_passes_on_every_rule_file(matrix_out: Path) -> None:
     promtool = tool("promtool")
     for folder in _alert_dirs(matrix_out):
@@ -73,6 +74,7 @@ def test_promtool_check_rules_passes_on_every_rule_file(matrix_out: Path) -> Non
         assert result.stdout.count("SUCCESS") == len(files)
 
 
+@pytest.mark.e2e
 def test_promtool_test_rules_passes_on_every_test_file(matrix_out: Path) -> None:
     promtool = tool("promtool")
     files = [f for folder in _alert_dirs(matrix_out) for f in sorted(folder.glob("*.test.yml"))]
@@ -290,6 +292,7 @@ def test_the_rule_interval_changes_the_rules() -> None:
     assert render_all(config, Options(rule_interval_s=30.0)) != render_all(config)
 
 
+@pytest.mark.e2e
 def test_prometheus_config_is_valid_and_labels_pools(matrix_out: Path) -> None:
     promtool = tool("promtool")
     for folder in _alert_dirs(matrix_out):
@@ -311,12 +314,14 @@ def test_prometheus_config_is_valid_and_labels_pools(matrix_out: Path) -> None:
         {("10.0.0.1:9400",): "a", ("10.0.0.9:9400",): None}
 
 
+@pytest.mark.e2e
 def test_amtool_accepts_the_alertmanager_example() -> None:
     result = run([tool("amtool"), "check-config", str(REPO / "alerts" / "alertmanager.yml")])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 inhibit rules" in result.stdout
 
 
+@pytest.mark.e2e
 def test_a_page_inhibits_the_ticket_of_the_same_slo_on_a_real_alertmanager(tmp_path: Path) -> None:
     """Page and ticket of one SLO fire together at the start of a fast burn; with the example config
     Alertmanager holds back the ticket, and only that one."""
