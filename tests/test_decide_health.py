@@ -774,3 +774,24 @@ def test_drain_time_and_startup_grace_count_from_the_evaluation_that_sees_the_ch
     assert d.names[2] in d.pool.instances
     d.step()  # 10 s after the evaluation that saw it leave
     assert d.names[2] not in d.pool.instances
+
+
+def test_each_membership_change_is_audited_with_the_reason_of_its_own_moment():
+    d = Driver(3)
+    d.step()
+    d.pool.set_members(d.names[:2])
+    d.pool.set_members(d.names)  # gone and back between two evaluations
+    d.step()
+    moves = [(t.from_state, t.to_state, t.reasons) for t in d.transitions if t.instance == d.names[2]]
+    assert moves[-2][1] == "leaving" and moves[-2][2][0].startswith("left the fleet (was healthy)")
+    assert moves[-1][0] == "leaving" and moves[-1][2][0] == "rejoined the fleet"
+
+
+def test_an_ejected_instance_whose_time_is_served_says_it_is_earning_its_way_back():
+    d = Driver(4)
+    d.step()
+    d.step({d.names[0]: {"ttft_p99_s": 3.0}})
+    for _ in range(7):  # 35 s: past the 30 s ejection, still slow
+        d.step({d.names[0]: {"ttft_p99_s": 3.0}})
+    assert d.state(0) == EJECTED
+    assert "ejection #1 ended at" in d.reasons(0) and "ejected until" not in d.reasons(0)

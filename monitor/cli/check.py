@@ -24,5 +24,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"warning: {warning}")
     cfg = loaded.config
     targets = sum(len(p.targets) for p in cfg.pools)
-    print(f"ok: {len(cfg.pools)} pools, {targets} targets, {len(cfg.slos)} SLOs")
+    sources = sum(len(p.discovery) for p in cfg.pools)
+    found = f" + {sources} discovery source{'s' if sources != 1 else ''}" if sources else ""
+    print(f"ok: {len(cfg.pools)} pools, {targets} targets{found}, {len(cfg.slos)} SLOs")
     return EXIT_OK

@@ -53,7 +53,8 @@ class PoolHealth:
         self.instances: dict[str, InstanceHealth] = {i: InstanceHealth(i) for i in instances}
         self.last_decision: PoolVerdicts | None = None
         self._now: float | None = None
-        self._membership: list[tuple[str, str, str]] = []  # (instance, from, to) since the last evaluate
+        # (instance, from, to, reasons) since the last evaluate: each change with the words of its moment
+        self._membership: list[tuple[str, str, str, tuple[str, ...]]] = []
 
     @property
     def stale_after(self) -> float:
@@ -73,7 +74,7 @@ class PoolHealth:
             elif h is None:  # joined_at is stamped by the next evaluate: its grace starts with it
                 self.instances[i] = InstanceHealth(i, state=STARTING, kind=None,
                                                    reasons=("joined: waiting for a successful scrape with /health 200",))
-                self._membership.append((i, "", STARTING))
+                self._membership.append((i, "", STARTING, self.instances[i].reasons))
             elif h.state == LEAVING:
                 # back before being dropped (a pod out of a headless Service while not ready, say):
                 # it resumes where it was, an ejection included, and earns nothing by the detour
@@ -82,7 +83,7 @@ class PoolHealth:
                 h.reasons = ("rejoined the fleet",) + tuple(r for r in h.ejection_reasons if h.state == EJECTED)
                 if h.state == STARTING and h.joined_at is None:
                     h.joined_at = self._now
-                self._membership.append((i, LEAVING, h.state))
+                self._membership.append((i, LEAVING, h.state, h.reasons))
         for i, h in self.instances.items():
             if i not in wanted and h.state != LEAVING:
                 before = h.state
@@ -90,7 +91,7 @@ class PoolHealth:
                 h.state, h.kind, h.left_at = LEAVING, None, None  # left_at: stamped by the next evaluate
                 h.reasons = (f"left the fleet (was {before}): drained, dropped after "
                              f"{secs(self.settings.drain_time)}",)
-                self._membership.append((i, before, LEAVING))
+                self._membership.append((i, before, LEAVING, h.reasons))
 
     def current_replicas(self) -> int:
         """Members that are not leaving: what an autoscaler counts as the pool's replicas now."""
@@ -109,8 +110,7 @@ class PoolHealth:
         """
         s = self.settings
         self._now = now
-        transitions = [Transition(now, self.pool, i, a, b, self.instances[i].reasons if i in self.instances else (), {})
-                       for i, a, b in self._membership]
+        transitions = [Transition(now, self.pool, i, a, b, why, {}) for i, a, b, why in self._membership]
         self._membership = []
         for h in self.instances.values():
             if h.joined_at is None and h.state == STARTING:
@@ -223,8 +223,12 @@ class PoolHealth:
                 h.ejected_until = None
                 h.decay_from = now
                 return
-            waiting = (f"ejected until {clock(until)} (ejection #{h.ejections}); "
-                       f"{h.good_intervals}/{s.recovery_intervals} good intervals")
+            if now < until:
+                waiting = (f"ejected until {clock(until)} (ejection #{h.ejections}); "
+                           f"{h.good_intervals}/{s.recovery_intervals} good intervals")
+            else:  # the time is served: what is left is earning the way back
+                waiting = (f"ejection #{h.ejections} ended at {clock(until)}; returns after "
+                           f"{s.recovery_intervals} good intervals in a row ({h.good_intervals} so far)")
             current = tuple(f.reason for f in found)
             # the same rule firing again says so once, with today's figures (`TPOT p99 66ms > ...`)
             fresh = {_rule(r) for r in current}

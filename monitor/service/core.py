@@ -156,7 +156,7 @@ class Service:
 
     def _render_upstreams(self) -> tuple[str, str]:
         pools = {p.name: self.decisions.pool_verdicts(p.name) for p in self.config.pools}  # empty ones too
-        down = sum(1 for verdicts in pools.values() for v in verdicts if v.state == EJECTED)
+        down = sum(1 for verdicts in pools.values() for v in verdicts if v.state in (EJECTED, LEAVING, SLEEPING))
         summary = (f"{len(pools)} pool{'s' if len(pools) != 1 else ''}, "
                    f"{down} server{'s' if down != 1 else ''} down")
         return render_file(pools), summary
@@ -397,6 +397,7 @@ class Service:
         notes = [f"{key}: changed, but only a restart applies it"
                  for key in ("storage", "api", "ha", "traces", "haproxy") if getattr(old, key) != getattr(config, key)]
         await self.discovery.reconfigure(wiring.pool_specs(config), config.discovery)
+        await self.discovery.refresh()  # new sources read now: a target moved from `targets` to a file never leaves
         self.decisions.configure(wiring.pool_policies(config), wiring.addresses(self.membership),
                                  config.scrape.interval)
         self.slo.configure(config.slos, [p.name for p in config.pools], costs={p.name: p.cost for p in config.pools})

@@ -42,7 +42,8 @@ class EventLog:
             if before != rec.desired_replicas:
                 self.desired[pool] = rec.desired_replicas
                 if before is not None:
-                    log.info("pool %s: desired replicas %d -> %d (%s)", pool, before, rec.desired_replicas, rec.reason)
+                    log.info("pool %s: desired replicas now %d (was %d): %s", pool, rec.desired_replicas, before,
+                             rec.reason)
                 audit.append(AuditEntry(now, "scaling", pool, "", "" if before is None else str(before),
                                         str(rec.desired_replicas), (rec.reason,), rec.signals))
         return audit

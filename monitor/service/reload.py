@@ -46,8 +46,9 @@ class Reloader:
                 loaded = await asyncio.to_thread(load, self.path)
             except ConfigError as exc:
                 status.successful, status.problems = False, tuple(exc.problems)
-                log.error("config reload from %s refused, still serving the previous config (%d problems):",
-                          self.path, len(exc.problems))
+                count = len(exc.problems)
+                log.error("config reload from %s refused, still serving the previous config (%d problem%s):",
+                          self.path, count, "" if count == 1 else "s")
                 for problem in exc.problems:
                     log.error("  %s", problem)
                 return False, list(exc.problems)
