@@ -164,3 +164,11 @@ def test_bad_flags_are_refused_and_a_removed_pool_loses_its_scaled_object(tmp_pa
     assert main(["generate", "--config", str(one_pool), "--out", str(tmp_path), "--format", "prometheus-operator"]) == 0
     names = sorted(p.name for p in (tmp_path / FOLDER).glob("scaledobject-*.yaml"))
     assert names == ["scaledobject-a.yaml"] and mine.exists()
+
+
+@pytest.mark.e2e
+def test_monitor_port_sets_the_port_keda_calls(tmp_path: Path) -> None:
+    generate_fresh([*ARGS, "--monitor-port", "8443"], tmp_path)
+    scaled = [o for o in _objects(tmp_path / FOLDER).values() if o["kind"] == "ScaledObject"]
+    assert scaled and all(o["spec"]["triggers"][0]["metadata"]["url"].startswith("http://slo-monitor.llm.svc:8443/")
+                          for o in scaled)

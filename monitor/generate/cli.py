@@ -45,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="namespace of every object: where the vLLM pods and their Deployments run (default: default)")
     k8s.add_argument("--monitor-namespace", help="namespace of slo-monitor's Service (default: --namespace)")
     k8s.add_argument("--monitor-service", default="slo-monitor", help="slo-monitor's Service name (default: slo-monitor)")
+    k8s.add_argument("--monitor-port", type=int, default=None,
+                     help="slo-monitor's Service port, for KEDA's URL (default: the port of api.listen; "
+                          "deploy/kubernetes serves 9470)")
     k8s.add_argument("--rule-labels", action="append", default=[], metavar="KEY=VALUE",
                      help="label on every PrometheusRule, for the operator's ruleSelector (repeatable), "
                           "e.g. release=kube-prometheus-stack")
@@ -86,7 +89,7 @@ def _kubernetes_options(args: argparse.Namespace, listen: str) -> KubernetesOpti
         raise BadInput(f"--scale-target: {args.scale_target!r} has no {{pool}}: every pool would scale one Deployment")
     return KubernetesOptions(
         namespace=args.namespace, monitor_namespace=args.monitor_namespace, monitor_service=args.monitor_service,
-        monitor_port=int(listen.rpartition(":")[2]), rule_labels=_labels("--rule-labels", args.rule_labels),
+        monitor_port=args.monitor_port or int(listen.rpartition(":")[2]), rule_labels=_labels("--rule-labels", args.rule_labels),
         monitor_labels=_labels("--monitor-labels", args.monitor_labels), pool_label=args.pool_label,
         vllm_port=args.vllm_port, scale_target=args.scale_target, token_secret=args.token_secret,
         token_key=args.token_key)
