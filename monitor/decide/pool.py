@@ -10,7 +10,6 @@ whose engine sleeps is `sleeping`. None of them counts toward the cap, fail-open
 from __future__ import annotations
 
 import math
-import statistics
 from typing import Any, Iterable, Mapping
 
 from monitor.decide.health import InstanceHealth
@@ -32,7 +31,8 @@ from monitor.decide.verdicts import (
     PoolVerdicts,
     Transition,
 )
-from monitor.decide.wording import clock, main_kind, pct, secs
+from monitor.decide.comparison import compare_with_pool
+from monitor.decide.wording import clock, main_kind, secs
 from monitor.evaluate.signals import InstanceSignals
 from monitor.settings import HealthSettings
 
@@ -156,7 +156,8 @@ class PoolHealth:
                     h.state, h.reasons = EJECTED, h.ejection_reasons
                 h.held_state = None
         findings = {i: h.findings(sigs[i], s) for i, h in judged.items()}
-        for i, found in self._outliers(judged, sigs, notes).items():
+        eligible = [i for i, h in judged.items() if h.state != EJECTED and h.seen and not sigs[i].failed]
+        for i, found in compare_with_pool(eligible, len(judged), sigs, s, notes).items():
             findings[i].extend(found)
         for i, h in judged.items():
             # requests queued while the engine slept finish with the sleep in their latency: until the
@@ -310,67 +311,6 @@ class PoolHealth:
             return (FAIL_OPEN_PREFIX + f"all {len(sigs)} targets of pool {self.pool} failed at once "
                     f"({'; '.join(kinds)}): more likely the monitor's side than every instance")
         return None
-
-    def _outliers(self, judged: Mapping[str, InstanceHealth], sigs: Mapping[str, InstanceSignals],
-                  notes: list[str]) -> dict[str, list[Finding]]:
-        """Latency and success-rate outliers against the rest of the pool (leave-one-out mean ± k·stdev);
-        in a pool too small for that, relative slowness against the median of the others."""
-        s = self.settings
-        eligible = [i for i, h in judged.items()
-                    if h.state != EJECTED and h.seen and not sigs[i].failed]
-        out: dict[str, list[Finding]] = {}
-        enough = [i for i in eligible if sigs[i].requests >= s.outlier_min_requests]
-        if s.outlier_stdev_factor is None or len(enough) < s.outlier_min_hosts:
-            if s.outlier_stdev_factor is not None and len(judged) >= s.outlier_min_hosts:
-                notes.append(f"outlier detection skipped: {len(enough)} hosts with >= {s.outlier_min_requests} "
-                             f"requests, needs {s.outlier_min_hosts}")
-            return self._relative_slowdown(eligible, sigs)
-        k = s.outlier_stdev_factor
-        latency = {i: sigs[i].ttft_p99_s for i in enough if sigs[i].ttft_p99_s is not None}
-        success = {i: 1.0 - sigs[i].error_ratio for i in enough if sigs[i].error_ratio is not None}
-        if len(latency) >= s.outlier_min_hosts:
-            for i, x in latency.items():
-                rest = [v for j, v in latency.items() if j != i]
-                mean, sd = statistics.fmean(rest), statistics.pstdev(rest)
-                if x > mean + k * sd and x > 0 and x >= s.outlier_min_latency_ratio * mean:
-                    out.setdefault(i, []).append(Finding(
-                        s.outlier_action, OUTLIER,
-                        f"outlier: TTFT p99 {secs(x)} vs rest of pool {secs(mean)} ± {secs(sd)} (k={k:g})",
-                        x / mean if mean > 0 else math.inf))
-        if len(success) >= s.outlier_min_hosts:
-            for i, x in success.items():
-                rest = [v for j, v in success.items() if j != i]
-                mean, sd = statistics.fmean(rest), statistics.pstdev(rest)
-                if x < mean - k * sd and mean - x >= s.outlier_min_success_rate_drop:
-                    out.setdefault(i, []).append(Finding(
-                        s.outlier_action, OUTLIER,
-                        f"outlier: success rate {pct(x)} vs rest of pool {pct(mean)} ± {pct(sd)} (k={k:g})",
-                        (mean - x) / max(1.0 - mean, 1e-3)))
-        return out
-
-    def _relative_slowdown(self, eligible: list[str], sigs: Mapping[str, InstanceSignals]) -> dict[str, list[Finding]]:
-        """An instance whose TTFT, TPOT or e2e p99 is `relative_slowdown`× the median of the others
-        (each side with enough requests) is degraded, never ejected on that alone: with two or three
-        hosts a statistical rule has nothing to stand on, but a 5× gap needs no statistics."""
-        s = self.settings
-        factor = s.relative_slowdown
-        busy = [i for i in eligible if sigs[i].requests >= s.relative_min_requests]
-        if factor is None or len(busy) < 2:
-            return {}
-        out: dict[str, list[Finding]] = {}
-        for label, attr in (("TTFT p99", "ttft_p99_s"), ("TPOT p99", "tpot_p99_s"), ("e2e p99", "e2e_p99_s")):
-            values = {i: getattr(sigs[i], attr) for i in busy if getattr(sigs[i], attr) is not None}
-            for i, x in values.items():
-                rest = [v for j, v in values.items() if j != i]
-                if not rest:
-                    continue
-                median = statistics.median(rest)
-                if median > 0 and x >= factor * median:
-                    out.setdefault(i, []).append(Finding(
-                        "degrade", LATENCY,
-                        f"slower than the pool: {label} {secs(x)} is {x / median:.1f}x the median "
-                        f"{secs(median)} of the other {len(rest)} (relative_slowdown {factor:g}x)", x / median))
-        return out
 
     # -- outputs and persistence ----------------------------------------------------------------------
 

@@ -1,0 +1,75 @@
+"""The rules that judge an instance against the rest of its pool: statistical outliers where the
+pool is large enough (Envoy's success-rate rule, with an absolute gap on top, since identical peers
+have a stdev of zero), and plain relative slowness where it is not."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Mapping
+
+from monitor.decide.verdicts import LATENCY, OUTLIER, Finding
+from monitor.decide.wording import pct, secs
+from monitor.evaluate.signals import InstanceSignals
+from monitor.settings import HealthSettings
+
+
+def compare_with_pool(eligible: list[str], members: int, sigs: Mapping[str, InstanceSignals], s: HealthSettings,
+                      notes: list[str]) -> dict[str, list[Finding]]:
+    """Latency and success-rate outliers against the rest of the pool (leave-one-out mean ± k·stdev),
+    among `eligible` instances (seen, answering, not ejected) of a pool of `members` judged ones;
+    in a pool too small for that, relative slowness against the median of the others."""
+    out: dict[str, list[Finding]] = {}
+    enough = [i for i in eligible if sigs[i].requests >= s.outlier_min_requests]
+    if s.outlier_stdev_factor is None or len(enough) < s.outlier_min_hosts:
+        if s.outlier_stdev_factor is not None and members >= s.outlier_min_hosts:
+            notes.append(f"outlier detection skipped: {len(enough)} hosts with >= {s.outlier_min_requests} "
+                         f"requests, needs {s.outlier_min_hosts}")
+        return relative_slowdown(eligible, sigs, s)
+    k = s.outlier_stdev_factor
+    latency = {i: sigs[i].ttft_p99_s for i in enough if sigs[i].ttft_p99_s is not None}
+    success = {i: 1.0 - sigs[i].error_ratio for i in enough if sigs[i].error_ratio is not None}
+    if len(latency) >= s.outlier_min_hosts:
+        for i, x in latency.items():
+            rest = [v for j, v in latency.items() if j != i]
+            mean, sd = statistics.fmean(rest), statistics.pstdev(rest)
+            if x > mean + k * sd and x > 0 and x >= s.outlier_min_latency_ratio * mean:
+                out.setdefault(i, []).append(Finding(
+                    s.outlier_action, OUTLIER,
+                    f"outlier: TTFT p99 {secs(x)} vs rest of pool {secs(mean)} ± {secs(sd)} (k={k:g})",
+                    x / mean if mean > 0 else math.inf))
+    if len(success) >= s.outlier_min_hosts:
+        for i, x in success.items():
+            rest = [v for j, v in success.items() if j != i]
+            mean, sd = statistics.fmean(rest), statistics.pstdev(rest)
+            if x < mean - k * sd and mean - x >= s.outlier_min_success_rate_drop:
+                out.setdefault(i, []).append(Finding(
+                    s.outlier_action, OUTLIER,
+                    f"outlier: success rate {pct(x)} vs rest of pool {pct(mean)} ± {pct(sd)} (k={k:g})",
+                    (mean - x) / max(1.0 - mean, 1e-3)))
+    return out
+
+
+def relative_slowdown(eligible: list[str], sigs: Mapping[str, InstanceSignals],
+                      s: HealthSettings) -> dict[str, list[Finding]]:
+    """An instance whose TTFT, TPOT or e2e p99 is `relative_slowdown`× the median of the others
+    (each side with enough requests) is degraded, never ejected on that alone: with two or three
+    hosts a statistical rule has nothing to stand on, but a 5× gap needs no statistics."""
+    factor = s.relative_slowdown
+    busy = [i for i in eligible if sigs[i].requests >= s.relative_min_requests]
+    if factor is None or len(busy) < 2:
+        return {}
+    out: dict[str, list[Finding]] = {}
+    for label, attr in (("TTFT p99", "ttft_p99_s"), ("TPOT p99", "tpot_p99_s"), ("e2e p99", "e2e_p99_s")):
+        values = {i: getattr(sigs[i], attr) for i in busy if getattr(sigs[i], attr) is not None}
+        for i, x in values.items():
+            rest = [v for j, v in values.items() if j != i]
+            if not rest:
+                continue
+            median = statistics.median(rest)
+            if median > 0 and x >= factor * median:
+                out.setdefault(i, []).append(Finding(
+                    "degrade", LATENCY,
+                    f"slower than the pool: {label} {secs(x)} is {x / median:.1f}x the median "
+                    f"{secs(median)} of the other {len(rest)} (relative_slowdown {factor:g}x)", x / median))
+    return out
