@@ -13,7 +13,9 @@ import pytest
 
 from monitor.evaluate.slo import DAY, PAIRS
 from monitor.service.wiring import slo_engine
-from monitor.evaluate.slo_engine import SloEngine, SloEventRow, SloKey, format_duration, predicted_exact
+from monitor.evaluate.slo_engine import SloEngine, SloEventRow
+from monitor.evaluate.slo_track import SloKey, predicted_exact
+from monitor.units import format_duration
 from monitor.store import Store, upgrade
 
 from tests.helpers.slo_scrapes import T0, Server, config, result

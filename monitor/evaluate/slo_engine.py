@@ -43,14 +43,12 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Collection, Iterable, Mapping, Protocol, Sequence
+from typing import Collection, Iterable, Mapping, Sequence
 
-from monitor.collect.vllm import threshold_warning
 from monitor.evaluate.slo import (
     MINUTE,
     CostBudgetStatus,
     EventSeries,
-    Events,
     Exclusion,
     SloEvaluation,
     SpendMeter,
@@ -59,49 +57,26 @@ from monitor.evaluate.slo import (
     budget_statuses,
     count_events,
     evaluate,
-    indicator_present,
     instance_available,
     minute_ranges,
     retention_for,
     slo_pairs,
-    slo_windows,
 )
-from monitor.evaluate.windows import WindowStats, stats_over
-from monitor.otlp.goodput import LatencyObjective, latency_counts
-from monitor.otlp.records import RequestRecord
+from monitor.evaluate.slo_maintenance import MaintenanceWindows
+from monitor.evaluate.slo_presence import MetricPresence
+from monitor.evaluate.slo_track import SloKey, SloTrack
+from monitor.evaluate.slo_traces import TraceRecords, TraceRecount
+from monitor.evaluate.windows import stats_over
 from monitor.samples import ModelSample, ScrapeResult
-from monitor.settings import AvailabilityIndicator, CostConfig, LatencyIndicator, SloConfig
-from monitor.units import format_duration  # noqa: F401 - re-exported: the API's window notation
+from monitor.settings import AvailabilityIndicator, CostConfig, SloConfig
 
 log = logging.getLogger(__name__)
 
-POOL_WIDE = ""  # the model_name of a key that covers every model a pool serves
-# where each indicator's events come from, for the API's `source` (latency: "traces" once they cover it)
-SOURCES = {"latency": "histograms", "error_ratio": "counters", "saturation": "gauges", "availability": "scrapes"}
-TRACED = "traces"
 # samples reach the `prometheus` source up to a Prometheus scrape interval late (service.PROMETHEUS_SETTLE_S)
 PROMETHEUS_LAG_S = 30.0
-# traced minutes remembered so a late histogram increase is not added on top of their exact count
-TRACED_MINUTES_KEPT = 360
-MAX_MINUTES_PER_PASS = 1440  # a first pass long after `use_traces` looks back at most a day
 # the SLO name under which a pool's replica-seconds per minute are stored (no configured SLO can be
 # called so: names start with a letter or digit)
 SPEND_ROW = "~replica_seconds"
-
-
-class TraceRecords(Protocol):
-    """What the engine reads traces from (`monitor.otlp.store.TraceStore`)."""
-
-    def records(self, pool: str, *, since: float = ..., model: str | None = None) -> list[RequestRecord]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class SloKey:
-    """What one event series and one evaluation belong to."""
-
-    slo: str
-    pool: str
-    model_name: str = POOL_WIDE
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,106 +123,6 @@ class SloStatus:
         return self.evaluation.severities()
 
 
-def predicted_exact(slo: SloConfig) -> bool:
-    """Whether a latency threshold sits on one of vLLM's default bucket bounds (what `check` says).
-
-    Used for `exact` until this process has seen real histograms: after a restart the stored
-    minutes hold counts only, and the API must not claim an interpolated SLI is exact meanwhile.
-    """
-    if not isinstance(slo.indicator, LatencyIndicator):
-        return True
-    return threshold_warning(slo.indicator.metric, slo.indicator.threshold) is None
-
-
-def portions(start: float, end: float, earliest: float = float("-inf")) -> list[tuple[float, float]]:
-    """Where one scrape interval's events are filed: (time, share) pairs. Up to a minute long, all at
-    the interval's midpoint (as EventSeries asks); a longer one (scrapes failed in between, the
-    increase covers the gap) spread evenly over the minutes it spans, from `earliest` on, so a
-    10-minute gap does not pile 10 minutes of errors into one and spike the 5m window."""
-    if end - start <= MINUTE:
-        return [((start + end) / 2.0, 1.0)]
-    span = end - start
-    out = []
-    minute = math.floor(max(start, earliest) / MINUTE) * MINUTE
-    while minute < end:
-        lo, hi = max(minute, start), min(minute + MINUTE, end)
-        if hi > lo:
-            out.append(((lo + hi) / 2.0, (hi - lo) / span))
-        minute += MINUTE
-    return out
-
-
-class _Track:
-    """One key's series, exactness and the minutes not yet written to the database."""
-
-    __slots__ = ("key", "config", "series", "predicted_exact", "observed_exact", "dirty", "source", "traced")
-
-    def __init__(self, key: SloKey, config: SloConfig, keep_rows: bool) -> None:
-        self.key = key
-        self.config = config
-        self.series = EventSeries(retention_for(config.window, slo_pairs(config)))
-        self.predicted_exact = predicted_exact(config)
-        self.observed_exact: bool | None = None  # None until an interval with events was counted
-        # minute numbers (unix seconds // 60) not yet handed to the store; None without a store,
-        # where nobody would ever drain it
-        self.dirty: set[int] | None = set() if keep_rows else None
-        self.source = SOURCES[config.indicator.type]
-        self.traced: set[int] = set()  # minutes recounted from traces
-
-    @classmethod
-    def carried(cls, old: _Track, config: SloConfig, keep_rows: bool) -> _Track:
-        """The same key under a (possibly changed) definition: the counted minutes stay."""
-        track = cls(old.key, config, keep_rows)
-        track.series = old.series
-        if old.config == config:
-            track.observed_exact, track.source, track.traced = old.observed_exact, old.source, old.traced
-        if keep_rows and old.dirty:
-            track.dirty = set(old.dirty)
-        return track
-
-    @property
-    def exact(self) -> bool:
-        if self.source == TRACED:
-            return True
-        return self.predicted_exact if self.observed_exact is None else self.observed_exact
-
-    def use_trace_minute(self, minute: int, records: Sequence[RequestRecord], requests: float,
-                         min_coverage: float) -> None:
-        """Recount one settled minute from its trace records if they cover the `requests` the
-        histograms counted in it; otherwise keep the histogram count and say so. Only records that
-        carry the SLO's metric count towards coverage (spans without `time_in_queue` cannot cover a
-        queue SLO)."""
-        indicator = self.config.indicator
-        assert isinstance(indicator, LatencyIndicator)
-        good, total = latency_counts(records, LatencyObjective(self.config.name, indicator.metric,
-                                                               indicator.threshold)) if records else (0, 0)
-        if total == 0 or total < min_coverage * requests:
-            if records or requests > 0:
-                self.source = SOURCES["latency"]
-            return
-        self.series.set_minute(minute * MINUTE, float(good), float(total))
-        self.traced.add(minute)
-        if self.dirty is not None:
-            self.dirty.add(minute)
-        self.source = TRACED
-
-    def file(self, start: float, end: float, events: Events) -> None:
-        """Add one interval's events, filed where `portions` says."""
-        if events.total <= 0:
-            return
-        self.observed_exact = events.exact if self.observed_exact is None else self.observed_exact and events.exact
-        good = min(events.good, events.total)
-        # older minutes would be pruned anyway
-        for t, share in portions(start, end, earliest=end - self.series.retention - MINUTE):
-            self._add(t, good * share, events.total * share)
-
-    def _add(self, t: float, good: float, total: float) -> None:
-        if self.traced and math.floor(t / MINUTE) in self.traced:
-            return  # a late histogram increase for a minute already counted exactly from traces
-        self.series.add(t, good, total)
-        if self.dirty is not None:
-            self.dirty.add(math.floor(t / MINUTE))
-
 
 class SloEngine:
     """Counts, keeps and evaluates every configured SLO per pool (and per model where relevant)."""
@@ -262,24 +137,15 @@ class SloEngine:
         self.health_checked = health_checked
         self.trace_settle_s = trace_settle_s
         self.trace_min_coverage = trace_min_coverage
-        self._tracks: dict[SloKey, _Track] = {}
+        self._tracks: dict[SloKey, SloTrack] = {}
         self._previous: dict[tuple[str, str], tuple[float, ModelSample]] = {}  # (instance, model) -> last
         self.multi_model: set[str] = set()  # pools seen serving more than one model_name
         self.statuses: list[SloStatus] = []
         self.evaluated_at: float | None = None
-        # exact SLIs from traces (`use_traces`)
-        self._traces: TraceRecords | None = None
-        self._traces_checked_to: int | None = None  # the newest minute already compared with traces
-        # requests the histograms counted, per (pool, model_name or POOL_WIDE) and minute: the
-        # denominator of a minute's trace coverage
-        self._requests: dict[tuple[str, str], dict[int, float]] = {}
-        # complete alerting: when each (SLO, pool)'s series were last seen, each pool's first and
-        # last good scrape, ad-hoc maintenance windows, replica-seconds for the cost budgets
-        self._seen: dict[tuple[str, str], float] = {}
-        self._pool_ok_since: dict[str, float] = {}
-        self._pool_up: dict[str, bool] = {}
-        self.adhoc_exclusions: tuple[Exclusion, ...] = ()
-        self._windows_cache: tuple[int, dict[tuple[str, str], list[Window]]] | None = None
+        self._traces: TraceRecount | None = None  # exact SLIs from traces (`use_traces`)
+        # complete alerting: absent series, maintenance windows, replica-seconds for the cost budgets
+        self._presence = MetricPresence()
+        self._maintenance = MaintenanceWindows()
         self.spend = SpendMeter(keep_dirty=keep_rows)
         self.costs: dict[str, CostConfig] = {}
         self.cost_budgets: list[CostBudgetStatus] = []
@@ -294,7 +160,7 @@ class SloEngine:
         `cost` (daily budgets); None keeps the ones given before."""
         if costs is not None:
             self.costs = {pool: cost for pool, cost in costs.items() if cost is not None}
-        self._windows_cache = None
+        self._maintenance.forget_cached()
         self.slos = tuple(slos)
         pool_names = list(pools)
         self._slo_order = {s.name: i for i, s in enumerate(self.slos)}
@@ -309,12 +175,12 @@ class SloEngine:
         for key, track in old.items():
             slo = self._by_name.get(key.slo)
             if slo is not None and slo in self._by_pool.get(key.pool, ()):
-                self._tracks[key] = _Track.carried(track, slo, self.keep_rows)
+                self._tracks[key] = SloTrack.carried(track, slo, self.keep_rows)
         for slo in self.slos:
             for pool in slo.pools or pool_names:
                 key = SloKey(slo.name, pool)
                 if pool in self._by_pool and key not in self._tracks:
-                    self._tracks[key] = _Track(key, slo, self.keep_rows)
+                    self._tracks[key] = SloTrack(key, slo, self.keep_rows)
 
     def forget(self, instances: Collection[str]) -> None:
         """Instances gone from the fleet (dropped after draining): their last samples, the
@@ -356,7 +222,7 @@ class SloEngine:
                     continue
                 per_model = result.pool in self.multi_model
                 if self._traces is not None:
-                    self._count_requests(result.pool, sample.model_name if per_model else None, previous[0], t,
+                    self._traces.count_requests(result.pool, sample.model_name if per_model else None, previous[0], t,
                                          stats)
                 for slo in slos:
                     if isinstance(slo.indicator, AvailabilityIndicator):
@@ -366,19 +232,6 @@ class SloEngine:
                     if per_model:
                         self._track(SloKey(slo.name, result.pool, sample.model_name)).file(previous[0], t, events)
 
-    def _count_requests(self, pool: str, model: str | None, start: float, end: float, stats: WindowStats) -> None:
-        """File an interval's finished requests (e2e histogram count, else the finished counters) by
-        minute, as the latency events are filed, so a minute's trace coverage compares like with like."""
-        e2e = stats.histograms.get("e2e")
-        n = e2e.count if e2e is not None else stats.finished_total
-        if n <= 0:
-            return
-        for key in ((pool, POOL_WIDE), (pool, model)) if model is not None else ((pool, POOL_WIDE),):
-            minutes = self._requests.setdefault(key, {})
-            for t, share in portions(start, end, earliest=end - MAX_MINUTES_PER_PASS * MINUTE):
-                minute = math.floor(t / MINUTE)
-                minutes[minute] = minutes.get(minute, 0.0) + n * share
-
     def _note_presence(self, results: Sequence[ScrapeResult]) -> None:
         """Which pools scraped fine this cycle, which SLIs' series they carried, and the replicas
         each pool is billed for (every member scraped, whatever the outcome)."""
@@ -386,45 +239,22 @@ class SloEngine:
         for result in results:
             members.setdefault(result.pool, []).append(result)
         for pool, pool_results in members.items():
-            ok = [r for r in pool_results if r.ok]
-            self._pool_up[pool] = bool(ok)
+            self._presence.note(pool, pool_results, self._by_pool.get(pool, ()))
             self.spend.record(pool, min(r.started_at for r in pool_results), len(pool_results))
-            if not ok:
-                continue
-            self._pool_ok_since.setdefault(pool, min(r.started_at for r in ok))
-            for slo in self._by_pool.get(pool, ()):
-                for result in ok:
-                    if any(indicator_present(slo.indicator, m) for m in result.models):
-                        key = (slo.name, pool)
-                        self._seen[key] = max(self._seen.get(key, result.started_at), result.started_at)
 
     def set_exclusions(self, exclusions: Iterable[Exclusion]) -> None:
         """The ad-hoc maintenance windows (POST /api/v1/exclusions), all of them: the configured
         ones come with the SLOs. Takes effect at the next evaluation."""
-        self.adhoc_exclusions = tuple(exclusions)
-        self._windows_cache = None
+        self._maintenance.set_adhoc(exclusions)
+
+    @property
+    def adhoc_exclusions(self) -> tuple[Exclusion, ...]:
+        return self._maintenance.adhoc
 
     def exclusion_windows(self, slo: SloConfig, pool: str, now: float) -> list[Window]:
         """The SLO's and pool's maintenance windows overlapping its retention up to now (recomputed
         once a minute, or when the windows change)."""
-        minute = math.floor(now / MINUTE)
-        if self._windows_cache is None or self._windows_cache[0] != minute:
-            self._windows_cache = (minute, {})
-        cache = self._windows_cache[1]
-        key = (slo.name, pool)
-        if key not in cache:
-            retention = retention_for(slo.window, slo_pairs(slo))
-            cache[key] = slo_windows(slo, pool, self.adhoc_exclusions, now - retention - 2 * MINUTE,
-                                     now + 2 * MINUTE)
-        return cache[key]
-
-    def _absent(self, slo: SloConfig, pool: str, now: float) -> tuple[bool, float | None]:
-        """(SLOMetricAbsent fires, when the series were last seen) for a pool-wide key."""
-        seen = self._seen.get((slo.name, pool))
-        if isinstance(slo.indicator, AvailabilityIndicator) or not self._pool_up.get(pool):
-            return False, seen
-        since = seen if seen is not None else self._pool_ok_since.get(pool)
-        return since is not None and now - since >= slo.absent_for, seen
+        return self._maintenance.windows(slo, pool, now)
 
     def _note_models(self, results: Sequence[ScrapeResult]) -> None:
         """A pool serves several models once one cycle shows more than one `model_name` in it.
@@ -441,10 +271,10 @@ class SloEngine:
                 log.info("pool %s serves %d models: SLOs are evaluated per model_name too", pool, len(models))
                 self.multi_model.add(pool)
 
-    def _track(self, key: SloKey) -> _Track:
+    def _track(self, key: SloKey) -> SloTrack:
         track = self._tracks.get(key)
         if track is None:
-            track = self._tracks[key] = _Track(key, self._by_name[key.slo], self.keep_rows)
+            track = self._tracks[key] = SloTrack(key, self._by_name[key.slo], self.keep_rows)
         return track
 
     # -- evaluating -------------------------------------------------------------------------------
@@ -452,7 +282,7 @@ class SloEngine:
     def evaluate(self, now: float) -> list[SloStatus]:
         """Evaluate every key at `now`; the result is also kept in `statuses` for the outputs."""
         if self._traces is not None:
-            self._recount_from_traces(now)
+            self._traces.recount(self._tracks.values(), now)
         statuses = []
         for key in sorted(self._tracks, key=self._sort_key):
             track = self._tracks[key]
@@ -462,7 +292,7 @@ class SloEngine:
                                   min_bad_events=slo.min_bad_events, pairs=slo_pairs(slo),
                                   excluded=minute_ranges(windows))
             in_force = tuple(w for w in windows if w.active(now))
-            absent, seen = (False, None) if key.model_name else self._absent(slo, key.pool, now)
+            absent, seen = (False, None) if key.model_name else self._presence.absent(slo, key.pool, now)
             statuses.append(SloStatus(key, slo, evaluation, now, track.source, absent=absent and not in_force,
                                       metric_last_seen=seen, exclusions=in_force))
         self.statuses = statuses
@@ -474,40 +304,10 @@ class SloEngine:
 
     def use_traces(self, traces: TraceRecords, now: float) -> None:
         """Recount latency minutes from `traces` from the minute holding `now` on (see the module doc)."""
-        self._traces = traces
-        self._traces_checked_to = math.floor(now / MINUTE) - 1
-
-    def _recount_from_traces(self, now: float) -> None:
-        """Compare every latency key's newly settled minutes with the pool's trace records."""
-        assert self._traces is not None and self._traces_checked_to is not None
-        last = math.floor((now - self.trace_settle_s) / MINUTE) - 1  # the newest minute that has settled
-        first = max(self._traces_checked_to + 1, last - MAX_MINUTES_PER_PASS + 1)
-        if last < first:
-            return
-        self._traces_checked_to = last
-        by_pool: dict[str, list[_Track]] = {}
-        for track in self._tracks.values():
-            if isinstance(track.config.indicator, LatencyIndicator):
-                by_pool.setdefault(track.key.pool, []).append(track)
-        for pool, tracks in by_pool.items():
-            minutes: dict[int, list[RequestRecord]] = {}
-            for record in self._traces.records(pool, since=first * MINUTE - 1e-6):
-                minute = math.floor(record.at / MINUTE)
-                if first <= minute <= last:
-                    minutes.setdefault(minute, []).append(record)
-            for track in tracks:
-                model = track.key.model_name
-                counted = self._requests.get((pool, model), {})
-                for minute in range(first, last + 1):
-                    records = minutes.get(minute, [])
-                    if model:
-                        records = [r for r in records if r.model == model]
-                    track.use_trace_minute(minute, records, counted.get(minute, 0.0), self.trace_min_coverage)
-                if len(track.traced) > TRACED_MINUTES_KEPT:
-                    track.traced = {m for m in track.traced if m > last - TRACED_MINUTES_KEPT}
-        for counted in self._requests.values():
-            for minute in [m for m in counted if m <= last]:
-                del counted[minute]
+        if self._traces is None:
+            self._traces = TraceRecount(traces, now, self.trace_settle_s, self.trace_min_coverage)
+        else:
+            self._traces.start(traces, now)
 
     def _sort_key(self, key: SloKey) -> tuple[int, int, str]:
         return self._slo_order[key.slo], self._pool_order.get(key.pool, 1 << 30), key.model_name
