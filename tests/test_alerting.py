@@ -366,14 +366,14 @@ def test_a_meter_without_storage_keeps_no_dirty_minutes():
 def test_both_paths_send_the_same_alert_names_and_severities():
     """Generation does not import the publish layer, so the names are kept twice; one Alertmanager fed
     by both paths shows one alert only while they agree."""
-    from monitor.generate import rules
+    from monitor.generate import rules, rules_service
     from monitor.publish import alertmanager
 
     assert (rules.ABSENT_ALERT, rules.ABSENT_SEVERITY) == (alertmanager.ABSENT_ALERT, alertmanager.ABSENT_SEVERITY)
     assert (rules.EXHAUSTED_ALERT, rules.EXHAUSTED_SEVERITY) == \
         (alertmanager.EXHAUSTED_ALERT, alertmanager.EXHAUSTED_SEVERITY)
-    by_name = {a.name: a.severity for a in rules.service_alerts()}
+    by_name = {a.name: a.severity for a in rules_service.service_alerts()}
     assert {name: by_name[name] for name in alertmanager.COST_SEVERITIES} == alertmanager.COST_SEVERITIES
     from monitor.evaluate.slo import spend
 
-    assert rules.COST_WARNING_AT == spend.WARNING_AT
+    assert rules_service.COST_WARNING_AT == spend.WARNING_AT

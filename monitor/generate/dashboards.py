@@ -22,14 +22,8 @@ from grafanalib._gen import DashboardEncoder
 
 from monitor.evaluate.slo import WINDOW_NAMES
 import monitor.generate.expressions as q
-from monitor.generate.rules import (
-    ABSENT_ALERT,
-    BURN_ALERT,
-    COST_BUDGET,
-    COST_TODAY,
-    EXHAUSTED_ALERT,
-    REPLICA_METRICS,
-)
+from monitor.generate.rules import ABSENT_ALERT, BURN_ALERT, EXHAUSTED_ALERT
+from monitor.generate.rules_service import COST_BUDGET, COST_TODAY, REPLICA_METRICS
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 TAG = "llm-slo-monitor"

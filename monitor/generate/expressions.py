@@ -37,6 +37,11 @@ REJECTIONS = COUNTERS["admission_rejections"][0]
 SUCCESS = FINISHED
 
 
+def block(expr: str) -> str:
+    """A rule's `expr` as the YAML writer prints it: one block scalar ending in a newline."""
+    return expr.strip() + "\n"
+
+
 def number(value: float) -> str:
     """A float as PromQL/YAML reads it, without binary noise (0.0010000000000000009 -> 0.001)."""
     if value == math.inf:

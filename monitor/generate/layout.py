@@ -22,6 +22,8 @@ import monitor.generate.configs as configs
 import monitor.generate.dashboards as dashboards
 import monitor.generate.kubernetes as kubernetes
 import monitor.generate.rules as rules
+import monitor.generate.rules_fleet as rules_fleet
+import monitor.generate.rules_service as rules_service
 from monitor.generate.docs import alerts_readme, dashboards_readme, operator_readme
 from monitor.generate.rule_tests import fleet_test_file, service_test_file, slo_test_file
 from monitor.generate.yaml_text import MARK, to_yaml
@@ -36,7 +38,7 @@ class Options:
     rule_interval_s: float = 60.0  # evaluation interval of every generated rule group
     scrape_interval: str = "15s"  # in the example prometheus.yml and the Grafana datasource
     service_target: str | None = None  # host:port Prometheus scrapes slo-monitor at (default: api.listen)
-    replica_metrics: tuple[str, str] | None = rules.REPLICA_METRICS
+    replica_metrics: tuple[str, str] | None = rules_service.REPLICA_METRICS
     formats: tuple[str, ...] = (PLAIN,)  # what to write (FORMATS)
     kubernetes: kubernetes.KubernetesOptions = field(default_factory=kubernetes.KubernetesOptions)
 
@@ -50,8 +52,9 @@ def rule_groups(config: Config, options: Options = Options()) -> dict[str, list[
     interval = options.rule_interval_s
     pools = pool_names(config)
     out = {f"slo-{slo.name}": rules.slo_rules(pools, slo, interval).groups for slo in config.slos}
-    out[rules.FLEET_FILE] = rules.fleet_rules(pools, interval)
-    out[rules.SERVICE_FILE] = rules.service_rules(rules.service_alerts(options.replica_metrics), interval)
+    out[rules_fleet.FLEET_FILE] = rules_fleet.fleet_rules(pools, interval)
+    alerts = rules_service.service_alerts(options.replica_metrics)
+    out[rules_service.SERVICE_FILE] = rules_service.service_rules(alerts, interval)
     return out
 
 
@@ -64,13 +67,13 @@ def rule_sets(config: Config, options: Options = Options()) -> dict[str, tuple[s
         built = rules.slo_rules(pools, slo, interval)
         stem = built.file_stem
         out[stem] = (to_yaml({"groups": built.groups}), to_yaml(slo_test_file(built, f"{stem}.rules.yml")))
-    fleet = rules.fleet_rules(pools, interval)
-    out[rules.FLEET_FILE] = (to_yaml({"groups": fleet}),
-                             to_yaml(fleet_test_file(pools, fleet, f"{rules.FLEET_FILE}.rules.yml")))
-    alerts = rules.service_alerts(options.replica_metrics)
-    service = rules.service_rules(alerts, interval)
-    out[rules.SERVICE_FILE] = (to_yaml({"groups": service}), to_yaml(service_test_file(
-        alerts, service, f"{rules.SERVICE_FILE}.rules.yml", options.replica_metrics)))
+    fleet = rules_fleet.fleet_rules(pools, interval)
+    out[rules_fleet.FLEET_FILE] = (to_yaml({"groups": fleet}),
+                                   to_yaml(fleet_test_file(pools, fleet, f"{rules_fleet.FLEET_FILE}.rules.yml")))
+    alerts = rules_service.service_alerts(options.replica_metrics)
+    service = rules_service.service_rules(alerts, interval)
+    out[rules_service.SERVICE_FILE] = (to_yaml({"groups": service}), to_yaml(service_test_file(
+        alerts, service, f"{rules_service.SERVICE_FILE}.rules.yml", options.replica_metrics)))
     return out
 
 

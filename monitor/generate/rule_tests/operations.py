@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import monitor.generate.expressions as q
 from monitor.generate.rule_tests.inputs import MODEL
 from monitor.generate.rule_tests.series import expected_alert, labels_text, series_values
-from monitor.generate.rules import COST_BUDGET, COST_EXCEEDED_ALERT, COST_TODAY, COST_WARNING_ALERT, NS, ServiceAlert
+from monitor.generate.rules_service import COST_BUDGET, COST_EXCEEDED_ALERT, COST_TODAY, COST_WARNING_ALERT, NS, ServiceAlert
 
 STEP_MIN = 1  # samples and evaluations a minute apart (no `sum_over_time` in these rules)
 
