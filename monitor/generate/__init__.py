@@ -10,10 +10,10 @@ service's own alerting. Output layout (docs/cli.md and `monitor.generate.layout`
 * `alerts/prometheus.yml` (scrape config with the `pool` label the rules need) and
   `alerts/alertmanager.yml` (routing and the page-inhibits-ticket rule).
 
-The rooms: `expressions` (PromQL building blocks), `sli` (each indicator's PromQL), `rules` (per SLO),
-`rules_fleet`, `rules_service`, `rule_tests` (promtool tests),
-`dashboards`, `configs` (Prometheus, Alertmanager, Grafana provisioning), `docs` (the READMEs),
-`yaml_text` (how YAML is written) and `layout` (what goes where, and writing it). This module only
+The rooms: `expressions` (PromQL building blocks), `sli` (each indicator's PromQL), `rules` (per
+SLO), `rules_fleet`, `rules_service`, `rule_tests` (promtool tests), `panels` and `dashboard_*` (one
+per dashboard), `dashboards` (Grafana JSON), `configs` (Prometheus, Alertmanager, Grafana
+provisioning), `docs` (the READMEs), `yaml_text` (how YAML is written) and `layout` (what goes where, and writing it). This module only
 re-exports; nothing in the package imports it.
 """
 
