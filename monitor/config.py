@@ -13,18 +13,17 @@ to fire) are added by the CLI where it prints them (monitor/cli/advice.py).
 
 from __future__ import annotations
 
-import difflib
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from monitor.errors import BadInput
 from monitor.settings.discovery import DiscoverySettings
+from monitor.settings.loading import describe, expand_env, unique
 from monitor.settings import (  # noqa: F401 - re-exported: `from monitor.config import SloConfig` keeps working
     INDICATOR_TYPES,
     AlertingConfig,
@@ -240,126 +239,13 @@ def _raw_refs(data: dict[str, Any]) -> tuple[list[PoolRef], list[SloRef]]:
     return pools, slos
 
 
-# --- loading and error reporting ----------------------------------------------------------------
+# --- loading (how each error reads, ${NAME} expansion: monitor.settings.loading) ----------------
 
 
 @dataclass(frozen=True)
 class Loaded:
     config: Config
     warnings: list[str]
-
-
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def _expand_env(node: Any, path: str, environ: dict[str, str], warnings: list[str]) -> Any:
-    """Expand ``${NAME}`` / ``${NAME:-default}`` in string values, after YAML parsing.
-
-    Expanding after parsing means a variable's value can never change the document's structure.
-    """
-    if isinstance(node, dict):
-        return {k: _expand_env(v, _join(path, k), environ, warnings) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_expand_env(v, f"{path}[{i}]", environ, warnings) for i, v in enumerate(node)]
-    if isinstance(node, str) and "${" in node:
-
-        def substitute(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in environ:
-                return environ[name]
-            if default is not None:
-                return default
-            warnings.append(f"{path}: environment variable {name} is not set (expanded to an empty string)")
-            return ""
-
-        return _ENV_REF.sub(substitute, node)
-    return node
-
-
-def _join(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
-
-
-def _loc_path(loc: tuple[Any, ...]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part in INDICATOR_TYPES and path.endswith("indicator"):
-            continue  # pydantic names the union member it tried; the user only wrote `indicator`
-        elif isinstance(part, str) and part.startswith("function-"):
-            continue
-        else:
-            path = _join(path, part)
-    return path
-
-
-def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The keys a section accepts, to suggest the intended spelling of an unknown one."""
-    current: Any = model
-    for part in loc[:-1]:
-        if isinstance(part, int) or current is None:
-            continue
-        field_info = getattr(current, "model_fields", {}).get(part)
-        if field_info is None:
-            if isinstance(part, str) and part in INDICATOR_TYPES:
-                current = INDICATOR_TYPES[part]
-            continue
-        current = _model_in(field_info.annotation)
-    return list(getattr(current, "model_fields", {}).keys())
-
-
-def _model_in(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
-# what a missing key wants, for the keys a first config most often lacks
-_MISSING_HINTS = {
-    "pools": "e.g. pools: [{name: default, targets: [http://127.0.0.1:8000]}]",
-    "name": "letters, digits, '_', '.', '-'",
-    "indicator": "e.g. {type: latency, metric: ttft, threshold: 500ms}",
-    "objective": "e.g. 99.9%",
-    "threshold": "e.g. 500ms for latency, 90% for saturation",
-    "type": "latency, error_ratio, saturation or availability",
-}
-
-
-def _describe(error: dict[str, Any]) -> str:
-    loc = tuple(error["loc"])
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        keys = _known_keys(Config, loc)
-        close = difflib.get_close_matches(str(loc[-1]), keys, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(keys)})" if keys else ""
-        return f"{_loc_path(loc)}: unknown key{hint}"
-    if kind == "missing":
-        hint = _MISSING_HINTS.get(str(loc[-1])) if loc else None
-        return f"{_loc_path(loc)}: required key is missing" + (f" ({hint})" if hint else "")
-    message = error["msg"]
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if message.startswith(prefix):
-            message = message[len(prefix):]
-    seen = error.get("input")
-    if kind == "union_tag_invalid":
-        message = (f"unknown type {seen.get('type')!r} (use latency, error_ratio, saturation or availability)"
-                   if isinstance(seen, dict) else message)
-    elif kind == "too_short":
-        message = "must not be empty"
-    elif kind == "string_pattern_mismatch":
-        message = f"must start with a letter or digit and use only letters, digits, '_', '.', '-' (got {seen!r})"
-    elif kind != "value_error" and isinstance(seen, (str, int, float, bool)) and repr(seen) not in message:
-        message = f"{message} (got {seen!r})"  # pydantic's own messages name the form, not the value seen
-    return f"{_loc_path(loc) or '(top level)'}: {message}"
-
-
-def _unique(problems: list[str]) -> list[str]:
-    return list(dict.fromkeys(problems))
 
 
 def validate(data: Any, environ: dict[str, str] | None = None) -> Loaded:
@@ -369,7 +255,7 @@ def validate(data: Any, environ: dict[str, str] | None = None) -> Loaded:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([f"(top level): expected a mapping of sections, got {type(data).__name__}"])
-    data = _expand_env(data, "", dict(os.environ) if environ is None else environ, warnings)
+    data = expand_env(data, "", dict(os.environ) if environ is None else environ, warnings)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
@@ -379,9 +265,9 @@ def validate(data: Any, environ: dict[str, str] | None = None) -> Loaded:
             if isinstance(ctx_error, ConfigError):
                 problems.extend(ctx_error.problems)
             else:
-                problems.append(_describe(error))
+                problems.append(describe(error, Config))
         problems.extend(reference_problems(*_raw_refs(data)))
-        raise ConfigError(_unique(problems)) from None
+        raise ConfigError(unique(problems)) from None
     warnings.extend(config_warnings(config))
     return Loaded(config, warnings)
 
