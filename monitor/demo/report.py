@@ -12,10 +12,11 @@ which is last and runs to the end of the line (tests and scripts split on the fi
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Mapping, Sequence
+
+from monitor.loadgen.report import percentile
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,17 +59,6 @@ class Decision:
     from_state: str
     to_state: str
     reasons: tuple[str, ...]
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-th percentile with linear interpolation (numpy's default, as the load generator's)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100.0
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def served_rows(rows: Iterable[Mapping[str, Any]], t0_wall: float) -> list[Served]:
