@@ -1,4 +1,5 @@
-"""The service's handle on the database: the fleet's pools and instances, the write queue, reads, retention.
+"""The service's handle on the database: the fleet's pools and instances and the write queue (reads and
+retention: `reads`; maintenance windows: `exclusions`).
 
 Writes go through a bounded buffer: when the database is unreachable, evaluation and the API go on,
 rows wait in memory and are written once it answers again.
@@ -19,15 +20,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from monitor.evaluate.fleet import OutcomeTally, Rollup
-from monitor.evaluate.slo import Exclusion
 from monitor.evaluate.slo_engine import SloEventRow
 from monitor.evaluate.windows import instance_figures
 from monitor.gpu.rollup import GpuRollup
 from monitor.store.audit import AuditEntry
 from monitor.store.engine import make_engine, serialize
+from monitor.store.exclusions import ExclusionStore
 from monitor.store.models import (
     DecisionRecord,
-    ExclusionRecord,
     GpuRollupRecord,
     Instance,
     InstanceRollup,
@@ -36,7 +36,8 @@ from monitor.store.models import (
     ServiceState,
     SloEvent,
 )
-from monitor.store.rows import aware, chunks, histogram_json, jsonable, utc
+from monitor.store.reads import StoreReads
+from monitor.store.rows import chunks, histogram_json, jsonable, utc
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class PendingState:
 Pending = PendingRollup | PendingOutcome | SloEventRow | AuditEntry | PendingState | GpuRollup
 
 
-class Store:
+class Store(StoreReads, ExclusionStore):
     """The service's one handle on the database."""
 
     def __init__(self, engine: Engine, *, max_pending: int = 200_000) -> None:
@@ -298,128 +299,3 @@ class Store:
             last_error_kind=t.last_error_kind,
             last_error=t.last_error,
         )
-
-    # -- reads and retention ------------------------------------------------------------------------
-
-    def rollups(self, instance: str | None = None, since: float | None = None) -> list[InstanceRollup]:
-        with Session(self.engine) as session:
-            query = select(InstanceRollup).order_by(InstanceRollup.minute)
-            if instance is not None:
-                query = query.join(Instance).where(Instance.address == instance)
-            if since is not None:
-                query = query.where(InstanceRollup.minute >= utc(since))
-            return list(session.scalars(query))
-
-    def outcomes(self, instance: str | None = None) -> list[ScrapeOutcome]:
-        with Session(self.engine) as session:
-            query = select(ScrapeOutcome).order_by(ScrapeOutcome.minute)
-            if instance is not None:
-                query = query.join(Instance).where(Instance.address == instance)
-            return list(session.scalars(query))
-
-    def gpu_rollups(self, *, since: float | None = None, host: str | None = None,
-                    pool: str | None = None) -> list[GpuRollupRecord]:
-        """Stored GPU minutes, oldest first (then by node and GPU)."""
-        with Session(self.engine) as session:
-            query = select(GpuRollupRecord).order_by(GpuRollupRecord.minute, GpuRollupRecord.host,
-                                                     GpuRollupRecord.gpu_index, GpuRollupRecord.uuid)
-            if since is not None:
-                query = query.where(GpuRollupRecord.minute >= utc(since))
-            if host is not None:
-                query = query.where(GpuRollupRecord.host == host)
-            if pool is not None:
-                query = query.where(GpuRollupRecord.pool == pool)
-            return list(session.scalars(query))
-
-    def slo_events(self, since: float | None = None) -> list[SloEventRow]:
-        """Stored SLO minutes (all SLOs, pools and models), for the engine to rebuild its series."""
-        with Session(self.engine) as session:
-            query = select(SloEvent.slo, SloEvent.pool, SloEvent.model_name, SloEvent.minute, SloEvent.good,
-                           SloEvent.total)
-            if since is not None:
-                query = query.where(SloEvent.minute >= utc(since))
-            return [SloEventRow(slo, pool, model, aware(minute).timestamp(), good, total)
-                    for slo, pool, model, minute, good, total in session.execute(query)]
-
-    # -- maintenance windows (POST /api/v1/exclusions): written at once, not queued, so the API can
-    # answer with the stored id or say the database refused
-
-    def add_exclusion(self, exclusion: Exclusion) -> Exclusion:
-        """Store a new ad-hoc maintenance window; returns it with its id."""
-        with Session(self.engine) as session, session.begin():
-            row = ExclusionRecord(slo=exclusion.slo, pool=exclusion.pool, starts_at=utc(exclusion.start),
-                                  ends_at=utc(exclusion.end), reason=exclusion.reason,
-                                  created_at=utc(exclusion.created_at), created_by=exclusion.created_by)
-            session.add(row)
-            session.flush()
-            return _exclusion(row)
-
-    def exclusions(self, *, since: float | None = None, include_removed: bool = True) -> list[Exclusion]:
-        """Stored maintenance windows, oldest first: those ending after `since` (all when None)."""
-        with Session(self.engine) as session:
-            query = select(ExclusionRecord).order_by(ExclusionRecord.starts_at, ExclusionRecord.id)
-            if since is not None:
-                query = query.where(ExclusionRecord.ends_at >= utc(since))
-            if not include_removed:
-                query = query.where(ExclusionRecord.removed_at.is_(None))
-            return [_exclusion(row) for row in session.scalars(query)]
-
-    def close_exclusion(self, exclusion_id: int, *, ended_at: float | None = None,
-                        removed_at: float | None = None) -> Exclusion | None:
-        """End a running window early (`ended_at`) or remove one not started yet (`removed_at`)."""
-        with Session(self.engine) as session, session.begin():
-            row = session.get(ExclusionRecord, exclusion_id)
-            if row is None:
-                return None
-            if ended_at is not None:
-                row.ended_at = utc(ended_at)
-            if removed_at is not None:
-                row.removed_at = utc(removed_at)
-            session.flush()
-            return _exclusion(row)
-
-    def cleanup_slo_events(self, older_than: float) -> int:
-        """Delete SLO minutes older than the longest SLO window needs (kept apart from `cleanup`:
-        a 90d SLO must keep its events past a 30d `storage.retention`)."""
-        with Session(self.engine) as session, session.begin():
-            return session.execute(delete(SloEvent).where(SloEvent.minute < utc(older_than))).rowcount
-
-    def cleanup(self, older_than: float) -> int:
-        """Delete history older than the retention horizon; returns rows deleted."""
-        cutoff = utc(older_than)
-        with Session(self.engine) as session, session.begin():
-            deleted = session.execute(delete(InstanceRollup).where(InstanceRollup.minute < cutoff)).rowcount
-            deleted += session.execute(delete(ScrapeOutcome).where(ScrapeOutcome.minute < cutoff)).rowcount
-            deleted += session.execute(delete(DecisionRecord).where(DecisionRecord.at < cutoff)).rowcount
-            deleted += session.execute(delete(GpuRollupRecord).where(GpuRollupRecord.minute < cutoff)).rowcount
-        return deleted
-
-    def decisions(self, *, pool: str | None = None, instance: str | None = None, kind: str | None = None,
-                  since: float | None = None, limit: int = 100) -> list[AuditEntry]:
-        """Newest first."""
-        with Session(self.engine) as session:
-            query = select(DecisionRecord).order_by(DecisionRecord.at.desc(), DecisionRecord.id.desc()).limit(limit)
-            if pool is not None:
-                query = query.where(DecisionRecord.pool == pool)
-            if instance is not None:
-                query = query.where(DecisionRecord.instance == instance)
-            if kind is not None:
-                query = query.where(DecisionRecord.kind == kind)
-            if since is not None:
-                query = query.where(DecisionRecord.at >= utc(since))
-            return [AuditEntry(aware(r.at).timestamp(), r.kind, r.pool, r.instance, r.from_state, r.to_state,
-                             tuple(r.reasons), r.signals) for r in session.scalars(query)]
-
-    def load_state(self, key: str) -> dict[str, Any] | None:
-        with Session(self.engine) as session:
-            row = session.get(ServiceState, key)
-            return dict(row.value) if row is not None else None
-
-
-def _exclusion(row: ExclusionRecord) -> Exclusion:
-    def ts(value: datetime | None) -> float | None:
-        return None if value is None else aware(value).timestamp()
-
-    return Exclusion(id=row.id, start=aware(row.starts_at).timestamp(), end=aware(row.ends_at).timestamp(),
-                     reason=row.reason, slo=row.slo, pool=row.pool, created_at=aware(row.created_at).timestamp(),
-                     created_by=row.created_by, ended_at=ts(row.ended_at), removed_at=ts(row.removed_at))
