@@ -272,7 +272,9 @@ def install_routes(app: FastAPI, service: MonitorState,
             found, pending = [], list(service.recent_decisions)
         pending = [d for d in pending if (pool is None or d.pool == pool) and
                    (instance is None or d.instance == instance) and (kind is None or d.kind == kind)]
-        rows = sorted(pending, key=lambda d: d.at, reverse=True) + found
+        # newest first; entries of one moment (a join and the first verdict of the same cycle) in the
+        # reverse of the order they happened, as the database's (at, id) order gives them
+        rows = [d for _, d in sorted(enumerate(pending), key=lambda p: (p[1].at, p[0]), reverse=True)] + found
         out = []
         for d in rows[:limit]:
             item = d.to_json()
