@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from monitor.config import validate
 from monitor.service.core import Service
+from monitor.service.reload import apply_config
 
 
 def config(**scrape: object):
@@ -15,7 +16,7 @@ def config(**scrape: object):
 async def test_a_reload_that_changes_the_scrape_interval_moves_every_pools_staleness_limit_with_it():
     service = Service(config())
     assert service.decisions.health["p"].stale_after == 3.0
-    await service.apply_config(config(interval="10s"))
+    await apply_config(service, config(interval="10s"))
     # three of the new interval: a 10 s cycle taking 4 s is not the monitor starving (fail open)
     assert service.decisions.health["p"].stale_after == 30.0
     await service.discovery.aclose()
@@ -24,6 +25,6 @@ async def test_a_reload_that_changes_the_scrape_interval_moves_every_pools_stale
 async def test_a_reload_that_stops_probing_health_stops_requiring_it_for_availability():
     service = Service(config())
     assert service.slo.health_checked
-    await service.apply_config(config(health_path=None))
+    await apply_config(service, config(health_path=None))
     assert not service.slo.health_checked  # else every scrape would count as unavailable
     await service.discovery.aclose()

@@ -92,7 +92,7 @@ class Service:
         self.alerts = AlertDelivery(notifier) if notifier is not None else None
         self.nginx: UpstreamWriter | None = None
         self.upstreams: UpstreamPublisher | None = None
-        self._configure_nginx(config)
+        self.configure_nginx(config)
         self.agent: AgentCheckServer | None = None
         if config.haproxy.agent_listen:
             host, _, port = config.haproxy.agent_listen.rpartition(":")
@@ -120,7 +120,7 @@ class Service:
                 raise ValueError("ha.enabled needs a database shared by the replicas (storage.url)")
             self.leadership = Leadership(LeaderLease(store.engine), config.ha.replica_id or default_replica_id(),
                                          config.ha.lease)
-        self._apply_membership(self.discovery.membership, now, sync_store=False)
+        self.apply_membership(self.discovery.membership, now, sync_store=False)
 
     # -- what outputs read ------------------------------------------------------------------------------
 
@@ -166,7 +166,7 @@ class Service:
     async def start(self) -> None:
         self.scraper = wiring.scrape_source(self.config)
         membership = await self.discovery.refresh()
-        self._apply_membership(membership, time.time(), sync_store=False)
+        self.apply_membership(membership, time.time(), sync_store=False)
         if self.store is not None and self.history is not None:
             await asyncio.to_thread(self.store.sync_fleet, wiring.urls(self.membership), time.time())
             await self.history.reload_slo_events()
@@ -232,7 +232,7 @@ class Service:
 
     # -- membership -------------------------------------------------------------------------------------
 
-    def _apply_membership(self, membership: Any, now: float, *, sync_store: bool = True,
+    def apply_membership(self, membership: Any, now: float, *, sync_store: bool = True,
                           force: bool = False) -> None:
         """Follow discovery (or a reload, `force`d: the pools' settings changed even where their
         members did not): decisions learn who joined and left, the fleet keeps the tracks of every
@@ -300,7 +300,7 @@ class Service:
         assert self.scraper is not None
         started = time.perf_counter()
         wait = min(0.25, self.config.scrape.interval / 10.0)  # a file change is seen in the cycle that reads it
-        self._apply_membership(await self.discovery.poll_briefly(wait), time.time())
+        self.apply_membership(await self.discovery.poll_briefly(wait), time.time())
         if self.gpu_scraper is not None:
             results, gpu_scrapes = await asyncio.gather(self.scraper.scrape_all(self.targets),
                                                         self.gpu_scraper.scrape_all())
@@ -388,47 +388,7 @@ class Service:
         if self.history is not None and self.is_leader():
             await self.history.cleanup()
 
-    # -- reload -------------------------------------------------------------------------------------------
-
-    async def apply_config(self, config: Config) -> list[str]:
-        """Take a validated new config while running. What stays keeps its state: instances,
-        windows, error budgets, ejections and backoff. Returns notes on what needs a restart."""
-        old, self.config = self.config, config
-        notes = [f"{key}: changed, but only a restart applies it"
-                 for key in ("storage", "api", "ha", "traces", "haproxy") if getattr(old, key) != getattr(config, key)]
-        await self.discovery.reconfigure(wiring.pool_specs(config), config.discovery)
-        await self.discovery.refresh()  # new sources read now: a target moved from `targets` to a file never leaves
-        self.decisions.configure(wiring.pool_policies(config), wiring.addresses(self.membership),
-                                 config.scrape.interval)
-        self.slo.configure(config.slos, [p.name for p in config.pools], costs={p.name: p.cost for p in config.pools})
-        self.slo.health_checked = wiring.health_checked(config)
-        self.slo.evaluate(time.time())  # /api/v1/slos shows the new definitions as soon as the reload answers
-        self.fleet.configure(config.evaluation.window, config.scrape.interval,
-                             max(self.decisions.windows(config.evaluation.window).values(), default=0.0))
-        if self.history is not None:
-            self.history.settle_s = wiring.settle_s(config)
-        if (old.scrape, old.source) != (config.scrape, config.source) and self.scraper is not None:
-            previous, self.scraper = self.scraper, wiring.scrape_source(config)
-            await previous.aclose()
-        if old.alertmanager != config.alertmanager:
-            if self.alerts is not None:
-                await self.alerts.close(old.alertmanager.timeout + 1.0)
-            notifier = wiring.notifier(config)
-            self.alerts = AlertDelivery(notifier) if notifier is not None else None
-        if old.nginx != config.nginx:
-            self._configure_nginx(config)
-        if old.gpu != config.gpu:
-            if self.gpu_scraper is not None:
-                await self.gpu_scraper.aclose()
-            self.gpu_scraper = wiring.gpu_scraper(config)
-            gpu, tracker = config.gpu, self.gpus
-            tracker.memory_threshold, tracker.xid_hold_s, tracker.stale_after_s = (
-                gpu.memory_threshold, gpu.xid_hold, gpu.stale_after)
-            tracker.keep_exporters(gpu.exporters)
-        self._apply_membership(self.discovery.membership, time.time(), force=True)
-        return notes
-
-    def _configure_nginx(self, config: Config) -> None:
+    def configure_nginx(self, config: Config) -> None:
         n = config.nginx
         self.nginx = UpstreamWriter(n.upstream_file, n.check, n.reload) if n.upstream_file else None
         self.upstreams = UpstreamPublisher(self.nginx, self._render_upstreams) if self.nginx else None

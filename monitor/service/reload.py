@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from monitor.config import ConfigError, load
+import monitor.service.wiring as wiring
+from monitor.config import Config, ConfigError, load
 from monitor.service.core import Service
+from monitor.service.outputs import AlertDelivery
 
 log = logging.getLogger("monitor.service")
 
@@ -59,7 +61,7 @@ class Reloader:
                 config = config.model_copy(update={"api": config.api.model_copy(update={"listen": running.api.listen})})
             interval = running.scrape.interval
             try:
-                notes = await self.service.apply_config(config)
+                notes = await apply_config(self.service, config)
             except Exception as exc:  # noqa: BLE001 - a bug must not take the running service down
                 log.exception("config reload failed while applying it")
                 status.successful, status.problems = False, (f"{type(exc).__name__}: {exc}",)
@@ -81,3 +83,43 @@ def _file_listen(path: Path) -> str | None:
         return load(path).config.api.listen
     except ConfigError:
         return None
+
+
+async def apply_config(service: Service, config: Config) -> list[str]:
+    """Take a validated new config into a running service (this package's own business, hence its
+    insides). What stays keeps its state: instances, windows, error budgets, ejections and backoff.
+    Returns notes on what needs a restart."""
+    old, service.config = service.config, config
+    notes = [f"{key}: changed, but only a restart applies it"
+             for key in ("storage", "api", "ha", "traces", "haproxy") if getattr(old, key) != getattr(config, key)]
+    await service.discovery.reconfigure(wiring.pool_specs(config), config.discovery)
+    await service.discovery.refresh()  # new sources read now: a target moved from `targets` to a file never leaves
+    service.decisions.configure(wiring.pool_policies(config), wiring.addresses(service.membership),
+                                config.scrape.interval)
+    service.slo.configure(config.slos, [p.name for p in config.pools], costs={p.name: p.cost for p in config.pools})
+    service.slo.health_checked = wiring.health_checked(config)
+    service.slo.evaluate(time.time())  # /api/v1/slos shows the new definitions as soon as the reload answers
+    service.fleet.configure(config.evaluation.window, config.scrape.interval,
+                            max(service.decisions.windows(config.evaluation.window).values(), default=0.0))
+    if service.history is not None:
+        service.history.settle_s = wiring.settle_s(config)
+    if (old.scrape, old.source) != (config.scrape, config.source) and service.scraper is not None:
+        previous, service.scraper = service.scraper, wiring.scrape_source(config)
+        await previous.aclose()
+    if old.alertmanager != config.alertmanager:
+        if service.alerts is not None:
+            await service.alerts.close(old.alertmanager.timeout + 1.0)
+        notifier = wiring.notifier(config)
+        service.alerts = AlertDelivery(notifier) if notifier is not None else None
+    if old.nginx != config.nginx:
+        service.configure_nginx(config)
+    if old.gpu != config.gpu:
+        if service.gpu_scraper is not None:
+            await service.gpu_scraper.aclose()
+        service.gpu_scraper = wiring.gpu_scraper(config)
+        gpu, tracker = config.gpu, service.gpus
+        tracker.memory_threshold, tracker.xid_hold_s, tracker.stale_after_s = (
+            gpu.memory_threshold, gpu.xid_hold, gpu.stale_after)
+        tracker.keep_exporters(gpu.exporters)
+    service.apply_membership(service.discovery.membership, time.time(), force=True)
+    return notes
