@@ -10,16 +10,17 @@ from monitor.settings.ha import HaConfig
 from monitor.settings.outputs import AlertmanagerConfig, ApiConfig, HaproxyConfig, NginxConfig
 from monitor.settings.pools import CostConfig, HealthSettings, PoolConfig, ScalingSettings
 from monitor.settings.scrape import EvaluationConfig, ScrapeConfig, SourceConfig
-from monitor.settings.slos import (
+from monitor.settings.alert_windows import (
     BUILTIN_WINDOW_SETS,
-    INDICATOR_TYPES,
     AlertingConfig,
     BurnWindow,
-    ExclusionConfig,
-    WeeklyWindow,
     WindowSet,
-    alerting_problems,
     resolve_window_sets,
+)
+from monitor.settings.exclusions import ExclusionConfig, WeeklyWindow
+from monitor.settings.slos import (
+    INDICATOR_TYPES,
+    alerting_problems,
     AvailabilityIndicator,
     ErrorRatioIndicator,
     Indicator,

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from monitor.evaluate.slo.periods import MINUTE
 from monitor.settings import ExclusionConfig, SloConfig
-from monitor.settings.slos import DAYS
+from monitor.settings.exclusions import DAYS
 
 WEEK = 7 * 86400.0
 
