@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from monitor.demo.balancer import find_nginx
+from monitor.demo.nginx import find_nginx
 from tests.helpers.ci import IN_CI
 
 pytestmark = pytest.mark.e2e  # every test here starts a process or a server on a real port

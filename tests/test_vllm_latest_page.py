@@ -5,15 +5,15 @@ normalised into the new sample fields."""
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.collect.exposition import samples
-from monitor.collect.vllm import parse_page, samples_by_model
+from monitor.collect.vllm import parse_page
 from monitor.sim.metrics import FinishedStats, StepStats, VllmMetrics
+from tests.helpers.exposition_pages import baseline_parse_page
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -79,17 +79,6 @@ def _reference(text: str) -> list[tuple]:
     return sorted(out)
 
 
-def _baseline_parse(text: str):
-    values: dict = defaultdict(lambda: defaultdict(list))
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name.startswith("vllm:"):
-                labels = dict(s.labels)
-                model = labels.pop("model_name", "")
-                values[s.name][model].append((labels, float(s.value)))
-    return samples_by_model(values)
-
-
 PAGES = {
     "simulator-latest": simulator_page,
     "simulator-v1": lambda: simulator_page("v1"),
@@ -103,7 +92,7 @@ def test_our_reader_and_prometheus_client_read_the_same_samples_and_samples(name
     text = PAGES[name]()
     ours = sorted((n, tuple(sorted(labels.items())), "nan" if math.isnan(v) else v) for n, labels, v in samples(text))
     assert ours == _reference(text)
-    assert repr(parse_page(text)) == repr(_baseline_parse(text))
+    assert repr(parse_page(text)) == repr(baseline_parse_page(text))
 
 
 def test_the_simulators_latest_page_gives_every_new_field():

@@ -27,7 +27,8 @@ from rich.console import Console
 from rich.live import Live
 
 from monitor.act.nginx import UpstreamServer, render_file
-from monitor.demo.balancer import DemoNginx, UpstreamWeights, find_nginx
+from monitor.demo.balancer import UpstreamWeights
+from monitor.demo.nginx import STREAMING, PrivateNginx, find_nginx
 from monitor.demo.report import (
     AlertChange,
     Decision,
@@ -102,7 +103,7 @@ class Balancer:
     kind: str  # nginx | weights
     description: str
     upstream_file: Path
-    nginx: DemoNginx | None = None
+    nginx: PrivateNginx | None = None
     weights: UpstreamWeights | None = None
 
     def config(self) -> dict[str, str]:
@@ -134,7 +135,7 @@ def open_balancer(mode: str, root: Path, urls: Sequence[str], console: Console) 
         if binary is None and mode == "nginx":
             raise BadInput("--balancer nginx: no nginx binary found (install nginx, or use --balancer weights)")
         if binary is not None:
-            nginx = DemoNginx(binary, root / "nginx", upstream_file, POOL, free_port())
+            nginx = PrivateNginx(binary, root / "nginx", upstream_file, POOL, free_port(), location=STREAMING)
             try:
                 nginx.start()
             except RuntimeError as exc:

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from tests.helpers.vllm_pages import ClockedVllm
+from tests.helpers.vllm_pages import ClockedVllm, send_text
 from tests.helpers.waiting import wait_until
 
 
@@ -60,14 +60,7 @@ class Backend:
                     with outer.lock:
                         outer.routed.append(time.time())
                     status, body = 200, outer.name.encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                send_text(self, status, body)
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -5,6 +5,7 @@ families, as a 0.11 single-process server prints them."""
 from __future__ import annotations
 
 import random
+import sys
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, generate_latest
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector

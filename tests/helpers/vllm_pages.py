@@ -106,6 +106,18 @@ class FakeVllmV1:
         return generate_latest(self.registry).decode()
 
 
+def send_text(handler: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
+    """One text-format answer; a client that went away meanwhile is no error of the server's."""
+    try:
+        handler.send_response(status)
+        handler.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
 class PageServer:
     """A loopback HTTP server whose answer per path comes from `handler(path) -> (status, body)`.
 
@@ -118,14 +130,7 @@ class PageServer:
         class _Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
                 status, body = handler(self.path)
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                send_text(self, status, body)
 
             def log_message(self, *args: object) -> None:
                 pass
