@@ -83,9 +83,10 @@ class FleetDecisions:
         for name, pool in self.health.items():
             snapshot = signals.get(name) or PoolSignals(name, 0.0)
             instances = dict(snapshot.instances)
-            for key, reasons in (external or {}).items():
-                if key[0] == name and key[1] in instances and reasons:
-                    instances[key[1]] = replace(instances[key[1]], external_reasons=tuple(reasons))
+            if external:
+                for instance, sig in snapshot.instances.items():
+                    if reasons := external.get((name, instance)):
+                        instances[instance] = replace(sig, external_reasons=tuple(reasons))
             outcome = pool.evaluate(instances, now, data_at=data_at, cycle_duration_s=cycle_duration_s)
             verdicts.append(outcome)
             if any(t.to_state == REMOVED for t in outcome.transitions):  # dropped after draining

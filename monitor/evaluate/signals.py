@@ -122,19 +122,34 @@ class PoolSignals:
 
 def pool_signals(fleet: FleetView, pool: str, members: list[str], now: float, window_s: float) -> PoolSignals:
     """The snapshot of one pool's members (instances without a track yet are left out: not scraped)."""
-    signals: dict[str, InstanceSignals] = {}
-    stats: dict[str, WindowStats | None] = {}
-    ok: set[str] = set()
-    for instance in members:
-        track = fleet.tracks.get(instance)
-        if track is None:
-            continue
-        merged = merge_stats(list(fleet.stats(track, now, window_s).values()))
-        signals[instance] = instance_signals(track, merged, window_s)
-        stats[instance] = merged if window_s == fleet.window else merge_stats(list(fleet.stats(track, now).values()))
-        if track.last is not None and track.last.ok:
-            ok.add(instance)
-    return PoolSignals(pool, window_s, signals, stats, frozenset(ok))
+    building = _Building(pool, window_s)
+    building.add(fleet, members, now)
+    return building.done()
+
+
+class _Building:
+    """A pool's snapshot while its members are added (in one go, or in batches between awaits)."""
+
+    def __init__(self, pool: str, window_s: float) -> None:
+        self.pool, self.window_s = pool, window_s
+        self.signals: dict[str, InstanceSignals] = {}
+        self.stats: dict[str, WindowStats | None] = {}
+        self.ok: set[str] = set()
+
+    def add(self, fleet: FleetView, members: list[str], now: float) -> None:
+        for instance in members:
+            track = fleet.tracks.get(instance)
+            if track is None:
+                continue
+            merged = merge_stats(list(fleet.stats(track, now, self.window_s).values()))
+            self.signals[instance] = instance_signals(track, merged, self.window_s)
+            self.stats[instance] = (merged if self.window_s == fleet.window
+                                    else merge_stats(list(fleet.stats(track, now).values())))
+            if track.last is not None and track.last.ok:
+                self.ok.add(instance)
+
+    def done(self) -> PoolSignals:
+        return PoolSignals(self.pool, self.window_s, self.signals, self.stats, frozenset(self.ok))
 
 
 async def fleet_signals(fleet: FleetView, members: Mapping[str, list[str]], windows: Mapping[str, float],
@@ -144,12 +159,11 @@ async def fleet_signals(fleet: FleetView, members: Mapping[str, list[str]], wind
     the API then read the same figures from the fleet's per-cycle cache."""
     out: dict[str, PoolSignals] = {}
     for pool, instances in members.items():
-        out[pool] = PoolSignals(pool, windows[pool])
+        building = _Building(pool, windows[pool])
         for start in range(0, len(instances), batch):
-            part, whole = pool_signals(fleet, pool, instances[start:start + batch], now, windows[pool]), out[pool]
-            out[pool] = PoolSignals(pool, part.window_s, {**whole.instances, **part.instances},
-                                    {**whole.stats, **part.stats}, whole.scraped_ok | part.scraped_ok)
+            building.add(fleet, instances[start:start + batch], now)
             await asyncio.sleep(0)
+        out[pool] = building.done()
     return out
 
 

@@ -79,7 +79,7 @@ class Service:
         self.joined_at: dict[str, float] = {}
         self.sources: dict[str, str] = {}  # how each member joined, kept while it drains
         self._tasks: set[asyncio.Task] = set()  # background work, referenced until done
-        self._members_applied = False
+        self._applied: Any = None  # the membership object last applied
         self.fleet = FleetView(config.evaluation.window, config.scrape.interval)
         self.decisions = FleetDecisions(wiring.pool_policies(config), {}, config.scrape.interval)
         self.fleet.configure(config.evaluation.window, config.scrape.interval,
@@ -238,10 +238,10 @@ class Service:
         members did not): decisions learn who joined and left, the fleet keeps the tracks of every
         member and of those still draining, the scrape list, trace routing and GPU mapping follow,
         and the database learns the new instances (for their history)."""
-        new = {pool: dict(members) for pool, members in membership.items()}
-        if new == self.membership and self._members_applied and not force:
+        if membership is self._applied and not force:  # discovery hands back the same object until it changes
             return
-        self._members_applied = True
+        self._applied = membership
+        new = {pool: dict(members) for pool, members in membership.items()}
         first = not self.cycles  # what is there before the first cycle is the fleet, not a join
         before = {address for members in self.membership.values() for address in members}
         for members in new.values():
