@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from monitor.evaluate.fleet import InstanceView
+from monitor.evaluate.windows import sum_known
 from monitor.settings import CostConfig
 from monitor.units import format_duration
 
@@ -87,12 +88,6 @@ class PoolCost:
         }
 
 
-def _sum(values: Iterable[float | None]) -> float | None:
-    """Sum of the known values; None when none is known (nothing scraped yet), not 0."""
-    known = [v for v in values if v is not None]
-    return sum(known) if known else None
-
-
 def pool_cost(pool: str, cost: CostConfig, instances: int, views: Iterable[InstanceView], *, window_s: float,
               goodput_rps: float | None = None) -> PoolCost:
     """Cost figures of `pool` from its instances' views (others in `views` are skipped)."""
@@ -100,7 +95,7 @@ def pool_cost(pool: str, cost: CostConfig, instances: int, views: Iterable[Insta
     return PoolCost(
         pool=pool, currency=cost.currency, gpu_hour=cost.gpu_hour, instances=instances,
         gpus=instances * cost.gpus_per_instance, window_s=window_s,
-        requests_per_s=_sum(v.figures.get("requests_per_s") for v in mine),
-        generation_tokens_per_s=_sum(v.figures.get("generation_tokens_per_s") for v in mine),
+        requests_per_s=sum_known(v.figures.get("requests_per_s") for v in mine),
+        generation_tokens_per_s=sum_known(v.figures.get("generation_tokens_per_s") for v in mine),
         goodput_rps=goodput_rps,
     )

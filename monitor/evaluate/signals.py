@@ -13,7 +13,7 @@ from typing import Iterable, Mapping
 
 from monitor.evaluate.fleet import FleetView, InstanceTrack, health_failure
 from monitor.evaluate.slo_engine import SloStatus
-from monitor.evaluate.windows import WindowStats, instance_figures, merge_stats
+from monitor.evaluate.windows import WindowStats, instance_figures, merge_stats, sum_known
 from monitor.settings import LatencyIndicator
 
 
@@ -76,11 +76,11 @@ def instance_signals(track: InstanceTrack, stats: WindowStats | None, window_s: 
     running = waiting = tokens = finished = iterations = sleep = None
     if last.ok and last.models:
         models = last.models
-        running = _total(m.gauges.get("running") for m in models)
-        waiting = _total(m.gauges.get("waiting") for m in models)
-        tokens = _total(m.counters.get("generation_tokens") for m in models)
-        iterations = _total(m.counters.get("engine_iterations") for m in models)
-        finished = _total(sum(m.finished.values()) if m.finished else None for m in models)
+        running = sum_known(m.gauges.get("running") for m in models)
+        waiting = sum_known(m.gauges.get("waiting") for m in models)
+        tokens = sum_known(m.counters.get("generation_tokens") for m in models)
+        iterations = sum_known(m.counters.get("engine_iterations") for m in models)
+        finished = sum_known(sum(m.finished.values()) if m.finished else None for m in models)
         levels = [m.gauges["sleep_level"] for m in models if "sleep_level" in m.gauges]
         sleep = max(levels) if levels else None
     return InstanceSignals(
@@ -101,12 +101,6 @@ def instance_signals(track: InstanceTrack, stats: WindowStats | None, window_s: 
         sleep_level=sleep,
         window_s=window_s,
     )
-
-
-def _total(values) -> float | None:  # noqa: ANN001 - an iterable of float | None
-    """Sum of the values present; None when none is (absent is not zero)."""
-    present = [v for v in values if v is not None]
-    return sum(present) if present else None
 
 
 @dataclass(frozen=True, slots=True)

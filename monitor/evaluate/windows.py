@@ -15,13 +15,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from operator import le, sub
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from monitor.collect.vllm import AVERAGED_GAUGES, COUNTERS, PROMPT_BY_SOURCE, WAITING_BY_REASON
 from monitor.samples import Histogram, ModelSample
 
 PREFIX_HITS = COUNTERS["prefix_cache_hits"][0]
 PREFIX_HIT_RATE_GAUGE = AVERAGED_GAUGES["prefix_cache_hit_rate"][0]
+
+
+def sum_known(values: Iterable[float | None]) -> float | None:
+    """Sum of the values present; None when none is (absent is not zero: nothing scraped yet)."""
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
 
 
 def counter_increase(values: Sequence[float]) -> float:

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 from urllib.parse import urlsplit
 
-from monitor.settings import GpuMappingConfig
-from monitor.units import instance_address
 from monitor.gpu.readings import GpuReading
+from monitor.settings import GpuMappingConfig
 
 
 @dataclass(frozen=True, slots=True)

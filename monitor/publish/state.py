@@ -10,7 +10,7 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence
 from monitor.config import Config
 from monitor.decide.scaling import ScalingRecommendation
 from monitor.decide.verdicts import InstanceVerdict
-from monitor.evaluate.fleet import FleetView, InstanceView
+from monitor.evaluate.fleet import FleetView
 from monitor.evaluate.slo import CostBudgetStatus, Exclusion
 from monitor.evaluate.slo_engine import SloStatus
 from monitor.gpu.health import GpuTracker

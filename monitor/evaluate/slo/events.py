@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from monitor.config import (
+from monitor.settings import (
     AvailabilityIndicator,
     ErrorRatioIndicator,
     LatencyIndicator,

@@ -6,6 +6,7 @@ import math
 from datetime import datetime, timezone
 from typing import Iterable, Sequence
 
+from monitor.evaluate.slo.events import Events
 from monitor.evaluate.slo.periods import DEFAULT_PERIOD, MINUTE
 
 # minutes of maintenance windows: sorted, non-overlapping [first, end) minute numbers (unix s // 60)
