@@ -240,12 +240,13 @@ def nginx_setup(tmp_path):
 
 
 def _wait_for(nginx: RoutingNginx, allowed: set[str], timeout: float = 10.0) -> list[str]:
-    """Requests until 20 in a row reach only `allowed` backends (a reload swaps workers asynchronously)."""
+    """Requests until the reload is over (the old worker gone: until then it may still accept a queued
+    connection with the old upstreams) and 20 in a row reach only `allowed` backends."""
     deadline = time.monotonic() + timeout
     seen: list[str] = []
     while time.monotonic() < deadline:
         seen = nginx.names(20)
-        if set(seen) <= allowed:
+        if set(seen) <= allowed and nginx.workers() == 1:
             return seen
         time.sleep(0.05)
     raise AssertionError(f"still reaching {set(seen) - allowed} after {timeout}s; last: {seen}")

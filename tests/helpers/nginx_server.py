@@ -24,6 +24,17 @@ class NginxServer(PrivateNginx):
         super().__init__(NGINX, root, upstream_file, upstream, port, worker_connections=worker_connections,
                          location=location)
 
+    def workers(self) -> int:
+        """Worker processes of the master now: more than one while a reload's old worker shuts down."""
+        count = 0
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                if f"\nPPid:\t{self.pid}\n" in status.read_text():
+                    count += 1
+            except OSError:
+                continue
+        return count
+
 
 class RoutingNginx(NginxServer):
     """NGINX on a free port proxying to upstream `p`, with a plain client that reads which backend answered."""
