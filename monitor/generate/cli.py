@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from typing import TYPE_CHECKING
@@ -97,7 +98,7 @@ def _kubernetes_options(args: argparse.Namespace, listen: str) -> KubernetesOpti
 
 def cmd_generate(args: argparse.Namespace) -> int:
     # grafanalib and the rest of generation load only when this command runs (startup of the others)
-    from monitor.generate.layout import Options, generate, left_out
+    from monitor.generate.layout import Options, generate, left_out, warnings
 
     loaded = load_config(args.config)
     for warning in loaded.warnings:
@@ -116,11 +117,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if bad_windows:
         raise BadInput(f"--rule-interval: does not divide the window of SLO(s) {', '.join(bad_windows)}")
     formats = tuple(dict.fromkeys(args.formats or ["plain"]))
-    written = generate(loaded.config, args.out, Options(
-        rule_interval_s=interval, scrape_interval=args.scrape_interval, service_target=service_target,
-        formats=formats, kubernetes=_kubernetes_options(args, loaded.config.api.listen)))
+    # relative file_sd globs are read from slo-monitor's working directory: taken to be this one
+    options = Options(rule_interval_s=interval, scrape_interval=args.scrape_interval, service_target=service_target,
+                      formats=formats, kubernetes=_kubernetes_options(args, loaded.config.api.listen),
+                      working_dir=os.getcwd())
+    written = generate(loaded.config, args.out, options)
     for path in written:
         print(path)
+    for warning in warnings(loaded.config, options):
+        print(f"warning: {warning}", file=sys.stderr)
     for note in left_out(loaded.config):
         print(f"note: {note}", file=sys.stderr)
     return 0

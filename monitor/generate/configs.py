@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from monitor.config import Config, instance_address, parse_duration
 import monitor.generate.expressions as q
 from monitor.generate.rules import BURN_ALERT
+from monitor.generate.scrape_discovery import mirror
 
 
 def _host(url: str) -> str:
@@ -69,9 +70,14 @@ def _jobs(name: str, groups: list[tuple[tuple[str, str], dict[str, Any]]], extra
 
 
 def prometheus_config(config: Config, rule_files: list[str], *, scrape_interval: str = "15s",
-                      evaluation_interval: str = "1m", service_target: str | None = None) -> dict[str, Any]:
+                      evaluation_interval: str = "1m", service_target: str | None = None,
+                      working_dir: str | None = None) -> dict[str, Any]:
     """A complete prometheus.yml for the config's fleet, the service and the GPU exporters: job
-    `vllm` with a `pool` label per pool (what every rule and panel groups by), `slo-monitor`, `gpu`."""
+    `vllm` with a `pool` label per pool (what every rule and panel groups by), `slo-monitor`, `gpu`.
+
+    Pools found by discovery get jobs running the same file/http/dns discovery, relabelled to the
+    same `job` and `pool` (monitor.generate.scrape_discovery; `working_dir` anchors relative file
+    globs, as slo-monitor's working directory does)."""
     vllm_groups = []
     for pool in config.pools:
         by_kind: dict[tuple[str, str], list[str]] = defaultdict(list)
@@ -86,6 +92,7 @@ def prometheus_config(config: Config, rule_files: list[str], *, scrape_interval:
     # the service's own timeout, so Prometheus gives up on a hung server as soon as slo-monitor does
     timeout = q.duration(min(config.scrape.timeout, parse_duration(scrape_interval)))
     scrape: list[dict[str, Any]] = _jobs(q.VLLM_JOB, vllm_groups, {"scrape_timeout": timeout})
+    scrape.extend(mirror(config, timeout=timeout, working_dir=working_dir).jobs)
     listen = service_target or config.api.listen.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]")
     scrape.append({"job_name": q.SERVICE_JOB, "honor_labels": True, "static_configs": [{"targets": [listen]}]})
     if config.gpu.exporters:

@@ -24,6 +24,7 @@ import monitor.generate.kubernetes as kubernetes
 import monitor.generate.rules as rules
 import monitor.generate.rules_fleet as rules_fleet
 import monitor.generate.rules_service as rules_service
+import monitor.generate.scrape_discovery as scrape_discovery
 from monitor.generate.docs import alerts_readme, dashboards_readme, operator_readme
 from monitor.generate.rule_tests import fleet_test_file, service_test_file, slo_test_file
 from monitor.generate.yaml_text import MARK, to_yaml
@@ -41,6 +42,8 @@ class Options:
     replica_metrics: tuple[str, str] | None = rules_service.REPLICA_METRICS
     formats: tuple[str, ...] = (PLAIN,)  # what to write (FORMATS)
     kubernetes: kubernetes.KubernetesOptions = field(default_factory=kubernetes.KubernetesOptions)
+    # slo-monitor's working directory, which relative file_sd globs are read from (None: left relative)
+    working_dir: str | None = None
 
 
 def pool_names(config: Config) -> list[str]:
@@ -92,6 +95,15 @@ def left_out(config: Config) -> list[str]:
     return notes
 
 
+def warnings(config: Config, options: Options = Options()) -> list[str]:
+    """What the written files cannot do that the service does, in words for `generate` to print:
+    the discovery prometheus.yml cannot mirror (only the plain format writes one; the operator's
+    PodMonitor selects every pool's pods by their pool label, however slo-monitor finds them)."""
+    if PLAIN not in options.formats:
+        return []
+    return scrape_discovery.warnings(config, options.working_dir)
+
+
 def render_all(config: Config, options: Options = Options()) -> dict[str, str]:
     """Relative path -> file content of everything `generate` writes, in every format asked for."""
     files: dict[str, str] = {}
@@ -134,7 +146,8 @@ def render_plain(config: Config, options: Options = Options()) -> dict[str, str]
         files[f"alerts/{stem}.test.yml"] = tests_text
     files["alerts/prometheus.yml"] = to_yaml(configs.prometheus_config(
         config, ["*.rules.yml"], scrape_interval=options.scrape_interval,
-        evaluation_interval=q.duration(options.rule_interval_s), service_target=options.service_target))
+        evaluation_interval=q.duration(options.rule_interval_s), service_target=options.service_target,
+        working_dir=options.working_dir))
     files["alerts/alertmanager.yml"] = to_yaml(configs.alertmanager_config())
     files["dashboards/README.md"] = dashboards_readme(specs)
     files["alerts/README.md"] = alerts_readme(config.slos, options.rule_interval_s, sorted(sets))
@@ -187,4 +200,4 @@ def generate(config: Config, out: str | Path, options: Options = Options()) -> l
 
 
 __all__ = ["FORMATS", "OPERATOR", "PLAIN", "Options", "generate", "gpus_configured", "left_out", "render_all",
-           "render_operator", "render_plain", "rule_groups", "rule_sets", "write"]
+           "render_operator", "render_plain", "rule_groups", "rule_sets", "warnings", "write"]
