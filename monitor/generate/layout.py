@@ -24,9 +24,9 @@ import monitor.generate.kubernetes as kubernetes
 import monitor.generate.rules as rules
 import monitor.generate.rules_fleet as rules_fleet
 import monitor.generate.rules_service as rules_service
-import monitor.generate.scrape_discovery as scrape_discovery
 from monitor.generate.docs import alerts_readme, dashboards_readme, operator_readme
 from monitor.generate.rule_tests import fleet_test_file, service_test_file, slo_test_file
+from monitor.generate.scrape_discovery import warnings as discovery_warnings
 from monitor.generate.yaml_text import MARK, to_yaml
 
 PLAIN = "plain"  # alerts/ and dashboards/: rule files, promtool tests, dashboard JSON, example configs
@@ -101,7 +101,7 @@ def warnings(config: Config, options: Options = Options()) -> list[str]:
     PodMonitor selects every pool's pods by their pool label, however slo-monitor finds them)."""
     if PLAIN not in options.formats:
         return []
-    return scrape_discovery.warnings(config, options.working_dir)
+    return discovery_warnings(config, options.working_dir)
 
 
 def render_all(config: Config, options: Options = Options()) -> dict[str, str]:

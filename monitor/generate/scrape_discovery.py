@@ -33,7 +33,12 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import monitor.generate.expressions as q
 from monitor.config import Config, PoolConfig
-from monitor.settings.discovery import DnsDiscovery, FileDiscovery, HttpDiscovery, PrometheusDiscovery
+from monitor.settings.discovery import (
+    DnsDiscovery,
+    FileDiscovery,
+    HttpDiscovery,
+    PrometheusDiscovery,
+)
 from monitor.units import redact_url
 
 # Prometheus's own check of a file_sd name (discovery/file: patFileSDName): a `*` only in the last
@@ -199,4 +204,4 @@ def warnings(config: Config, working_dir: str | None = None) -> list[str]:
     return mirror(config, timeout="10s", working_dir=working_dir).warnings
 
 
-__all__ = ["Mirrored", "PROMETHEUS_FILE_SD_NAME", "SECRETS_DIR", "mirror", "warnings"]
+__all__ = ["PROMETHEUS_FILE_SD_NAME", "SECRETS_DIR", "Mirrored", "mirror", "warnings"]
