@@ -13,7 +13,7 @@ service's own alerting. Output layout (docs/cli.md and `monitor.generate.layout`
 The rooms: `expressions` (PromQL building blocks), `sli` (each indicator's PromQL), `rules` (per
 SLO), `rules_fleet`, `rules_service`, `rule_tests` (promtool tests), `panels` and `dashboard_*` (one
 per dashboard), `dashboards` (Grafana JSON), `configs` (Prometheus, Alertmanager, Grafana
-provisioning), `docs` (the READMEs), `yaml_text` (how YAML is written) and `layout` (what goes where, and writing it). This module only
+provisioning), `scrape_discovery` (the pools' discovery in prometheus.yml, and warnings for what it cannot mirror), `docs` (the READMEs), `yaml_text` (how YAML is written) and `layout` (what goes where, and writing it). This module only
 re-exports; nothing in the package imports it.
 """
 
