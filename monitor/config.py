@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,7 +24,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from monitor.errors import BadInput
 from monitor.settings.discovery import DiscoverySettings
-from monitor.settings.loading import describe, expand_env, unique
+from monitor.settings.loading import describe, expand_env, name_unset, unique
 from monitor.settings import (  # noqa: F401 - re-exported: `from monitor.config import SloConfig` keeps working
     INDICATOR_TYPES,
     AlertingConfig,
@@ -386,13 +387,19 @@ class Loaded:
 
 
 def validate(data: Any, environ: dict[str, str] | None = None) -> Loaded:
-    """Build a Config from parsed YAML; raises ConfigError naming every problem."""
+    """Build a Config from parsed YAML; raises ConfigError naming every problem, and nothing else.
+
+    The one path every command takes (`check`, `serve`, `db upgrade`, a reload): it ends with what
+    serving does with the values that could still fail on them (`startup_problems`), so a config
+    `check` passes never stops `serve`.
+    """
     warnings: list[str] = []
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([f"(top level): expected a mapping of sections, got {type(data).__name__}"])
-    data = expand_env(data, "", dict(os.environ) if environ is None else environ, warnings)
+    unset: dict[str, list[str]] = {}
+    data = expand_env(data, "", dict(os.environ) if environ is None else environ, warnings, unset)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
@@ -403,10 +410,70 @@ def validate(data: Any, environ: dict[str, str] | None = None) -> Loaded:
                 problems.extend(ctx_error.problems)
             else:
                 problems.append(describe(error, Config))
-        problems.extend(reference_problems(*_raw_refs(data)))
-        raise ConfigError(unique(problems)) from None
+        problems.extend(_quietly(reference_problems, *_raw_refs(data)))
+        raise ConfigError(unique(name_unset(problems, unset))) from None
+    except ConfigError as exc:
+        raise ConfigError(unique(name_unset(exc.problems, unset))) from None
+    except (ValueError, TypeError, ArithmeticError, LookupError, AttributeError, RecursionError) as exc:
+        # a validator that did not expect this value: still a refused config, never a traceback
+        raise ConfigError([f"(top level): cannot read this config ({type(exc).__name__}: {exc}); "
+                           "please report it with the file"]) from None
+    problems = startup_problems(config)
+    if problems:
+        raise ConfigError(problems)
     warnings.extend(config_warnings(config))
     return Loaded(config, warnings)
+
+
+def _quietly(check: Any, *args: Any) -> list[str]:
+    """A best-effort extra check on YAML that failed validation: whatever it cannot read is named
+    by the field's own error already."""
+    try:
+        return list(check(*args))
+    except (ValueError, TypeError, AttributeError, LookupError):
+        return []
+
+
+def startup_problems(config: Config) -> list[str]:
+    """What `serve` does with the values at start that can fail although each is valid alone: the
+    scheduler's intervals become timedeltas, the listen addresses become a host name to bind and a
+    port, the database URL is parsed by SQLAlchemy. Each is tried here, so `check` finds it."""
+    problems: list[str] = []
+    intervals = {"scrape.interval": config.scrape.interval}
+    if config.ha.enabled:
+        intervals["ha.renew_interval"] = config.ha.renew_every(config.scrape.interval)
+    for key, seconds in intervals.items():
+        try:
+            timedelta(seconds=seconds)
+        except (OverflowError, ValueError):
+            problems.append(f"{key}: {seconds:g}s cannot be scheduled")
+    for key, listen in (("api.listen", config.api.listen), ("haproxy.agent_listen", config.haproxy.agent_listen)):
+        if listen:
+            problem = listen_problem(listen)
+            if problem:
+                problems.append(f"{key}: {problem}")
+    try:
+        from sqlalchemy.engine import make_url  # only here: no other part of the config needs SQLAlchemy
+
+        make_url(config.storage.url).get_dialect()
+    except ImportError as exc:
+        problems.append(f"storage.url: the database driver is not installed ({exc})")
+    except Exception as exc:  # noqa: BLE001 - ArgumentError, ValueError (a port that is not a number)...
+        problems.append(f"storage.url: not a database URL SQLAlchemy can read ({str(exc).splitlines()[0]})")
+    return problems
+
+
+def listen_problem(listen: str) -> str | None:
+    """Why HOST:PORT cannot be bound by name (None when it can be tried): the host must encode as
+    IDNA, as getaddrinfo encodes it, or binding fails with a UnicodeError rather than an OSError."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    try:
+        int(port)
+        host.encode("idna")
+    except (ValueError, UnicodeError) as exc:
+        return f"not a host name or address that can be bound: {listen!r} ({exc})"
+    return None
 
 
 def config_warnings(config: Config) -> list[str]:

@@ -100,6 +100,11 @@ def format_duration(seconds: float) -> str:
     return out
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 pool`, `2 pools`, `0 SLOs`: a count with its noun, for messages and logs."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def _number(value: Any, what: str, example: str, read: Callable[[str], float]) -> float:
     """A YAML number as it is, or a string that `read` understands (stripped); a boolean is refused
     (YAML reads `yes` as true), and anything else names the form wanted."""
