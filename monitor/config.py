@@ -299,8 +299,8 @@ def parse_yaml(data: bytes, source: str = "", *, all_documents: bool = False) ->
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise ConfigError([f"{where}not UTF-8 at byte {exc.start} (line {line}: byte 0x{data[exc.start]:02x}); "
-                           "save the file as UTF-8"]) from None
+        raise ConfigError([(f"{where}not UTF-8 at byte {exc.start} (line {line}: byte 0x{data[exc.start]:02x}); "
+                           "save the file as UTF-8")]) from None
     documents: list[Any] = []
     loader: _Loader | None = None
     try:
@@ -317,8 +317,8 @@ def parse_yaml(data: bytes, source: str = "", *, all_documents: bool = False) ->
         raise ConfigError([f"{where}{exc}"]) from None
     except yaml.reader.ReaderError as exc:  # a control character: its line, not "position 1234"
         line = text.count("\n", 0, exc.position) + 1
-        raise ConfigError([f"{where}not valid YAML at line {line}: character #x{exc.character:04x} is not "
-                           "allowed in YAML"]) from None
+        raise ConfigError([(f"{where}not valid YAML at line {line}: character #x{exc.character:04x} is not "
+                           "allowed in YAML")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -416,8 +416,8 @@ def validate(data: Any, environ: dict[str, str] | None = None) -> Loaded:
         raise ConfigError(unique(name_unset(exc.problems, unset))) from None
     except (ValueError, TypeError, ArithmeticError, LookupError, AttributeError, RecursionError) as exc:
         # a validator that did not expect this value: still a refused config, never a traceback
-        raise ConfigError([f"(top level): cannot read this config ({type(exc).__name__}: {exc}); "
-                           "please report it with the file"]) from None
+        raise ConfigError([(f"(top level): cannot read this config ({type(exc).__name__}: {exc}); "
+                           "please report it with the file")]) from None
     problems = startup_problems(config)
     if problems:
         raise ConfigError(problems)

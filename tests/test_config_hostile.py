@@ -14,7 +14,6 @@ from monitor.cli import main
 from monitor.config import ConfigError, load, validate
 from monitor.service import create_app
 from monitor.service.reload import Reloader
-
 from tests.helpers.asgi_client import AUTH
 from tests.helpers.asgi_requests import request
 
@@ -115,8 +114,8 @@ def test_a_duplicated_key_deep_inside_a_pool_is_refused_by_its_key_path(tmp_path
     with pytest.raises(ConfigError) as refused:
         load(path)
     assert refused.value.problems == [
-        "pools[0].health.min_requests: duplicate key (line 4 and line 4); YAML keeps only the last, "
-        "so remove or merge one"]
+        ("pools[0].health.min_requests: duplicate key (line 4 and line 4); YAML keeps only the last, "
+        "so remove or merge one")]
 
 
 def test_a_key_merged_from_an_anchor_may_still_be_overridden(tmp_path):

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from monitor.config import ConfigError, parse_yaml, validate
 from monitor.service import create_app
-
 from tests.helpers.asgi_client import AUTH
 from tests.helpers.asgi_requests import request
 

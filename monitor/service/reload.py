@@ -89,8 +89,8 @@ class Reloader:
                     await apply_config(self.service, running)  # back to the config that was serving
                 except Exception:  # noqa: BLE001
                     log.debug("restoring the previous config failed", exc_info=True)
-                return self._refuse([f"applying the config failed ({type(exc).__name__}: {exc}); the previous "
-                                     "config was put back"])
+                return self._refuse([(f"applying the config failed ({type(exc).__name__}: {exc}); the previous "
+                                     "config was put back")])
             for note in notes:
                 log.warning("config reload: %s", note)
             status.successful, status.success_at, status.problems = True, time.time(), ()

@@ -8,7 +8,13 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from monitor.settings.base import HeaderMap, HeaderStr, OptionalStr, OptionalUrl, Section
+from monitor.settings.base import (
+    HeaderMap,
+    HeaderStr,
+    OptionalStr,
+    OptionalUrl,
+    Section,
+)
 from monitor.units import Interval, Size, Timeout
 
 DEFAULT_SCRAPE_TIMEOUT = 2.0
