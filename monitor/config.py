@@ -137,9 +137,14 @@ class Config(Section):
 
 
 def _read_yaml_documents(path: str) -> list[Any]:
-    """A YAML file's documents (alerting.window_sets_file); bad bytes or YAML are a ValueError naming where."""
+    """A YAML file's documents (alerting.window_sets_file): OSError when it cannot be read, a
+    ValueError naming what is wrong with its bytes or YAML (the same bounds as the config's)."""
+    with open(path, "rb") as file:
+        data = file.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ValueError(f"too large (over {MAX_CONFIG_BYTES // 2**20} MiB)")
     try:
-        return parse_yaml(read_bytes(path), all_documents=True)
+        return parse_yaml(data, all_documents=True)
     except ConfigError as exc:
         raise ValueError("; ".join(exc.problems)) from None
 

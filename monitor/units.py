@@ -205,7 +205,7 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]  # at most ten year
 # the bounds each kind of setting gets (docs/configuration.md, "Units and bounds")
 Timeout = Annotated[float, BeforeValidator(bounded_duration("1h"))]  # per request, query or refresh
 Interval = Annotated[float, BeforeValidator(bounded_duration("1d"))]  # how often something runs; how long state is held
-Latency = Annotated[float, BeforeValidator(bounded_duration("1h", latency=True))]  # latency thresholds (a bare 500 reads as 500ms)
+Latency = Annotated[float, BeforeValidator(bounded_duration("1d", latency=True))]  # latency thresholds (a bare 500 reads as 500ms)
 Week = Annotated[float, BeforeValidator(bounded_duration("7d"))]  # weekly maintenance windows, trace retention
 SloPeriod = Annotated[float, BeforeValidator(bounded_duration("400d"))]  # SLO windows and their alert windows
 Ratio = Annotated[float, BeforeValidator(parse_ratio)]
@@ -215,7 +215,7 @@ Listen = Annotated[str, BeforeValidator(parse_listen)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
 Percent = Annotated[float, BeforeValidator(parse_percent)]
 Window = Annotated[float, BeforeValidator(bounded_duration("1d", zero=True))]  # may be 0s: stabilisation windows
-LatencyOrZero = Annotated[float, BeforeValidator(bounded_duration("1h", latency=True, zero=True))]
+LatencyOrZero = Annotated[float, BeforeValidator(bounded_duration("1d", latency=True, zero=True))]
 
 
 def redact_url(url: str) -> str:
