@@ -7,9 +7,9 @@ error says the value it saw and the form it wants, since `check` prints it to a 
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
+import math
 import re
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Annotated, Any, Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -20,21 +20,34 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
-def parse_duration(value: Any) -> float:
+MAX_DURATION_S = 3650 * 86400.0  # ten years: no setting means longer, and timedelta/scheduler maths stay finite
+MAX_SIZE = 2**30  # 1 GiB: no body, file or answer the service reads is meant to be larger
+
+
+def _bare_hint(number: float, latency: bool) -> str:
+    """What a bare number most likely meant. A latency threshold of 500 is 500 ms (nobody means a
+    TTFT of eight minutes), one of 2 is 2 s; anything else (an interval, a window) is seconds."""
+    unit = "ms" if latency and number >= 10 else "s"
+    return f"did you mean {number:g}{unit}? durations need a unit: 500ms, 5s, 1m, 30d"
+
+
+def parse_duration(value: Any, *, at_most: float = MAX_DURATION_S, latency: bool = False) -> float:
     """Seconds from a Prometheus-style duration (``500ms``, ``5s``, ``1h30m``, ``30d``).
 
     A bare number is refused: ``interval: 5`` could mean seconds or minutes, and guessing wrong
-    silently changes what an SLO window means.
+    silently changes what an SLO window means. `at_most` bounds it (each setting has its own sane
+    maximum: a scrape interval of a century passes every other check and then overflows the
+    scheduler); `latency` makes the bare-number hint read as a latency (500 -> 500ms).
     """
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r} (did you mean {value:g}s? durations need a unit: "
-                         "500ms, 5s, 1m, 30d)")
+        number = float(value) if isinstance(value, float) or abs(value) < 10**300 else math.inf
+        hint = _bare_hint(number, latency) if math.isfinite(number) else "use e.g. 500ms, 5s, 1m, 30d"
+        raise ValueError(f"not a duration: {_short(value)} ({hint})")
     if not isinstance(value, str):
-        raise ValueError(f"not a duration: {value!r} (use a unit, e.g. 500ms, 5s, 1m, 30d)")
+        raise ValueError(f"not a duration: {_short(value)} (use a unit, e.g. 500ms, 5s, 1m, 30d)")
     text = value.strip()
-    if re.fullmatch(r"\d+(?:\.\d+)?", text):
-        raise ValueError(f"not a duration: {value!r} (did you mean {text}s? durations need a unit: "
-                         "500ms, 5s, 1m, 30d)")
+    if re.fullmatch(r"\d{1,300}(?:\.\d{1,300})?", text):
+        raise ValueError(f"not a duration: {_short(value)} ({_bare_hint(float(text), latency)})")
     pos, total = 0, 0.0
     for match in _DURATION_PART.finditer(text):
         if match.start() != pos:
@@ -42,10 +55,37 @@ def parse_duration(value: Any) -> float:
         total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
         pos = match.end()
     if not text or pos != len(text):
-        raise ValueError(f"not a duration: {value!r} (use e.g. 500ms, 5s, 1m, 30d)")
+        raise ValueError(f"not a duration: {_short(value)} (use e.g. 500ms, 5s, 1m, 30d)")
     if total <= 0:
-        raise ValueError(f"duration must be positive: {value!r}")
+        raise ValueError(f"duration must be positive: {_short(value)}")
+    if not total <= at_most:  # also inf and nan
+        raise ValueError(f"duration too long: {_short(value)} (at most {format_duration(at_most)})")
     return total
+
+
+def _short(value: Any) -> str:
+    """The value seen, as an error message quotes it: repr, cut to a readable length."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**100 else "a very large number"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def bounded_duration(at_most: str, *, latency: bool = False, zero: bool = False) -> Callable[[Any], float]:
+    """The reader of a duration setting with its own upper bound (`"1d"`); `zero`: `0s` is allowed
+    (off, none)."""
+    limit = parse_duration(at_most)
+
+    def read(value: Any) -> float:
+        if zero and _is_zero(value):
+            return 0.0
+        return parse_duration(value, at_most=limit, latency=latency)
+
+    return read
+
+
+def _is_zero(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip() in ("0", "0s", "0ms", "0m")
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
 
 
 def format_duration(seconds: float) -> str:
@@ -60,19 +100,27 @@ def format_duration(seconds: float) -> str:
     return out
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 pool`, `2 pools`, `0 SLOs`: a count with its noun, for messages and logs."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def _number(value: Any, what: str, example: str, read: Callable[[str], float]) -> float:
     """A YAML number as it is, or a string that `read` understands (stripped); a boolean is refused
     (YAML reads `yes` as true), and anything else names the form wanted."""
     if isinstance(value, bool):
         raise ValueError(f"not a {what}: {value!r}")
     if isinstance(value, (int, float)):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond a double's range: out of every range asked for
+            return math.inf
     if isinstance(value, str):
         try:
             return read(value.strip())
         except (ValueError, ArithmeticError):
             pass
-    raise ValueError(f"not a {what}: {value!r} (use e.g. {example})")
+    raise ValueError(f"not a {what}: {_short(value)} (use e.g. {example})")
 
 
 def parse_ratio(value: Any) -> float:
@@ -102,11 +150,7 @@ def parse_percent(value: Any) -> float:
 
 def parse_window(value: Any) -> float:
     """A duration that may be zero (`0s`: no stabilisation, the HPA's scale-up default)."""
-    if isinstance(value, str) and value.strip() in ("0", "0s", "0ms", "0m"):
-        return 0.0
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0:
-        return 0.0
-    return parse_duration(value)
+    return 0.0 if _is_zero(value) else parse_duration(value)
 
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?", re.IGNORECASE)
@@ -114,18 +158,20 @@ _SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib
 
 
 def parse_size(value: Any) -> int:
-    """Bytes from ``16MiB``, ``512KiB``, ``1MB`` or a plain integer."""
+    """Bytes from ``16MiB``, ``512KiB``, ``1MB`` or a plain integer, at most 1 GiB."""
     if isinstance(value, bool):
         raise ValueError(f"not a size: {value!r}")
     if isinstance(value, int):
-        number = value
-    elif isinstance(value, str) and (match := _SIZE.fullmatch(value.strip())):
-        number = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()])
+        number: float = value
+    elif isinstance(value, str) and (match := _SIZE.fullmatch(value.strip()[:100])):
+        number = float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
     else:
-        raise ValueError(f"not a size: {value!r} (use e.g. 16MiB, 512KiB or a number of bytes)")
+        raise ValueError(f"not a size: {_short(value)} (use e.g. 16MiB, 512KiB or a number of bytes)")
     if number <= 0:
-        raise ValueError(f"size must be positive: {value!r}")
-    return number
+        raise ValueError(f"size must be positive: {_short(value)}")
+    if not number <= MAX_SIZE:
+        raise ValueError(f"size too large: {_short(value)} (at most 1GiB)")
+    return int(number)
 
 
 def parse_http_url(value: Any) -> str:
@@ -155,14 +201,21 @@ def parse_listen(value: Any) -> str:
     return value.strip()
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]  # at most ten years (storage.retention)
+# the bounds each kind of setting gets (docs/configuration.md, "Units and bounds")
+Timeout = Annotated[float, BeforeValidator(bounded_duration("1h"))]  # per request, query or refresh
+Interval = Annotated[float, BeforeValidator(bounded_duration("1d"))]  # how often something runs; how long state is held
+Latency = Annotated[float, BeforeValidator(bounded_duration("1d", latency=True))]  # latency thresholds (a bare 500 reads as 500ms)
+Week = Annotated[float, BeforeValidator(bounded_duration("7d"))]  # weekly maintenance windows, trace retention
+SloPeriod = Annotated[float, BeforeValidator(bounded_duration("400d"))]  # SLO windows and their alert windows
 Ratio = Annotated[float, BeforeValidator(parse_ratio)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 HttpUrl = Annotated[str, BeforeValidator(parse_http_url)]
 Listen = Annotated[str, BeforeValidator(parse_listen)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
 Percent = Annotated[float, BeforeValidator(parse_percent)]
-Window = Annotated[float, BeforeValidator(parse_window)]
+Window = Annotated[float, BeforeValidator(bounded_duration("1d", zero=True))]  # may be 0s: stabilisation windows
+LatencyOrZero = Annotated[float, BeforeValidator(bounded_duration("1d", latency=True, zero=True))]
 
 
 def redact_url(url: str) -> str:

@@ -52,7 +52,7 @@ def write(tmp_path, text):
 def test_the_interface_example_is_valid(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SLO_MONITOR_TOKEN", "s3cret")
     assert main(["check", "--config", write(tmp_path, GOOD)]) == 0
-    assert "ok: 1 pools, 2 targets, 3 SLOs" in capsys.readouterr().out
+    assert "ok: 1 pool, 2 targets, 3 SLOs" in capsys.readouterr().out
     cfg = load(write(tmp_path, GOOD)).config
     assert cfg.api.token == "s3cret"
     assert cfg.slos[1].objective == pytest.approx(0.999)

@@ -16,12 +16,9 @@ import socket
 import sys
 from typing import Any
 
-from monitor.cli.advice import advice
+from monitor.cli.check import checked
 from monitor.cli.db import safe_url
 from monitor.cli.exits import EXIT_ERROR, EXIT_OK
-from monitor.config import load_config
-from monitor.errors import BadInput
-from monitor.units import parse_listen
 
 log = logging.getLogger("monitor")
 
@@ -50,8 +47,10 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def bind_error(listen: str, exc: OSError) -> str:
+def bind_error(listen: str, exc: OSError | UnicodeError) -> str:
     """The one line a failed bind prints."""
+    if isinstance(exc, UnicodeError):
+        return f"slo-monitor: cannot listen on {listen}: not a host name ({exc})"
     reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc)).lower()
     return f"slo-monitor: cannot listen on {listen}: {reason}"
 
@@ -86,21 +85,14 @@ def install_sighup(app: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    loaded = load_config(args.config)
-    cfg = loaded.config
-    if args.listen:
-        try:
-            listen = parse_listen(args.listen)
-        except ValueError as exc:
-            raise BadInput(f"--listen: {exc}") from None
-        cfg = cfg.model_copy(update={"api": cfg.api.model_copy(update={"listen": listen})})
-    for warning in [*loaded.warnings, *advice(cfg)]:
+    cfg, warnings = checked(args.config, args.listen)  # the path `check` takes: refused the same way, exit 2
+    for warning in warnings:
         log.warning("config: %s", warning)
     host, _, port = cfg.api.listen.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     try:
         sock = listen_socket(host, int(port))
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a host name getaddrinfo cannot encode
         print(bind_error(cfg.api.listen, exc), file=sys.stderr)
         return EXIT_ERROR
     try:
@@ -113,7 +105,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from monitor.service import create_app
         from monitor.store import Store, upgrade
 
-        store = Store.open(cfg.storage.url)
+        try:
+            store = Store.open(cfg.storage.url)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:  # `check` tries the URL too: a driver gone since
+            print(f"error: database {safe_url(cfg.storage.url)}: {str(exc).splitlines()[0]}", file=sys.stderr)
+            return EXIT_ERROR
         try:
             # migrate before serving: a database that is unreachable at start is one clear line and
             # exit 1, not a traceback from inside the ASGI lifespan

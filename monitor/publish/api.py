@@ -36,6 +36,21 @@ METRIC_FIELDS = ("ttft_p99_s", "tpot_p99_s", "e2e_p99_s", "error_ratio", "kv_cac
                  "requests_running", "requests_waiting", "generation_tokens_per_s")
 
 
+MAX_DECISIONS = 1000  # entries one /api/v1/decisions answer may hold (`limit`)
+
+
+def query_count(key: str, value: str | None, *, default: int, most: int) -> int:
+    """A count from the query string: 1 to `most`, in plain digits. Anything else is a 400 naming
+    the key, never read as something else (`limit=-5` is not one item, `limit=5000` not 1,000)."""
+    if value is None:
+        return default
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 12 or not 1 <= int(text) <= most:
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        raise HTTPException(status_code=400, detail=f"{key}: expected a whole number from 1 to {most:,}, got {shown!r}")
+    return int(text)
+
+
 def instance_json(view: InstanceView, verdict: InstanceVerdict | None, source: str = "static",
                   joined_at: float | None = None) -> dict[str, Any]:
     return {
@@ -250,17 +265,17 @@ def install_routes(app: FastAPI, service: MonitorState,
 
     @app.get("/api/v1/decisions", dependencies=[Depends(require_token)])
     async def decisions(pool: str | None = None, instance: str | None = None, kind: str | None = None,
-                        limit: int = 100) -> JSONResponse:
+                        limit: str | None = None) -> JSONResponse:
         """The audit log, newest first: health state changes and scaling recommendation changes."""
         if kind is not None and kind not in AUDIT_KINDS:
             raise HTTPException(status_code=400,
                                 detail=f"kind: unknown kind {kind!r} (use one of: {', '.join(AUDIT_KINDS)})")
-        limit = max(1, min(limit, 1000))
+        count = query_count("limit", limit, default=100, most=MAX_DECISIONS)
         found: list | None = None
         if service.store is not None and service.store.last_error is None:
             try:
                 found = await asyncio.wait_for(asyncio.to_thread(
-                    service.store.decisions, pool=pool, instance=instance, kind=kind, limit=limit),
+                    service.store.decisions, pool=pool, instance=instance, kind=kind, limit=count),
                     DB_READ_TIMEOUT_S)
             except (SQLAlchemyError, TimeoutError):
                 found = None  # the database went away since the last flush: answer from memory
@@ -276,7 +291,7 @@ def install_routes(app: FastAPI, service: MonitorState,
         # reverse of the order they happened, as the database's (at, id) order gives them
         rows = [d for _, d in sorted(enumerate(pending), key=lambda p: (p[1].at, p[0]), reverse=True)] + found
         out = []
-        for d in rows[:limit]:
+        for d in rows[:count]:
             item = d.to_json()
             item["at"] = rfc3339(d.at)
             out.append(item)

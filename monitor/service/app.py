@@ -17,6 +17,7 @@ from monitor.publish.api import install_routes
 from monitor.service.core import CLEANUP_EVERY_S, PERSIST_EVERY_S, Service
 from monitor.service.reload import Reloader
 from monitor.store import Store, upgrade
+from monitor.units import counted
 
 log = logging.getLogger("monitor.service")
 
@@ -39,8 +40,8 @@ def create_app(config: Config, *, store: Store | None = None, migrate: bool = Tr
         if reloader is not None:
             reloader.bind(asyncio.get_running_loop())
         source = "querying prometheus for" if service.config.source.type == "prometheus" else "scraping"
-        log.info("%s %d targets in %d pools every %gs", source, len(service.targets), len(service.config.pools),
-                 service.config.scrape.interval)
+        log.info("%s %s in %s every %gs", source, counted(len(service.targets), "target"),
+                 counted(len(service.config.pools), "pool"), service.config.scrape.interval)
         try:
             yield
         finally:

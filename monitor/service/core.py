@@ -41,6 +41,7 @@ from monitor.publish.exclusions import refresh_exclusions
 from monitor.service.outputs import AlertDelivery, UpstreamPublisher
 from monitor.store import AuditEntry, Store
 from monitor.store.lease import LeaderLease, Leadership, default_replica_id
+from monitor.units import counted
 
 log = logging.getLogger("monitor.service")
 
@@ -157,8 +158,7 @@ class Service:
     def _render_upstreams(self) -> tuple[str, str]:
         pools = {p.name: self.decisions.pool_verdicts(p.name) for p in self.config.pools}  # empty ones too
         down = sum(1 for verdicts in pools.values() for v in verdicts if v.state in (EJECTED, LEAVING, SLEEPING))
-        summary = (f"{len(pools)} pool{'s' if len(pools) != 1 else ''}, "
-                   f"{down} server{'s' if down != 1 else ''} down")
+        summary = f"{counted(len(pools), 'pool')}, {counted(down, 'server')} down"
         return render_file(pools), summary
 
     # -- lifecycle --------------------------------------------------------------------------------------
@@ -174,7 +174,7 @@ class Service:
             saved = await self.history.restore_health()
             if saved:
                 self.decisions.restore(saved)
-                log.info("health state restored for %d pools", len(saved))
+                log.info("health state restored for %s", counted(len(saved), "pool"))
         await self.renew_lease()
         self.slo.evaluate(time.time())
         if self.agent is not None:

@@ -19,6 +19,7 @@ from monitor.evaluate.slo import MINUTE
 from monitor.evaluate.slo_engine import SloEngine, SloEventRow
 from monitor.gpu.rollup import GpuRollups
 from monitor.store import Store
+from monitor.units import counted
 
 log = logging.getLogger("monitor.service")
 
@@ -67,7 +68,7 @@ class History:
             log.warning("SLO history not reloaded (budgets start empty): %s", str(exc).splitlines()[0])
             return
         used = self.slo.load(rows, now)
-        log.info("SLO history: reloaded %d per-minute rows for %d SLOs", used, len(self.slo.slos))
+        log.info("SLO history: reloaded %s for %s", counted(used, "per-minute row"), counted(len(self.slo.slos), "SLO"))
 
     def save_health(self, snapshot: Mapping[str, Any], now: float) -> None:
         self.store.queue_state(HEALTH_STATE_KEY, snapshot, now)

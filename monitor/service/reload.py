@@ -13,6 +13,7 @@ import monitor.service.wiring as wiring
 from monitor.config import Config, ConfigError, load
 from monitor.service.core import Service
 from monitor.service.outputs import AlertDelivery
+from monitor.units import counted
 
 log = logging.getLogger("monitor.service")
 
@@ -26,6 +27,7 @@ class Reloader:
         self.on_applied = on_applied  # reschedule the jobs: called when scrape.interval changed
         self._lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task] = set()  # SIGHUP reloads in flight, referenced until done
         # `serve --listen` overrides the file's api.listen; a reload must not read that override as
         # a change to the file (only one made in the file since the start is worth a note)
         self._file_listen = _file_listen(self.path)
@@ -38,22 +40,41 @@ class Reloader:
         if self._loop is None or self._loop.is_closed():
             log.warning("SIGHUP: the service is not running yet; nothing reloaded")
             return
-        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self.reload()))
+        self._loop.call_soon_threadsafe(self._start)
+
+    def _start(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        """`reload()` answers every failure itself; this only retrieves what a bug left, so asyncio
+        never logs "Task exception was never retrieved" with the file's bytes in it."""
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("config reload failed: %s", type(task.exception()).__name__)
+
+    def _refuse(self, problems: list[str]) -> tuple[bool, list[str]]:
+        """The old config goes on; the gauge goes to 0; one summary line, then the problems."""
+        status = self.service.reload_status
+        status.successful, status.problems = False, tuple(problems)
+        log.error("config reload from %s refused, still serving the previous config (%s):",
+                  self.path, counted(len(problems), "problem"))
+        for problem in problems:
+            log.error("  %s", problem)
+        return False, list(problems)
 
     async def reload(self) -> tuple[bool, list[str]]:
-        """(applied, problems or notes). Problems are logged one per line with their key path."""
+        """(applied, problems or notes). Never raises: a refused or failed reload keeps the old
+        config serving and says why (problems by key path)."""
         async with self._lock:
             status = self.service.reload_status
             try:
                 loaded = await asyncio.to_thread(load, self.path)
             except ConfigError as exc:
-                status.successful, status.problems = False, tuple(exc.problems)
-                count = len(exc.problems)
-                log.error("config reload from %s refused, still serving the previous config (%d problem%s):",
-                          self.path, count, "" if count == 1 else "s")
-                for problem in exc.problems:
-                    log.error("  %s", problem)
-                return False, list(exc.problems)
+                return self._refuse(list(exc.problems))
+            except Exception as exc:  # noqa: BLE001 - load raises only ConfigError; a bug must not escape
+                return self._refuse([f"{self.path}: cannot load the config ({type(exc).__name__}: {exc})"])
             for warning in loaded.warnings:
                 log.warning("config: %s", warning)
             config, running = loaded.config, self.service.config
@@ -63,17 +84,21 @@ class Reloader:
             try:
                 notes = await apply_config(self.service, config)
             except Exception as exc:  # noqa: BLE001 - a bug must not take the running service down
-                log.exception("config reload failed while applying it")
-                status.successful, status.problems = False, (f"{type(exc).__name__}: {exc}",)
-                return False, [f"applying the config failed: {exc}"]
+                log.debug("applying the reloaded config failed", exc_info=True)
+                try:
+                    await apply_config(self.service, running)  # back to the config that was serving
+                except Exception:  # noqa: BLE001
+                    log.debug("restoring the previous config failed", exc_info=True)
+                return self._refuse([(f"applying the config failed ({type(exc).__name__}: {exc}); the previous "
+                                     "config was put back")])
             for note in notes:
                 log.warning("config reload: %s", note)
             status.successful, status.success_at, status.problems = True, time.time(), ()
             if self.on_applied is not None and self.service.config.scrape.interval != interval:
                 self.on_applied()  # only then: rescheduling runs a cycle at once and shifts their phase
             pools = self.service.config.pools
-            log.info("config reloaded from %s: %d pools, %d SLOs, %d targets", self.path, len(pools),
-                     len(self.service.config.slos), len(self.service.targets))
+            log.info("config reloaded from %s: %s, %s, %s", self.path, counted(len(pools), "pool"),
+                     counted(len(self.service.config.slos), "SLO"), counted(len(self.service.targets), "target"))
             return True, notes
 
 
@@ -81,7 +106,7 @@ def _file_listen(path: Path) -> str | None:
     """The file's own api.listen as the service started from it (None if it cannot be read now)."""
     try:
         return load(path).config.api.listen
-    except ConfigError:
+    except Exception:  # noqa: BLE001 - ConfigError, or anything else: then there is no file value
         return None
 
 

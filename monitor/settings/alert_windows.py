@@ -8,7 +8,7 @@ from typing import Annotated, Any, Callable, Literal, Mapping
 from pydantic import BeforeValidator, Field, model_validator
 
 from monitor.settings.base import OptionalStr, Section
-from monitor.units import Duration, Name, format_duration, parse_duration
+from monitor.units import Name, SloPeriod, format_duration, parse_duration
 
 
 # --- burn-rate window sets ----------------------------------------------------------------------
@@ -17,7 +17,7 @@ from monitor.units import Duration, Name, format_duration, parse_duration
 def _window_name(value: Any) -> str:
     """A burn window in the config's notation, normalised (`60m` -> `1h`), so pairs name windows
     the same way the API's burn_rates do."""
-    return format_duration(parse_duration(value))
+    return format_duration(parse_duration(value, at_most=400 * 86400.0))
 
 
 WindowName = Annotated[str, BeforeValidator(_window_name)]
@@ -45,7 +45,7 @@ class WindowSet(Section):
     """A named list of pairs; `period` says which SLO window it was written for (documentation and
     `check`: the factors always follow the SLO's own window)."""
 
-    period: Duration | None = None
+    period: SloPeriod | None = None
     pairs: list[BurnWindow] = Field(min_length=1)
 
     @model_validator(mode="after")

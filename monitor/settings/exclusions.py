@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from monitor.settings.base import Section
-from monitor.units import Duration, Name
+from monitor.units import Name, Week
 
 
 # --- maintenance windows ------------------------------------------------------------------------
@@ -31,7 +31,7 @@ class WeeklyWindow(Section):
     days: list[Annotated[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], BeforeValidator(_day)]] = \
         Field(min_length=1)
     start: str = Field(description="HH:MM")
-    duration: Duration
+    duration: Week
     timezone: str = "UTC"
 
     @field_validator("start")

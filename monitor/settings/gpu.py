@@ -29,7 +29,7 @@ from pydantic import Field, field_validator, model_validator
 
 from monitor.settings.base import Section
 from monitor.settings.pools import PoolConfig
-from monitor.units import Duration, HttpUrl, Name, Ratio, instance_address
+from monitor.units import HttpUrl, Interval, Name, Ratio, instance_address
 
 
 def normalize_instance(value: str) -> str:
@@ -110,8 +110,8 @@ class GpuConfig(Section):
     exporters: list[HttpUrl] = Field(default_factory=list)
     mappings: list[GpuMappingConfig] = Field(default_factory=list)
     memory_threshold: Ratio = Field(default=0.9, description="memory used above this ratio is a health reason")
-    xid_hold: Duration = Field(default=300.0, description="an XID event stays a health reason this long")
-    stale_after: Duration = Field(default=60.0, description="readings older than this make no memory reason")
+    xid_hold: Interval = Field(default=300.0, description="an XID event stays a health reason this long")
+    stale_after: Interval = Field(default=60.0, description="readings older than this make no memory reason")
     auto_map: bool = True
 
 

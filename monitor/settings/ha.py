@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from monitor.settings.base import OptionalStr, Section
-from monitor.units import Duration
+from monitor.units import Interval
 
 
 class HaConfig(Section):
@@ -13,8 +13,8 @@ class HaConfig(Section):
     pages Alertmanager and writes history; the others evaluate the same data and answer the API."""
 
     enabled: bool = False
-    lease: Duration = Field(default=15.0, description="a leader that stops renewing is replaced after this")
-    renew_interval: Duration | None = Field(default=None, description="default: min(scrape.interval, lease / 3)")
+    lease: Interval = Field(default=15.0, description="a leader that stops renewing is replaced after this")
+    renew_interval: Interval | None = Field(default=None, description="default: min(scrape.interval, lease / 3)")
     replica_id: OptionalStr = Field(default=None, max_length=200, description="default: hostname-pid")
 
     def renew_every(self, scrape_interval: float) -> float:

@@ -19,15 +19,18 @@ from monitor.settings.slos import INDICATOR_TYPES
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def expand_env(node: Any, path: str, environ: dict[str, str], warnings: list[str]) -> Any:
+def expand_env(node: Any, path: str, environ: dict[str, str], warnings: list[str],
+               unset: dict[str, list[str]] | None = None) -> Any:
     """Expand ``${NAME}`` / ``${NAME:-default}`` in string values, after YAML parsing.
 
     Expanding after parsing means a variable's value can never change the document's structure.
+    `unset` collects key path -> the unset variables its value named, so that a value refused
+    because of one says which (`storage.url: ${SLO_MONITOR_DATABASE_URL} is not set`).
     """
     if isinstance(node, dict):
-        return {k: expand_env(v, _join(path, k), environ, warnings) for k, v in node.items()}
+        return {k: expand_env(v, _join(path, k), environ, warnings, unset) for k, v in node.items()}
     if isinstance(node, list):
-        return [expand_env(v, f"{path}[{i}]", environ, warnings) for i, v in enumerate(node)]
+        return [expand_env(v, f"{path}[{i}]", environ, warnings, unset) for i, v in enumerate(node)]
     if isinstance(node, str) and "${" in node:
 
         def substitute(match: re.Match[str]) -> str:
@@ -37,6 +40,8 @@ def expand_env(node: Any, path: str, environ: dict[str, str], warnings: list[str
             if default is not None:
                 return default
             warnings.append(f"{path}: environment variable {name} is not set (expanded to an empty string)")
+            if unset is not None:
+                unset.setdefault(path, []).append(name)
             return ""
 
         return _ENV_REF.sub(substitute, node)
@@ -125,6 +130,21 @@ def describe(error: dict[str, Any], root: type[BaseModel]) -> str:
     elif kind != "value_error" and isinstance(seen, (str, int, float, bool)) and repr(seen) not in message:
         message = f"{message} (got {seen!r})"  # pydantic's own messages name the form, not the value seen
     return f"{loc_path(loc) or '(top level)'}: {message}"
+
+
+def name_unset(problems: list[str], unset: dict[str, list[str]]) -> list[str]:
+    """Each problem of a key whose value named an unset variable, saying so first: the value seen
+    (`''`) alone would send the operator looking in the file, not the environment."""
+    out = []
+    for problem in problems:
+        path, sep, message = problem.partition(": ")
+        names = unset.get(path) if sep else None
+        if names:
+            variables = " and ".join(f"${{{n}}}" for n in dict.fromkeys(names))
+            verb = "is" if len(set(names)) == 1 else "are"
+            problem = f"{path}: {variables} {verb} not set (expands to an empty string); {message}"
+        out.append(problem)
+    return out
 
 
 def unique(problems: list[str]) -> list[str]:

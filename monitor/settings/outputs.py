@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field, model_validator
 
 from monitor.settings.base import OptionalStr, OptionalUrl, Section, none_if_empty
-from monitor.units import Duration, Listen
+from monitor.units import Interval, Listen, Timeout
 
 DEFAULT_ALERTMANAGER_TIMEOUT = 5.0
 
@@ -21,8 +21,8 @@ class AlertmanagerConfig(Section):
     url: OptionalUrl = None
     # While an alert fires it is re-sent this often, with endsAt a few intervals ahead, so an
     # Alertmanager that restarted learns it again and an alert from a dead monitor expires by itself.
-    resend_interval: Duration = 60.0
-    timeout: Duration = Field(default=DEFAULT_ALERTMANAGER_TIMEOUT, description="per POST to Alertmanager")
+    resend_interval: Interval = 60.0
+    timeout: Timeout = Field(default=DEFAULT_ALERTMANAGER_TIMEOUT, description="per POST to Alertmanager")
 
     @model_validator(mode="after")
     def _timeout_fits(self) -> AlertmanagerConfig:

@@ -13,7 +13,16 @@ from pydantic import BeforeValidator, Field, model_validator
 
 from monitor.settings.base import Section
 from monitor.settings.discovery import DiscoveryConfig
-from monitor.units import Duration, HttpUrl, Name, Percent, Ratio, Window
+from monitor.units import (
+    HttpUrl,
+    Interval,
+    Latency,
+    LatencyOrZero,
+    Name,
+    Percent,
+    Ratio,
+    Window,
+)
 
 
 def _zero_is_off(value: object) -> object:
@@ -28,23 +37,23 @@ class HealthSettings(Section):
     """
 
     failure_threshold: int = Field(3, ge=1, description="consecutive failed scrapes or /health probes that eject")
-    window: Duration | None = Field(None, description="window of the latency and error figures; default evaluation.window")
+    window: Interval | None = Field(None, description="window of the latency and error figures; default evaluation.window")
     min_requests: int = Field(5, ge=0, description="requests in the window before latency and error ratio count")
-    ttft_p99_degraded: Duration | None = 0.5
-    ttft_p99_eject: Duration | None = 1.0
-    e2e_p99_degraded: Duration | None = None
-    e2e_p99_eject: Duration | None = None
+    ttft_p99_degraded: Latency | None = 0.5
+    ttft_p99_eject: Latency | None = 1.0
+    e2e_p99_degraded: Latency | None = None
+    e2e_p99_eject: Latency | None = None
     # slow decoding (seed guidance: TPOT p99 under 50-100 ms); off by default, as a long-context
     # model's normal TPOT varies with batch size far more than its TTFT does
-    tpot_p99_degraded: Duration | None = None
-    tpot_p99_eject: Duration | None = None
+    tpot_p99_degraded: Latency | None = None
+    tpot_p99_eject: Latency | None = None
     relative_slowdown: float | None = Field(
         3.0, gt=1.0, description="in a pool too small for the outlier rule, a p99 this many times the median "
                                  "of the others degrades (never ejects)")
     relative_min_requests: int = Field(50, ge=1, description="requests on both sides before relative_slowdown counts")
-    startup_grace: Duration = Field(600.0, description="how long a joined instance may stay starting before it is judged")
-    drain_time: Duration = Field(60.0, description="how long a leaving instance stays visible (drained) before it is dropped")
-    slow_start: Annotated[Duration | None, BeforeValidator(_zero_is_off)] = Field(
+    startup_grace: Interval = Field(600.0, description="how long a joined instance may stay starting before it is judged")
+    drain_time: Interval = Field(60.0, description="how long a leaving instance stays visible (drained) before it is dropped")
+    slow_start: Annotated[Interval | None, BeforeValidator(_zero_is_off)] = Field(
         None, description="a newly healthy instance's weight ramps up over this long; 0s or unset: off")
     error_ratio_degraded: Ratio | None = 0.05
     error_ratio_eject: Ratio | None = 0.25
@@ -59,13 +68,13 @@ class HealthSettings(Section):
     outlier_min_latency_ratio: float = Field(1.5, ge=1.0, description="and at least this many times the rest's mean")
     outlier_min_success_rate_drop: Ratio = Field(0.05, description="and at least this far below the rest's mean")
     outlier_action: Literal["degrade", "eject"] = "eject"
-    base_ejection_time: Duration = 30.0
-    max_ejection_time: Duration = 300.0
-    backoff_decay: Duration = Field(60.0, description="healthy time that takes one step off the backoff")
+    base_ejection_time: Interval = 30.0
+    max_ejection_time: Interval = 300.0
+    backoff_decay: Interval = Field(60.0, description="healthy time that takes one step off the backoff")
     recovery_intervals: int = Field(3, ge=1, description="good intervals in a row before degraded/ejected return")
     max_ejection_percent: Percent = 50.0
     degraded_weight: Ratio = Field(0.25, description="share of a healthy server's weight a degraded one gets")
-    stale_after: Duration | None = Field(None, description="monitor data older than this fails open; default 3 scrape intervals")
+    stale_after: Interval | None = Field(None, description="monitor data older than this fails open; default 3 scrape intervals")
 
     @model_validator(mode="after")
     def _consistent(self) -> HealthSettings:
@@ -100,7 +109,7 @@ class ScalingSettings(Section):
     max_replicas: int | None = Field(None, ge=1, description="no upper bound when unset")
     target_waiting_per_replica: float | None = Field(5.0, gt=0)
     target_kv_cache_usage: Ratio | None = 0.8
-    target_ttft_p99: Window | None = 0.5
+    target_ttft_p99: LatencyOrZero | None = 0.5
     target_ttft_burn_rate: float | None = Field(1.0, gt=0)
     min_requests: int = Field(10, ge=0, description="requests in the window before TTFT p99 counts")
     tolerance: float = Field(0.1, ge=0.0, lt=1.0)

@@ -8,16 +8,22 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from monitor.settings.base import OptionalStr, OptionalUrl, Section
-from monitor.units import Duration, Size
+from monitor.settings.base import (
+    HeaderMap,
+    HeaderStr,
+    OptionalStr,
+    OptionalUrl,
+    Section,
+)
+from monitor.units import Interval, Size, Timeout
 
 DEFAULT_SCRAPE_TIMEOUT = 2.0
 
 
 class ScrapeConfig(Section):
-    interval: Duration = 5.0
+    interval: Interval = 5.0
     # unset: min(2s, interval), as Prometheus does, so `interval: 1s` alone is valid
-    timeout: Duration = Field(default=None, validate_default=False,  # type: ignore[assignment]
+    timeout: Timeout = Field(default=None, validate_default=False,  # type: ignore[assignment]
                               description="default min(2s, interval)")
     max_body_size: Size = 16 * 2**20
     metrics_path: str = "/metrics"
@@ -37,7 +43,7 @@ class ScrapeConfig(Section):
 
 
 class EvaluationConfig(Section):
-    window: Duration = Field(default=60.0, description="rolling window of the per-instance figures")
+    window: Interval = Field(default=60.0, description="rolling window of the per-instance figures")
 
 
 _MATCHER = r'\s*[A-Za-z_][A-Za-z0-9_]*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*'
@@ -58,12 +64,12 @@ class SourceConfig(Section):
     url: OptionalUrl = Field(default=None, description="base URL of the Prometheus HTTP API (…/api/v1/query is added)")
     instance_label: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "instance"
     selector: OptionalStr = Field(default=None, description='extra label matchers, e.g. job="vllm"')
-    timeout: Duration | None = Field(default=None, description="per query; default scrape.timeout")
+    timeout: Timeout | None = Field(default=None, description="per query; default scrape.timeout")
     max_response_size: Size = 64 * 2**20
     max_instances_per_query: int = Field(default=100, ge=1, le=10_000)
-    max_age: Duration = Field(default=60.0, description="an instance whose last sample is older is reported stale")
-    headers: dict[str, str] = Field(default_factory=dict, description="e.g. X-Scope-OrgID for Mimir")
-    bearer_token: OptionalStr = None
+    max_age: Interval = Field(default=60.0, description="an instance whose last sample is older is reported stale")
+    headers: HeaderMap = Field(default_factory=dict, description="e.g. X-Scope-OrgID for Mimir")
+    bearer_token: HeaderStr = None
 
     @field_validator("selector")
     @classmethod

@@ -15,13 +15,13 @@ from pydantic import Field, field_validator
 from monitor.settings.base import OptionalUrl, Section
 from monitor.settings.alert_windows import BUILTIN_WINDOW_SETS, BurnWindow, SloAlerting, default_window_set
 from monitor.settings.exclusions import ExclusionConfig
-from monitor.units import Duration, Name, Ratio
+from monitor.units import Latency, Name, Ratio, SloPeriod
 
 
 class LatencyIndicator(Section):
     type: Literal["latency"]
     metric: Literal["ttft", "tpot", "e2e", "queue", "itl"]
-    threshold: Duration
+    threshold: Latency
 
 
 class ErrorRatioIndicator(Section):
@@ -64,13 +64,13 @@ class SloConfig(Section):
     name: Name
     indicator: Indicator
     objective: Ratio
-    window: Duration = 30 * 86400.0
+    window: SloPeriod = 30 * 86400.0
     pools: list[Name] | None = Field(default=None, description="pools this SLO applies to; all when unset")
     runbook_url: OptionalUrl = Field(default=None, description="sent as the alerts' runbook_url annotation")
     # Grafana SLO's `min_failures`: a burn-rate pair fires only with at least this many bad events in
     # its long window, so one failed request out of ten at night does not wake anybody.
     min_bad_events: float = Field(default=5.0, ge=0.0)
-    absent_for: Duration = Field(default=DEFAULT_ABSENT_FOR, description="SLOMetricAbsent after the SLI's "
+    absent_for: SloPeriod = Field(default=DEFAULT_ABSENT_FOR, description="SLOMetricAbsent after the SLI's "
                                  "series have been missing this long while instances are up")
     labels: dict[str, str] = Field(default_factory=dict, description="added to every alert of the SLO")
     annotations: dict[str, str] = Field(default_factory=dict, description="added to every alert of the SLO")

@@ -23,16 +23,16 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from monitor.settings.base import Section
-from monitor.units import Duration, Ratio, Size
+from monitor.units import Interval, Ratio, Size, Timeout, Week
 
 
 class TracesConfig(Section):
     max_body_size: Size = 4 * 2**20
-    goodput_window: Duration = 300.0
-    retention: Duration = 3600.0
+    goodput_window: Interval = 300.0
+    retention: Week = 3600.0
     max_records_per_pool: int = Field(default=500_000, ge=1000)
     exact_slis: bool = True
-    settle: Duration = Field(default=20.0, description="how long after a minute ends its spans are complete")
+    settle: Timeout = Field(default=20.0, description="how long after a minute ends its spans are complete")
     min_coverage: Ratio = Field(default=0.9, description="share of the histograms' requests traces must hold")
 
     @model_validator(mode="after")
