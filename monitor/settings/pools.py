@@ -13,7 +13,7 @@ from pydantic import BeforeValidator, Field, model_validator
 
 from monitor.settings.base import Section
 from monitor.settings.discovery import DiscoveryConfig
-from monitor.units import Duration, HttpUrl, Name, Percent, Ratio, Window
+from monitor.units import Duration, Name, Percent, Ratio, TargetUrl, Window
 
 
 def _zero_is_off(value: object) -> object:
@@ -138,7 +138,7 @@ class PoolConfig(Section):
     # duplicates (within a pool and across pools) are checked on the whole Config, together with
     # every other problem, so that `check` names them in the same pass as a typo elsewhere
     # optional when `discovery` finds the members; a pool needs at least one of the two
-    targets: list[HttpUrl] = Field(default_factory=list)
+    targets: list[TargetUrl] = Field(default_factory=list)
     discovery: list[DiscoveryConfig] = Field(default_factory=list, description="file_sd, http_sd, dns, prometheus")
     health: HealthSettings = HealthSettings()
     scaling: ScalingSettings = ScalingSettings()

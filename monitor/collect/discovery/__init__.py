@@ -18,8 +18,12 @@ from monitor.collect.discovery.sources import (
 from monitor.collect.discovery.targets import (
     DiscoveredTarget,
     DiscoveryError,
+    Parsed,
+    Rejected,
     parse_active_targets,
     parse_target_groups,
+    read_active_targets,
+    read_target_groups,
 )
 
 __all__ = [
@@ -30,13 +34,17 @@ __all__ = [
     "FileSource",
     "HttpSource",
     "Membership",
+    "Parsed",
     "PoolSpec",
     "PrometheusTargetsSource",
+    "Rejected",
     "Source",
     "SourceStatus",
     "make_source",
     "merge",
     "parse_active_targets",
     "parse_target_groups",
+    "read_active_targets",
+    "read_target_groups",
     "static_target",
 ]
