@@ -103,7 +103,7 @@ def test_the_nginx_renderer_leaves_out_a_server_outside_the_grammar_and_writes_o
                                  UpstreamServer("a;}server{listen 127.0.0.1:80", "healthy"),
                                  UpstreamServer("b:80\nserver evil:1", "ejected")]})
     assert "server 10.0.0.1:8000;" in text and "# 2 servers left out: not host:port" in text
-    assert "evil" not in text and "listen" not in text and len(re.findall(r"^    server ", text, re.M)) == 1
+    assert "evil" not in text and "listen" not in text and len(re.findall(r"^    server ", text, re.MULTILINE)) == 1
 
 
 def test_the_haproxy_answer_is_one_printable_line_whatever_the_name_asked():
@@ -133,7 +133,7 @@ async def test_a_hostile_scrape_url_from_prometheus_never_reaches_the_upstream_f
     assert status.healthy and status.rejected == {"malformed": 1, "bad_host": 1}
     assert any("activeTargets[2]: scrapeUrl" in d and "is not a DNS name" in d for d in status.dropped)
     text = render_file({"chat": [UpstreamServer(address, "ejected") for address in chat]})
-    assert len(re.findall(r"^    server ", text, re.M)) == 2 and ";}" not in text and "listen" not in text
+    assert len(re.findall(r"^    server ", text, re.MULTILINE)) == 2 and ";}" not in text and "listen" not in text
 
 
 # --- properties ----------------------------------------------------------------------------------

@@ -252,9 +252,10 @@ class Scraper:
         `timeout` to answer, so the phase ends within twice `timeout` of its start. Without the
         first bound, 1,000 hung targets on 256 slots held a cycle for ceil(1000/256) x timeout,
         and every pool's judgement waited for them. A target that got no slot in time is
-        answered `timeout` ("no free scrape slot"), which is why targets that timed out last
-        cycle queue last: slots go first to the targets that answer in milliseconds, and what
-        is left waiting at the deadline is, cycle after cycle, the targets that hang.
+        answered `timeout` ("no free scrape slot"), which is why targets whose last scrape timed
+        out queue last (one that got no slot keeps its place): within a few cycles the slots go
+        first to the targets that answer in milliseconds, and what is left waiting at the
+        deadline is, cycle after cycle, the targets that hang.
         """
         deadline = asyncio.get_running_loop().time() + self.timeout
         order = sorted(range(len(targets)), key=lambda i: targets[i].url in self._slow)  # stable: slow ones last
@@ -283,8 +284,7 @@ class Scraper:
             try:
                 async with asyncio.timeout_at(slot_deadline):
                     await self._semaphore.acquire()
-            except TimeoutError:
-                self._slow.add(target.url)
+            except TimeoutError:  # never tried: whether it is slow stays as the last try said
                 return _Fetched(target, started, time.perf_counter() - clock, None, "timeout",
                                 f"not scraped: no free scrape slot within timeout {self.timeout:g}s (all "
                                 f"{self.concurrency} of scrape.concurrency held by targets that did not answer)",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import dns.asyncresolver
 import dns.exception
@@ -12,9 +13,19 @@ import dns.rdatatype
 import dns.resolver
 
 from monitor.collect.discovery.source import Source, dedupe
-from monitor.collect.discovery.targets import DiscoveredTarget, DiscoveryError, Parsed, Rejected, target
+from monitor.collect.discovery.targets import (
+    DiscoveredTarget,
+    DiscoveryError,
+    Parsed,
+    Rejected,
+    target,
+)
+from monitor.settings.discovery import (
+    DiscoverySettings,
+    DnsDiscovery,
+    nameserver_address,
+)
 from monitor.units import TargetRefused, check_host, check_port
-from monitor.settings.discovery import DiscoverySettings, DnsDiscovery, nameserver_address
 
 
 class DnsSource(Source):

@@ -137,7 +137,7 @@ def read_target_groups(data: Any, source: str, where: str, *, default_scheme: st
         if not isinstance(group, dict):
             raise DiscoveryError(f"{where}: group {i}: expected a mapping with targets and labels, got {_kind(group)}")
         if strict and (extra := set(group) - _GROUP_KEYS):
-            raise DiscoveryError(f"{where}: group {i}: unknown key {sorted(map(str, extra))[0]!r:.80} (targets, labels)")
+            raise DiscoveryError(f"{where}: group {i}: unknown key {min(map(str, extra))!r:.80} (targets, labels)")
         targets = group.get("targets")
         if targets is None:
             targets = []
@@ -303,7 +303,7 @@ def _scrape_url_target(scrape_url: Any, labels: Mapping[str, Any]) -> Discovered
         host, _, rest = netloc[1:].partition("]")
         port_text = rest[1:] if rest.startswith(":") else ("" if not rest else None)
     else:
-        host, sep, port_text = netloc.rpartition(":") if ":" in netloc else (netloc, "", "")
+        host, _, port_text = netloc.rpartition(":") if ":" in netloc else (netloc, "", "")
     try:
         host = check_host(host)
     except TargetRefused as exc:
