@@ -191,3 +191,18 @@ def test_a_url_the_config_accepts_has_a_host_in_the_grammar(url):
     except ValueError:
         return
     check_host(urlsplit(url).hostname)
+
+
+def test_check_names_each_target_a_file_sd_source_would_drop_with_its_reason(tmp_path, capsys):
+    (tmp_path / "chat.json").write_text(json.dumps([{"targets": ["10.0.0.1:8000", "a;}server{x:80", "b:0"]}]))
+    config = tmp_path / "c.yml"
+    config.write_text(textwrap.dedent(f"""
+        pools:
+          - name: chat
+            discovery: [{{type: file, files: ['{tmp_path}/*.json']}}]
+    """))
+    assert main(["check", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: pools[0].discovery[0]: target dropped: file " in out
+    assert "targets[1] 'a;}server{x:80': host 'a;}server{x' is not a DNS name" in out
+    assert "targets[2] 'b:0': port '0' is not a number from 1 to 65535" in out

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 from monitor.cli.advice import advice
 from monitor.cli.exits import EXIT_OK
+from monitor.collect.discovery import PoolSpec, check_files
 from monitor.config import load_config
 
 
@@ -20,9 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     loaded = load_config(args.config)  # a ConfigError is a BadInput: printed, exit 2
-    for warning in [*loaded.warnings, *advice(loaded.config)]:
-        print(f"warning: {warning}")
     cfg = loaded.config
+    # file_sd files are read once, so a target the service would drop is named now, with its reason
+    files = asyncio.run(check_files([PoolSpec(p.name, (), tuple(p.discovery)) for p in cfg.pools], cfg.discovery))
+    for warning in [*loaded.warnings, *advice(cfg), *files]:
+        print(f"warning: {warning}")
     targets = sum(len(p.targets) for p in cfg.pools)
     sources = sum(len(p.discovery) for p in cfg.pools)
     found = f" + {sources} discovery source{'s' if sources != 1 else ''}" if sources else ""

@@ -5,7 +5,7 @@ beside (or instead of) static `targets`, as Prometheus users describe their flee
 `membership` combines them into {pool: {address: DiscoveredTarget}}.
 """
 
-from monitor.collect.discovery.membership import Discovery, Membership, PoolSpec, merge, static_target
+from monitor.collect.discovery.membership import Discovery, Membership, PoolSpec, check_files, merge, static_target
 from monitor.collect.discovery.sources import (
     DnsSource,
     FileSource,
@@ -37,6 +37,7 @@ __all__ = [
     "Parsed",
     "PoolSpec",
     "PrometheusTargetsSource",
+    "check_files",
     "Rejected",
     "Source",
     "SourceStatus",
