@@ -6,6 +6,7 @@ loopback server and on to the rendered upstream file."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import textwrap
@@ -19,6 +20,8 @@ from monitor.act.haproxy import agent_reply
 from monitor.act.nginx import UpstreamServer, render_file, render_upstream
 from monitor.cli import main
 from monitor.collect.discovery import Discovery, PoolSpec
+from monitor.config import validate
+from monitor.service import create_app
 from monitor.settings.discovery import PrometheusDiscovery
 from monitor.units import (
     TARGET_REASONS,
@@ -31,6 +34,8 @@ from monitor.units import (
     parse_target_url,
     split_host_port,
 )
+from tests.helpers.asgi_client import Client
+from tests.helpers.fleet import metric
 from tests.helpers.vllm_pages import PageServer
 
 HOSTILE = "http://a;}server{listen 127.0.0.1:1;root /;}x:80/metrics"
@@ -206,3 +211,14 @@ def test_check_names_each_target_a_file_sd_source_would_drop_with_its_reason(tmp
     assert "warning: pools[0].discovery[0]: target dropped: file " in out
     assert "targets[1] 'a;}server{x:80': host 'a;}server{x' is not a DNS name" in out
     assert "targets[2] 'b:0': port '0' is not a number from 1 to 65535" in out
+
+
+def test_metrics_count_the_targets_a_source_dropped_by_pool_source_and_reason(tmp_path):
+    (tmp_path / "chat.json").write_text(json.dumps([{"targets": ["10.0.0.1:8000", "a b:80", "c:0", "d:0"]}]))
+    config = validate({"pools": [{"name": "chat", "discovery": [{"type": "file", "files": [f"{tmp_path}/*.json"]}]}]}).config
+    app = create_app(config, store=None)  # no lifespan: discovery is read once by hand
+    asyncio.run(app.state.service.discovery.refresh(now=0.0))
+    page = Client(app).get("/metrics").text
+    assert metric(page, "slo_monitor_discovery_rejected_targets_total", pool="chat", source="file", reason="bad_port") == 2
+    assert metric(page, "slo_monitor_discovery_rejected_targets_total", pool="chat", source="file", reason="bad_host") == 1
+    assert metric(page, "slo_monitor_discovery_targets", pool="chat", source="file") == 1
