@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 from dataclasses import dataclass
 from typing import AsyncIterator
 from urllib.parse import unquote, urlsplit
@@ -29,7 +30,17 @@ READ_SIZE = 1 << 16
 
 
 class RawHttpError(Exception):
-    """The connection failed or the server broke the protocol; the message is shown to users."""
+    """The connection failed, the server broke the protocol, or the request cannot be written as
+    HTTP/1.1; the message is shown to users. The only error this module raises (cancellation aside)."""
+
+
+class BadUrl(RawHttpError, ValueError):
+    """A URL this client cannot send: not plain http, a bad port, or a path or header that would
+    not survive as one line of ASCII in the request head."""
+
+
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_DIGITS = re.compile(r"[0-9]{1,18}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +59,13 @@ class Origin:
 
 
 def split_url(url: str) -> Origin:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 80
+    except ValueError as exc:  # a port that is not a number, "Invalid IPv6 URL"
+        raise BadUrl(f"not a plain http URL: {url!r:.200} ({exc})") from None
     if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"not a plain http URL: {url}")
-    port = parts.port or 80
+        raise BadUrl(f"not a plain http URL: {url!r:.200}")
     host = parts.hostname
     shown = f"[{host}]" if ":" in host else host
     authorization = None
@@ -80,9 +94,9 @@ class ConnectionPool:
         idle = self._idle.get(origin.key)
         while idle:
             reader, writer = idle.pop()
-            if not writer.is_closing() and not reader.at_eof():
+            if not writer.is_closing() and not reader.at_eof() and not buffered(reader):
                 return reader, writer, True
-            writer.close()
+            writer.close()  # closed, or bytes arrived while idle that no request asked for
         reader, writer = await asyncio.open_connection(origin.host, origin.port, limit=HEAD_LIMIT)
         return reader, writer, False
 
@@ -128,6 +142,13 @@ class Response:
     def keep_alive(self) -> bool:
         return self.complete and not self._close_delimited and self.headers.get("connection", "").lower() != "close"
 
+    @property
+    def reusable(self) -> bool:
+        """Whether the connection may carry the next request: the body was read to exactly its
+        framed end, and nothing came after it. Bytes already waiting (a body that ran past its
+        Content-Length, a second answer nobody asked for) would be read as the next answer's head."""
+        return self.keep_alive and not buffered(self.reader)
+
     def aiter_raw(self) -> AsyncIterator[bytes]:
         """The body as it arrives, still content-encoded, in pieces of at most 64 KiB. One reader
         of the body for the response's life: a loop that stops early and another that reads on
@@ -144,12 +165,10 @@ class Response:
         if encoding.rsplit(",", 1)[-1].strip() == "chunked":
             while True:
                 size_line = await _readline(reader, "chunk size")
-                try:
-                    size = int(size_line.split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    raise RawHttpError(f"bad chunk size line {size_line[:40]!r}") from None
-                if size < 0:
+                size_text = size_line.split(b";", 1)[0].strip()
+                if not _CHUNK_SIZE.fullmatch(size_text):  # int(..., 16) would take "0x1f", "+1", "1_0"
                     raise RawHttpError(f"bad chunk size line {size_line[:40]!r}")
+                size = int(size_text, 16)
                 if size == 0:
                     for _ in range(MAX_HEADERS):  # trailers, then the empty line
                         if (await _readline(reader, "trailer")) in (b"\r\n", b"\n"):
@@ -189,9 +208,15 @@ class Response:
 def content_length(headers: dict[str, str]) -> int:
     value = headers["content-length"]
     values = {v.strip() for v in value.split(",")}  # "5, 5" is allowed (RFC 9110), "5, 6" is not
-    if len(values) != 1 or not (only := values.pop()).isdigit():
+    if len(values) != 1 or not _DIGITS.fullmatch(only := values.pop()):  # str.isdigit() takes "²"
         raise RawHttpError(f"bad Content-Length {value[:40]!r}")
     return int(only)
+
+
+def buffered(reader: asyncio.StreamReader) -> int:
+    """Bytes received and not read yet. StreamReader has no public way to ask; its buffer has been
+    `_buffer` since asyncio began, and if that ever changes this says 0 and only the check is lost."""
+    return len(getattr(reader, "_buffer", b""))
 
 
 async def _readline(reader: asyncio.StreamReader, what: str) -> bytes:
@@ -268,18 +293,34 @@ class Exchange:
         self._response: Response | None = None
 
     def _head(self) -> bytes:
-        lines = [f"{self.method} {self.origin.path} HTTP/1.1", f"Host: {self.origin.host_header}"]
+        """The request head; BadUrl for a path or header that cannot be sent as it is (a space,
+        a control character or non-ASCII in the path would change what the line means; a CR or
+        LF in a header would start another)."""
+        path = self.origin.path
+        if any(not " " < c <= "~" for c in path):
+            raise BadUrl(f"path {path[:80]!r} cannot be sent: non-ASCII, a space or a control character "
+                         "(percent-encode it)")
+        lines = [f"{self.method} {path} HTTP/1.1", f"Host: {self.origin.host_header}"]
         if self.origin.authorization:
             lines.append(f"Authorization: {self.origin.authorization}")
         lines += [f"{name}: {value}" for name, value in self.headers.items()]
         if self.body is not None:
             lines.append(f"Content-Length: {len(self.body)}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        if any(c in line for line in lines[1:] for c in "\r\n\0"):
+            raise BadUrl("a header holds a line break")
+        try:
+            return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        except UnicodeEncodeError as exc:
+            raise BadUrl(f"the request head cannot be sent as Latin-1: {exc.reason} at "
+                         f"{exc.object[exc.start:exc.end]!r}") from None
 
     async def __aenter__(self) -> Response:
-        request = self._head() + (self.body or b"")
+        request = self._head() + (self.body or b"")  # BadUrl, before any connection is taken
         for _ in range(2):  # an idle keep-alive connection may have been closed by the server: retry once
-            reader, writer, reused = await self.pool.acquire(self.origin)
+            try:
+                reader, writer, reused = await self.pool.acquire(self.origin)
+            except (OSError, UnicodeError, ValueError) as exc:  # UnicodeError: a name IDNA cannot encode
+                raise RawHttpError(f"{type(exc).__name__}: {exc}") from None
             try:
                 writer.write(request)
                 await writer.drain()
@@ -308,7 +349,7 @@ class Exchange:
         if self._conn is None:
             return
         conn, self._conn = self._conn, None
-        if self._response is not None and self._response.keep_alive and exc_info[0] is None:
+        if self._response is not None and self._response.reusable and exc_info[0] is None:
             self.pool.release(self.origin, conn)
         else:
             conn[1].close()

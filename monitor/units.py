@@ -7,6 +7,7 @@ error says the value it saw and the form it wants, since `check` prints it to a 
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from datetime import datetime, timezone
@@ -174,12 +175,146 @@ def parse_size(value: Any) -> int:
     return int(number)
 
 
+# --- targets: one grammar for every host, port and path a target comes with -------------------
+#
+# Static `targets`, file_sd, http_sd, DNS answers and a Prometheus's activeTargets all end up in
+# the same places: a request line (monitor/http1.py), an NGINX `server host:port;` token, an
+# HAProxy agent answer. One grammar, checked where a target enters (the config, each discovery
+# answer) and again where a token is written (the renderers), so no source can carry `;{}`, a
+# space or a control character into a load balancer's config or a request head.
+
+TARGET_REASONS = ("bad_scheme", "bad_host", "bad_port", "bad_path", "malformed", "duplicate")
+"""Why a target is refused: the `reason` label of slo_monitor_discovery_rejected_targets_total."""
+
+_DNS_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+_HEX = frozenset("0123456789abcdefABCDEF")
+# what a path may hold as it is (RFC 3986 pchar and "/"); everything else is percent-encoded
+_PATH_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/")
+MAX_PATH = 2048
+
+
+class TargetRefused(ValueError):
+    """A target outside the grammar; `reason` is one of TARGET_REASONS, the message says what was wrong."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_scheme(scheme: Any) -> str:
+    if scheme not in ("http", "https"):
+        raise TargetRefused("bad_scheme", f"scheme {_show(scheme)} is not http or https")
+    return str(scheme)
+
+
+def check_host(host: Any) -> str:
+    """The host in its one written form: a DNS name or IPv4 address lower-cased, an IPv6 address
+    lower-cased without brackets (`[...]` accepted on input). Anything else is refused: a DNS name
+    is dot-separated labels of letters, digits, `-` and `_` (no label starts or ends with `-`, at
+    most 63 characters, 253 in all); a name of digits and dots must be an IPv4 address; IPv6 zone
+    ids (`%eth0`) are refused, as NGINX cannot take them in a `server` line."""
+    if not isinstance(host, str) or not host:
+        raise TargetRefused("bad_host", f"host {_show(host)} is empty or not text")
+    text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if ":" in text or "[" in host or "]" in host:
+        try:
+            if not text.isascii() or "%" in text:
+                raise ValueError
+            ipaddress.IPv6Address(text)
+        except ValueError:
+            raise TargetRefused("bad_host", f"host {_show(host)} is not an IPv6 address") from None
+        return text.lower()
+    labels = text.split(".")
+    if len(text) > 253 or not text.isascii() or not all(_DNS_LABEL.fullmatch(label) for label in labels):
+        raise TargetRefused("bad_host", f"host {_show(host)} is not a DNS name or IP address "
+                                        "(letters, digits, '-', '_' and '.' only)")
+    if all(label.isdigit() for label in labels):
+        try:
+            ipaddress.IPv4Address(text)
+        except ValueError:
+            raise TargetRefused("bad_host", f"host {_show(host)} is not an IPv4 address") from None
+    return text.lower()
+
+
+def check_port(port: Any) -> int:
+    number = int(port) if isinstance(port, str) and port.isascii() and port.isdigit() and len(port) <= 5 else port
+    if not isinstance(number, int) or isinstance(number, bool) or not 0 < number < 65536:
+        raise TargetRefused("bad_port", f"port {_show(port)} is not a number from 1 to 65535")
+    return number
+
+
+def check_path(path: Any) -> str:
+    """An absolute path safe for a request line: non-ASCII and characters a path may not hold as
+    they are (space, `"`, `#`, `?`, `{`...) are percent-encoded as UTF-8, as Go's url (and so
+    Prometheus) writes `__metrics_path__`; a `%` not followed by two hex digits becomes `%25`.
+    Control characters are refused: no server means them, and they split request heads."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise TargetRefused("bad_path", f"path {_show(path)} is not an absolute path (e.g. /metrics)")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F or 0x80 <= ord(c) < 0xA0 for c in path):
+        raise TargetRefused("bad_path", f"path {_show(path)} holds a control character")
+    out = []
+    for i, c in enumerate(path):
+        escape = path[i + 1:i + 3]
+        if c in _PATH_SAFE or c == "%" and len(escape) == 2 and set(escape) <= _HEX:
+            out.append(c)
+            continue
+        try:
+            out.append("".join(f"%{b:02X}" for b in c.encode("utf-8")))
+        except UnicodeEncodeError:  # a lone surrogate, as JSON's "\ud800" gives
+            raise TargetRefused("bad_path", f"path {_show(path)} is not valid Unicode") from None
+    encoded = "".join(out)
+    if len(encoded) > MAX_PATH:
+        raise TargetRefused("bad_path", f"path of {len(encoded)} characters, more than {MAX_PATH}")
+    return encoded
+
+
+def address_of(host: str, port: int) -> str:
+    """`host:port`, `[v6]:port`: how an instance is named in the API, NGINX, HAProxy and traces."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def split_host_port(value: Any) -> tuple[str, int]:
+    """(host, port) of `host:port` / `[v6]:port`, both checked; TargetRefused otherwise."""
+    if not isinstance(value, str) or len(value) > 300:
+        raise TargetRefused("malformed", f"{_show(value)} is not host:port")
+    if "/" in value:
+        raise TargetRefused("malformed", f"{_show(value)} is not host:port (no scheme or path)")
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        raise TargetRefused("bad_port", f"{_show(value)} has no port")
+    if not host.startswith("[") and ":" in host:
+        raise TargetRefused("bad_host", f"{_show(value)}: an IPv6 address goes in brackets ([fd00::1]:8000)")
+    try:
+        return check_host(host), check_port(port)
+    except TargetRefused as exc:
+        raise TargetRefused(exc.reason, f"{_show(value)}: {exc}") from None
+
+
+def is_server_address(text: Any) -> bool:
+    """Whether `text` is `host:port` exactly as the grammar writes it: the last check before a
+    token goes into an NGINX upstream file or an HAProxy answer."""
+    try:
+        return address_of(*split_host_port(text)) == text
+    except TargetRefused:
+        return False
+
+
 def parse_http_url(value: Any) -> str:
+    """An http(s) URL whose host and port follow the target grammar (`check_host`, `check_port`)
+    and that holds no whitespace or control character; the text as given, stripped, without a
+    trailing `/`. Non-ASCII in the path is percent-encoded."""
     if not isinstance(value, str):
         raise ValueError(f"not an http(s) URL: {value!r} (use http://host:port)")
     text = value.strip()
     if "://" not in text and text:
         raise ValueError(f"not an http(s) URL: {value!r} (did you mean http://{text}?)")
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ValueError(f"not an http(s) URL: {_show(value)} (no spaces or control characters)")
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {value!r} (use http://host:port or https://host:port)")
@@ -187,7 +322,28 @@ def parse_http_url(value: Any) -> str:
         parts.port  # noqa: B018 - raises on a port that is not a number
     except ValueError:
         raise ValueError("not an http(s) URL (bad port)") from None
-    return value.strip().rstrip("/")
+    host = parts.netloc.rpartition("@")[2]
+    host = host.rpartition("]")[0] + "]" if host.startswith("[") else host.partition(":")[0]
+    try:
+        check_host(host)
+        if parts.port is not None:
+            check_port(parts.port)
+        path = check_path(parts.path) if parts.path else ""
+    except TargetRefused as exc:
+        raise ValueError(f"not an http(s) URL: {_show(value)} ({exc})") from None
+    if path != parts.path:
+        text = urlunsplit(parts._replace(path=path))
+    return text.rstrip("/")
+
+
+def parse_target_url(value: Any) -> str:
+    """A pool's static target: `parse_http_url`, and a base URL only (no query or fragment), since
+    the metrics and health paths are added to it."""
+    text = parse_http_url(value)
+    parts = urlsplit(text)
+    if parts.query or parts.fragment or "?" in text or "#" in text:
+        raise ValueError(f"not a target URL: {_show(value)} (scheme://host:port, no query or fragment)")
+    return text
 
 
 def parse_listen(value: Any) -> str:
@@ -211,6 +367,7 @@ SloPeriod = Annotated[float, BeforeValidator(bounded_duration("400d"))]  # SLO w
 Ratio = Annotated[float, BeforeValidator(parse_ratio)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 HttpUrl = Annotated[str, BeforeValidator(parse_http_url)]
+TargetUrl = Annotated[str, BeforeValidator(parse_target_url)]
 Listen = Annotated[str, BeforeValidator(parse_listen)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
 Percent = Annotated[float, BeforeValidator(parse_percent)]

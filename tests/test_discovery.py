@@ -23,6 +23,8 @@ from monitor.collect.discovery import (
     merge,
     parse_active_targets,
     parse_target_groups,
+    read_active_targets,
+    read_target_groups,
 )
 from monitor.collect.discovery.targets import compile_matchers, load_document
 from monitor.settings.discovery import (
@@ -118,20 +120,32 @@ def test_a_target_listed_twice_is_one_target_with_the_first_groups_labels():
     ({"targets": ["a:1"]}, "expected a list of target groups, got a mapping"),
     (["a:1"], "group 0: expected a mapping"),
     ([{"targets": "a:1"}], "group 0: targets must be a list"),
-    ([{"targets": ["a:1", "http://b:8000"]}], "group 0: targets[1] 'http://b:8000' is not host:port"),
-    ([{"targets": ["a:1"]}, {"targets": ["10.0.0.1"]}], "group 1: targets[0] '10.0.0.1' is not host:port"),
-    ([{"targets": ["a:99999"]}], "is not host:port"),
-    ([{"targets": ["a b:1"]}], "is not host:port"),
-    ([{"targets": [17]}], "targets[0] 17 is not host:port"),
     ([{"targets": ["a:1"], "labels": {"bad-name": "x"}}], "label name 'bad-name' is not a valid label name"),
     ([{"targets": ["a:1"], "labels": {"n": 3}}], "label n: value must be a string"),
-    ([{"targets": ["a:1"], "labels": {"__scheme__": "ftp"}}], "__scheme__ 'ftp' is not http or https"),
-    ([{"targets": ["a:1"], "labels": {"__metrics_path__": "metrics"}}], "not an absolute path"),
 ])
-def test_a_malformed_group_or_non_host_port_target_rejects_the_whole_list_naming_source_and_item(document, message):
+def test_a_malformed_group_rejects_the_whole_list_naming_source_and_item(document, message):
     with pytest.raises(DiscoveryError, match="^file /etc/t/chat.json: .*" + message.replace("[", r"\[")
                        .replace("]", r"\]").replace("(", r"\(").replace(")", r"\)")):
         parse_target_groups(document, "file", "file /etc/t/chat.json")
+
+
+@pytest.mark.parametrize(("document", "reason", "message"), [
+    ([{"targets": ["a:1", "http://b:8000"]}], "malformed", "group 0: targets[1] 'http://b:8000' is not host:port"),
+    ([{"targets": ["a:1"]}, {"targets": ["10.0.0.1"]}], "bad_port", "group 1: targets[0] '10.0.0.1' has no port"),
+    ([{"targets": ["a:1", "a:99999"]}], "bad_port", "port '99999' is not a number from 1 to 65535"),
+    ([{"targets": ["a:1", "a b:1"]}], "bad_host", "host 'a b' is not a DNS name"),
+    ([{"targets": ["a:1", 17]}], "malformed", "targets[1] 17 is not host:port"),
+    ([{"targets": ["a:1"]}, {"targets": ["c:1"], "labels": {"__scheme__": "ftp"}}], "bad_scheme",
+     "group 1: label __scheme__: scheme 'ftp' is not http or https ('c:1' dropped)"),
+    ([{"targets": ["a:1"]}, {"targets": ["c:1"], "labels": {"__metrics_path__": "metrics"}}], "bad_path",
+     "label __metrics_path__: path 'metrics' is not an absolute path"),
+])
+def test_a_target_outside_the_grammar_is_dropped_with_its_reason_and_the_rest_kept(document, reason, message):
+    parsed = read_target_groups(document, "file", "file /etc/t/chat.json")
+    assert addresses(parsed.targets) == ["a:1"]
+    assert [r.reason for r in parsed.rejected] == [reason]
+    assert parsed.rejected[0].message.startswith("file /etc/t/chat.json: ")
+    assert message in parsed.rejected[0].message
 
 
 def test_yaml_groups_refuse_unknown_keys_as_prometheus_does_and_json_groups_ignore_them():
@@ -198,12 +212,34 @@ def test_a_regex_matcher_is_anchored_and_a_missing_label_is_empty_as_in_promql()
     ([], "not a Prometheus API answer"),
     ({"status": "error", "errorType": "bad_data", "error": "nope"}, "status 'error': bad_data: nope"),
     ({"status": "success", "data": {}}, "answer has no data.activeTargets list"),
-    (api(active("ftp://a:1/", {"job": "vllm"})), r"activeTargets\[0\]: scrapeUrl 'ftp://a:1/' is not an http"),
-    (api({"scrapeUrl": "http://a:1/", "labels": "x"}), r"activeTargets\[0\]: labels and discoveredLabels"),
 ])
 def test_a_bad_prometheus_answer_is_refused_naming_the_source(answer, message):
     with pytest.raises(DiscoveryError, match="^prometheus http://p:9090: " + message):
         parse_active_targets(answer, "prometheus http://p:9090", compile_matchers([("job", "=", "vllm")]))
+
+
+@pytest.mark.parametrize(("item", "reason", "message"), [
+    (active("ftp://a:1/", {"job": "vllm"}), "bad_scheme", "activeTargets[1]: scrapeUrl 'ftp://a:1/' is not an http"),
+    ({"scrapeUrl": "http://a:1/", "labels": "x"}, "malformed", "activeTargets[1]: labels and discoveredLabels"),
+    ("http://a:1/", "malformed", "activeTargets[1] is a string, not an object"),
+    (active("http://a;}server{listen 127.0.0.1:1;root /;}x:80/metrics", {"job": "vllm"}), "malformed",
+     "is not an http(s) URL"),
+    (active("http://a;}server{x:80/metrics", {"job": "vllm"}), "bad_host", "is not a DNS name"),
+    (active("http://a:0/metrics", {"job": "vllm"}), "bad_port", "port '0' is not a number"),
+    (active("http://a:1/metrics\x00", {"job": "vllm"}), "malformed", "is not an http(s) URL"),
+    (active("http://ok:1/m", {"job": "vllm"}), "duplicate", "ok:1 is listed before"),
+])
+def test_a_prometheus_target_outside_the_grammar_is_dropped_with_its_reason_and_the_rest_kept(item, reason, message):
+    answer = api(active("http://ok:1/m", {"job": "vllm"}), item)
+    parsed = read_active_targets(answer, "prometheus http://p:9090", compile_matchers([("job", "=", "vllm")]))
+    assert addresses(parsed.targets) == ["ok:1"]
+    assert [r.reason for r in parsed.rejected] == [reason]
+    assert message in parsed.rejected[0].message and parsed.rejected[0].message.startswith("prometheus http://p:9090: ")
+
+
+def test_a_non_ascii_metrics_path_is_percent_encoded_as_prometheus_writes_it():
+    found = parse_target_groups(groups((["a:1"], {"__metrics_path__": "/metrics€ x"})), "file", "f")
+    assert found[0].metrics_path == "/metrics%E2%82%AC%20x"
 
 
 # --- membership ----------------------------------------------------------------------------------
@@ -280,7 +316,7 @@ async def test_a_broken_file_keeps_its_last_good_list_logs_once_and_counts_a_fai
     await discovery.refresh(now=0.0)
     caplog.set_level(logging.INFO, logger="monitor.discovery")
 
-    write_atomically(tmp_path / "chat-a.json", '[{"targets": ["10.0.0.5:8000", "not a target"]}]')
+    write_atomically(tmp_path / "chat-a.json", '[{"targets": ["10.0.0.5:8000"]}, {"targets": "10.0.0.7:8000"}]')
     write_atomically(tmp_path / "chat-b.json", json.dumps(groups((["10.0.0.4:8000"], None))))
     for now in (5.0, 10.0, 15.0):
         members = await discovery.refresh(now=now)
@@ -288,7 +324,7 @@ async def test_a_broken_file_keeps_its_last_good_list_logs_once_and_counts_a_fai
     assert sorted(members["chat"]) == ["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.4:8000"]
     status = discovery.statuses()[0]
     assert status.failures == 1  # read once: unchanged since, so not re-read
-    assert f"file {tmp_path}/chat-a.json: group 0: targets[1] 'not a target' is not host:port" in status.last_error
+    assert f"file {tmp_path}/chat-a.json: group 1: targets must be a list" in status.last_error
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "keeping the last good list" in warnings[0].getMessage()
 
@@ -297,6 +333,45 @@ async def test_a_broken_file_keeps_its_last_good_list_logs_once_and_counts_a_fai
     assert sorted(members["chat"]) == ["10.0.0.1:8000", "10.0.0.4:8000", "10.0.0.6:8000"]
     assert discovery.statuses()[0].last_error is None
     assert any("reads again" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_bad_target_in_a_file_is_dropped_counted_and_logged_once_per_change_and_the_rest_kept(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="monitor.discovery")
+    path = tmp_path / "chat-a.json"
+    write_atomically(path, json.dumps(groups((["10.0.0.5:8000", "not a target", "a;}server{x:80"], None))))
+    discovery = file_pool(tmp_path)
+    for now in (0.0, 400.0, 800.0):  # re-read every refresh (300s): the same drops, logged once
+        members = await discovery.refresh(now=now)
+    assert sorted(members["chat"]) == ["10.0.0.1:8000", "10.0.0.5:8000"]
+    status = discovery.statuses()[0]
+    assert status.last_error is None and status.targets == 1
+    assert status.rejected == {"bad_port": 3, "bad_host": 3}
+    assert "targets[1] 'not a target' has no port" in status.dropped[0]
+    assert "targets[2] 'a;}server{x:80': host 'a;}server{x' is not a DNS name" in status.dropped[1]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "2 targets dropped, the rest kept" in warnings[0]
+
+    write_atomically(path, json.dumps(groups((["10.0.0.5:8000", "b:0"], None))))  # another cause: logged again
+    await discovery.refresh(now=805.0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and "port '0' is not a number" in warnings[1]
+    write_atomically(path, json.dumps(groups((["10.0.0.5:8000"], None))))
+    await discovery.refresh(now=810.0)
+    assert discovery.statuses()[0].dropped == () and discovery.statuses()[0].rejected["bad_port"] == 4
+    assert any("no target dropped any more" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_error_that_changes_cause_is_logged_again(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="monitor.discovery")
+    path = tmp_path / "chat-a.json"
+    discovery = file_pool(tmp_path)
+    for now, content in ((0.0, "[{"), (5.0, "{}"), (10.0, "{}")):
+        write_atomically(path, content)
+        os.utime(path, ns=(int(now * 1e9) + 1, int(now * 1e9) + 1))
+        await discovery.refresh(now=now)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert "not valid JSON" in warnings[0] and "expected a list of target groups" in warnings[1]
 
 
 async def test_an_unreadable_file_keeps_its_list_and_a_file_that_is_not_regular_is_never_opened(tmp_path):

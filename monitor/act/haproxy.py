@@ -51,7 +51,9 @@ def agent_reply(verdict: InstanceVerdict | None, name: str = "") -> str:
 
 
 def _clean(text: str, limit: int = 200) -> str:
-    return " ".join(text.split())[:limit]
+    """Text safe inside an agent answer's `#comment`: one line of printable ASCII (anything else,
+    a control character or a byte HAProxy might read as the end of the answer, becomes `?`)."""
+    return "".join(c if " " <= c <= "~" else "?" for c in " ".join(text.split()))[:limit]
 
 
 class AgentCheckServer:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Protocol, Sequence
 
 from monitor.decide.verdicts import DEGRADED, EJECTED, NO_TRAFFIC, NOT_JUDGED, STARTING
+from monitor.units import is_server_address
 
 # the placeholder of a pool with no members: an upstream block must name a server, and this one never answers
 NO_MEMBERS = "127.0.0.1:1"
@@ -86,10 +87,19 @@ def render_upstream(pool: str, servers: Iterable[ServerState], directives: Seque
     `sleeping` ones are `down` (drained). A block needs at least one server, so a pool of nothing
     but starting servers lists them `down`.
     `directives` (e.g. `keepalive 32`, `least_conn`) are written first, verbatim.
+
+    A server whose name is not `host:port` in the target grammar (`monitor.units.is_server_address`)
+    is left out, and only counted in a comment: discovery refuses such names already, and this
+    is the last check before a token reaches a file NGINX loads, where `a;}server{...` would be
+    configuration.
     """
-    servers = sorted(servers, key=lambda s: s.instance)
+    given = list(servers)
+    servers = sorted((s for s in given if is_server_address(s.instance)), key=lambda s: s.instance)
+    refused = len(given) - len(servers)
+    note = f"    # {refused} server{'s' if refused != 1 else ''} left out: not host:port" if refused else ""
     if not servers:  # a pool discovery finds empty (or scaled to zero): NGINX needs the block all the same
         lines = [f"upstream {pool} {{", *(f"    {d.rstrip(';').strip()};" for d in directives),
+                 *([note] if note else []),
                  f"    server {NO_MEMBERS} down;  # no members: nothing to route to", "}"]
         return "\n".join(lines) + "\n"
     listed = [s for s in servers if s.state != STARTING] or servers
@@ -98,6 +108,8 @@ def render_upstream(pool: str, servers: Iterable[ServerState], directives: Seque
     weights = _weights(listed)
     lines = [f"upstream {pool} {{"]
     lines.extend(f"    {d.rstrip(';').strip()};" for d in directives)
+    if note:
+        lines.append(note)
     if all_down:
         lines.append("    # every server is ejected: failing open, none is marked down")
     for s in listed:

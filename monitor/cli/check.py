@@ -7,9 +7,11 @@ whatever `serve` refuses, `check` names first, with the same words.
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 from monitor.cli.advice import advice
 from monitor.cli.exits import EXIT_OK
+from monitor.collect.discovery import PoolSpec, check_files
 from monitor.config import Config, listen_problem, load_config
 from monitor.errors import BadInput
 from monitor.units import counted, parse_listen
@@ -44,6 +46,8 @@ def checked(path: str | None, listen: str | None = None) -> tuple[Config, list[s
 
 def cmd_check(args: argparse.Namespace) -> int:
     cfg, warnings = checked(args.config)
+    # file_sd files are read once, so a target the service would drop is named now, with its reason
+    warnings += asyncio.run(check_files([PoolSpec(p.name, (), tuple(p.discovery)) for p in cfg.pools], cfg.discovery))
     for warning in warnings:
         print(f"warning: {warning}")
     targets = sum(len(p.targets) for p in cfg.pools)

@@ -2,12 +2,16 @@
 
 One slow, hung, huge or broken target must never hold up or take down the others: each scrape runs
 under its own deadline, reads at most `max_body_size` bytes (decompressed, so a gzip bomb is cut off
-too), and every failure becomes a `ScrapeResult` with a reason instead of an exception.
+too), and every failure becomes a `ScrapeResult` with a reason instead of an exception: the known
+ones by kind (down, timeout, http_status, oversized, malformed), a target whose URL cannot be sent
+as `bad_target`, and anything else, a bug included, as `internal`, logged once per target and
+cause. Nothing one target does leaves `scrape_all`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import zlib
 from contextlib import AbstractAsyncContextManager
@@ -17,10 +21,12 @@ from typing import Any, Iterable
 import httpx
 
 from monitor.collect.vllm import PageError, parse_page
-from monitor.http1 import ConnectionPool, Exchange, RawHttpError, split_url
+from monitor.http1 import BadUrl, ConnectionPool, Exchange, RawHttpError, split_url
 from monitor.units import instance_address
 from monitor.units import redact_url
 from monitor.samples import ScrapeResult
+
+log = logging.getLogger("monitor.scraper")
 
 PARSE_BATCH = 50
 HEALTH_BODY_LIMIT = 64 * 1024
@@ -174,7 +180,10 @@ class Scraper:
         self.max_body_size = max_body_size
         self.metrics_path = metrics_path
         self.health_path = health_path
+        self.concurrency = concurrency
         self._semaphore = asyncio.Semaphore(concurrency)
+        self._slow: set[str] = set()  # targets whose last scrape timed out: they queue last for a slot
+        self._internal: dict[str, str] = {}  # target url -> the internal error last logged for it
         # Plain http targets go through our own HTTP/1.1 client (monitor/http1.py): 0.2 ms of CPU
         # per request against 4-5 ms through httpx, most of a core at 1,000 targets every 5 s.
         # Two idle connections per target: /metrics and /health are fetched side by side.
@@ -212,7 +221,16 @@ class Scraper:
         Under churn (pods replaced, each with a new address) they would otherwise add up to a
         socket or two per departed target, for as long as the process runs."""
         urls = {t.url for t in targets}
-        self._plain.retain({split_url(u).key for u in urls if u.startswith("http://")})
+        keys = set()
+        for url in urls:
+            if url.startswith("http://"):
+                try:
+                    keys.add(split_url(url).key)
+                except BadUrl:
+                    pass  # never connected: nothing held
+        self._plain.retain(keys)
+        self._slow &= urls
+        self._internal = {u: e for u, e in self._internal.items() if u in urls}
         for url in [u for u in self._clients if u not in urls]:
             task = asyncio.get_running_loop().create_task(self._clients.pop(url).aclose())
             self._closing.add(task)
@@ -228,8 +246,23 @@ class Scraper:
 
         Parsing is CPU work on the event loop; done while other fetches are in flight it would eat
         into their deadlines, and a busy monitor would report healthy targets as timed out.
+
+        The fetch phase is bounded whatever the fleet does: every target waits for one of the
+        `concurrency` slots at most until `timeout` after the cycle began, then has its own
+        `timeout` to answer, so the phase ends within twice `timeout` of its start. Without the
+        first bound, 1,000 hung targets on 256 slots held a cycle for ceil(1000/256) x timeout,
+        and every pool's judgement waited for them. A target that got no slot in time is
+        answered `timeout` ("no free scrape slot"), which is why targets whose last scrape timed
+        out queue last (one that got no slot keeps its place): within a few cycles the slots go
+        first to the targets that answer in milliseconds, and what is left waiting at the
+        deadline is, cycle after cycle, the targets that hang.
         """
-        fetched = await asyncio.gather(*(self._fetch(t) for t in targets))
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        order = sorted(range(len(targets)), key=lambda i: targets[i].url in self._slow)  # stable: slow ones last
+        done = await asyncio.gather(*(self._fetch(targets[i], deadline) for i in order))
+        fetched: list[_Fetched] = [done[0]] * len(targets) if done else []
+        for i, f in zip(order, done, strict=True):
+            fetched[i] = f
         results = []
         for i, f in enumerate(fetched):
             results.append(self._finish(f))
@@ -242,15 +275,44 @@ class Scraper:
     async def scrape(self, target: Target) -> ScrapeResult:
         return self._finish(await self._fetch(target))
 
-    async def _fetch(self, target: Target) -> _Fetched:
-        async with self._semaphore:
-            started = time.time()
-            clock = time.perf_counter()
-            (body, error_kind, error), (status, health_error) = await asyncio.gather(
-                self._fetch_metrics(target), self._probe_health(target)
-            )
-            return _Fetched(target, started, time.perf_counter() - clock, body, error_kind, error, status,
-                            health_error)
+    async def _fetch(self, target: Target, slot_deadline: float | None = None) -> _Fetched:
+        """One target's /metrics and /health, side by side in one slot; never raises (but lets
+        cancellation through). `slot_deadline` (loop time) bounds the wait for a slot."""
+        started = time.time()
+        clock = time.perf_counter()
+        try:
+            try:
+                async with asyncio.timeout_at(slot_deadline):
+                    await self._semaphore.acquire()
+            except TimeoutError:  # never tried: whether it is slow stays as the last try said
+                return _Fetched(target, started, time.perf_counter() - clock, None, "timeout",
+                                f"not scraped: no free scrape slot within timeout {self.timeout:g}s (all "
+                                f"{self.concurrency} of scrape.concurrency held by targets that did not answer)",
+                                None, None)
+            try:
+                started = time.time()
+                clock = time.perf_counter()
+                (body, error_kind, error), (status, health_error) = await asyncio.gather(
+                    self._fetch_metrics(target), self._probe_health(target)
+                )
+            finally:
+                self._semaphore.release()
+        except Exception as exc:  # noqa: BLE001 - one target's bug must not leave the gather and end the cycle
+            body, status, health_error = None, None, None
+            error_kind, error = "internal", self._internal_error(target, exc)
+        if error_kind == "timeout":
+            self._slow.add(target.url)
+        else:
+            self._slow.discard(target.url)
+        return _Fetched(target, started, time.perf_counter() - clock, body, error_kind, error, status, health_error)
+
+    def _internal_error(self, target: Target, exc: BaseException, what: str = "") -> str:
+        """The reason shown for an unexpected error, logged with its traceback once per target and cause."""
+        message = f"{what}internal error: {type(exc).__name__}: {str(exc)[:300]}".rstrip(": ")
+        if self._internal.get(target.url + what) != message:
+            self._internal[target.url + what] = message
+            log.warning("scraping %s: %s", redact_url(target.url), message, exc_info=exc)
+        return message
 
     @staticmethod
     def _finish(f: _Fetched) -> ScrapeResult:
@@ -291,10 +353,14 @@ class Scraper:
             return None, "oversized", f"body larger than {self.max_body_size} bytes ({exc.args[0]}+ read)"
         except BodyUndecodable as exc:
             return None, "malformed", str(exc)
+        except BadUrl as exc:
+            return None, "bad_target", f"cannot send the request: {exc}"
         except (httpx.HTTPError, RawHttpError) as exc:
             return None, "down", f"cannot connect: {type(exc).__name__}: {exc}".rstrip(": ")
         except OSError as exc:
             return None, "down", f"cannot connect: {exc}"
+        except Exception as exc:  # noqa: BLE001 - contained: this target's result, not the cycle's end
+            return None, "internal", self._internal_error(target, exc)
 
     async def _probe_health(self, target: Target) -> tuple[int | None, str | None]:
         if not self.health_path:
@@ -312,5 +378,9 @@ class Scraper:
                     return response.status_code, None
         except (TimeoutError, httpx.TimeoutException):
             return None, f"/health timed out after {self.timeout:g}s"
+        except BadUrl:
+            return None, "/health: cannot send the request (bad target URL)"
         except (httpx.HTTPError, RawHttpError, OSError) as exc:
             return None, f"/health: cannot connect: {type(exc).__name__}"
+        except Exception as exc:  # noqa: BLE001 - contained, as in _fetch_metrics
+            return None, self._internal_error(target, exc, "/health: ")

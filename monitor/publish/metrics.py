@@ -242,6 +242,11 @@ def _discovery_and_reload(service: MonitorState) -> Iterator:
                            labels=labels)
     success = GaugeMetricFamily(f"{NAMESPACE}_discovery_last_success_timestamp_seconds",
                                 "Unix time of a discovery source's last successful refresh.", labels=labels)
+    rejected = CounterMetricFamily(f"{NAMESPACE}_discovery_rejected_targets", "Targets a discovery source's "
+                                   "answers listed and that were dropped (outside the target grammar, or listed "
+                                   "twice), by reason; counted each time an answer is read.",
+                                   labels=["pool", "source", "reason"])
+    dropped: dict[tuple[str, str, str], int] = {}
     for status in service.discovery_statuses:
         who = [status.pool, status.kind, str(status.index)]
         targets.add_metric(who, status.targets)
@@ -249,7 +254,11 @@ def _discovery_and_reload(service: MonitorState) -> Iterator:
         up.add_metric(who, 1.0 if status.healthy else 0.0)
         if status.last_success is not None:
             success.add_metric(who, status.last_success)
-    yield from (targets, failures, up, success)
+        for reason, count in getattr(status, "rejected", {}).items():  # summed over a pool's sources of a kind
+            dropped[(status.pool, status.kind, reason)] = dropped.get((status.pool, status.kind, reason), 0) + count
+    for key, count in sorted(dropped.items()):
+        rejected.add_metric(list(key), count)
+    yield from (targets, failures, up, success, rejected)
     reload = service.reload_status
     yield GaugeMetricFamily(f"{NAMESPACE}_config_last_reload_successful",
                             "1 when the last configuration reload (or the start) succeeded.",

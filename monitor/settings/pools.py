@@ -14,7 +14,6 @@ from pydantic import BeforeValidator, Field, model_validator
 from monitor.settings.base import Section
 from monitor.settings.discovery import DiscoveryConfig
 from monitor.units import (
-    HttpUrl,
     Interval,
     Latency,
     LatencyOrZero,
@@ -22,6 +21,7 @@ from monitor.units import (
     Percent,
     Ratio,
     Window,
+    TargetUrl,
 )
 
 
@@ -147,7 +147,7 @@ class PoolConfig(Section):
     # duplicates (within a pool and across pools) are checked on the whole Config, together with
     # every other problem, so that `check` names them in the same pass as a typo elsewhere
     # optional when `discovery` finds the members; a pool needs at least one of the two
-    targets: list[HttpUrl] = Field(default_factory=list)
+    targets: list[TargetUrl] = Field(default_factory=list)
     discovery: list[DiscoveryConfig] = Field(default_factory=list, description="file_sd, http_sd, dns, prometheus")
     health: HealthSettings = HealthSettings()
     scaling: ScalingSettings = ScalingSettings()

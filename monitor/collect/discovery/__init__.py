@@ -5,7 +5,7 @@ beside (or instead of) static `targets`, as Prometheus users describe their flee
 `membership` combines them into {pool: {address: DiscoveredTarget}}.
 """
 
-from monitor.collect.discovery.membership import Discovery, Membership, PoolSpec, merge, static_target
+from monitor.collect.discovery.membership import Discovery, Membership, PoolSpec, check_files, merge, static_target
 from monitor.collect.discovery.sources import (
     DnsSource,
     FileSource,
@@ -18,8 +18,12 @@ from monitor.collect.discovery.sources import (
 from monitor.collect.discovery.targets import (
     DiscoveredTarget,
     DiscoveryError,
+    Parsed,
+    Rejected,
     parse_active_targets,
     parse_target_groups,
+    read_active_targets,
+    read_target_groups,
 )
 
 __all__ = [
@@ -30,13 +34,18 @@ __all__ = [
     "FileSource",
     "HttpSource",
     "Membership",
+    "Parsed",
     "PoolSpec",
     "PrometheusTargetsSource",
+    "check_files",
+    "Rejected",
     "Source",
     "SourceStatus",
     "make_source",
     "merge",
     "parse_active_targets",
     "parse_target_groups",
+    "read_active_targets",
+    "read_target_groups",
     "static_target",
 ]

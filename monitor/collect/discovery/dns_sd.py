@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
+from typing import Any
 
 import dns.asyncresolver
 import dns.exception
@@ -11,8 +13,19 @@ import dns.rdatatype
 import dns.resolver
 
 from monitor.collect.discovery.source import Source, dedupe
-from monitor.collect.discovery.targets import DiscoveredTarget, DiscoveryError, split_host_port, target
-from monitor.settings.discovery import DiscoverySettings, DnsDiscovery, nameserver_address
+from monitor.collect.discovery.targets import (
+    DiscoveredTarget,
+    DiscoveryError,
+    Parsed,
+    Rejected,
+    target,
+)
+from monitor.settings.discovery import (
+    DiscoverySettings,
+    DnsDiscovery,
+    nameserver_address,
+)
+from monitor.units import TargetRefused, check_host, check_port
 
 
 class DnsSource(Source):
@@ -59,9 +72,9 @@ class DnsSource(Source):
                     raise answer
                 self._fail(name, str(answer) if isinstance(answer, DiscoveryError)
                            else f"dns {name}: {type(answer).__name__}: {answer}")
-            else:
+            elif self._take(name, answer):
                 self._ok(name)
-                self._by_name[name] = answer
+                self._by_name[name] = answer.targets
         merged = dedupe([self._by_name.get(n, []) for n in names])
         if len(merged) > self.max_targets:
             self._fail("", f"{len(merged)} targets, more than discovery.max_targets {self.max_targets}")
@@ -69,32 +82,47 @@ class DnsSource(Source):
         self._ok("")
         self._set(merged)
 
-    async def _lookup(self, name: str) -> list[DiscoveredTarget]:
+    async def _lookup(self, name: str) -> Parsed:
         where = f"dns {self.config.record} {name}"
         try:
             answer = await self._resolver.resolve(name, self._rdtype)
         except dns.resolver.NXDOMAIN:
             raise DiscoveryError(f"{where}: name does not exist (NXDOMAIN)") from None
         except dns.resolver.NoAnswer:
-            return []  # the name exists and has no such records: an empty answer, not a failure
+            return Parsed()  # the name exists and has no such records: an empty answer, not a failure
         except dns.exception.Timeout:
             raise DiscoveryError(f"{where}: no answer within timeout {self.config.timeout_s:g}s") from None
         except dns.resolver.NoNameservers as exc:
             raise DiscoveryError(f"{where}: no nameserver answered ({str(exc)[:200]})") from None
         except dns.exception.DNSException as exc:
             raise DiscoveryError(f"{where}: {type(exc).__name__}: {str(exc)[:200]}") from None
-        scheme = self.config.scheme
-        out = []
-        for rr in answer:
-            if self._rdtype == dns.rdatatype.SRV:
+        return answer_targets(answer, self._rdtype, self.config.port, self.config.scheme, where, self.max_targets)
+
+
+def answer_targets(records: Iterable[Any], rdtype: int, port: int | None, scheme: str, where: str,
+                   max_targets: int) -> Parsed:
+    """The targets of one name's records (SRV: each record's target and port; A/AAAA: each
+    address and `port`), every host and port through the target grammar. A record outside it
+    (an SRV target with escaped bytes, port 0) is dropped with its reason; the rest are kept.
+    A record set bigger than `max_targets` is refused whole."""
+    out = Parsed()
+    kept: dict[str, DiscoveredTarget] = {}
+    for rr in records:
+        try:
+            if rdtype == dns.rdatatype.SRV:
                 host = rr.target.to_text(omit_final_dot=True)
-                parsed = split_host_port(f"{host}:{rr.port}")
-                if parsed is None:
-                    raise DiscoveryError(f"{where}: SRV target {host}:{rr.port} is not host:port")
-                out.append(target(*parsed, "dns", scheme=scheme))
+                found = target(check_host(host), check_port(rr.port), "dns", scheme=scheme)
             else:
-                assert self.config.port is not None  # the settings require it for A and AAAA
-                out.append(target(rr.address.lower(), self.config.port, "dns", scheme=scheme))
-            if len(out) > self.max_targets:
-                raise DiscoveryError(f"{where}: more than discovery.max_targets {self.max_targets} records")
-        return out
+                assert port is not None  # the settings require it for A and AAAA
+                found = target(check_host(str(rr.address)), check_port(port), "dns", scheme=scheme)
+        except TargetRefused as exc:
+            out.rejected.append(Rejected(exc.reason, f"{where}: record {str(rr)[:100]!r}: {exc}"))
+            continue
+        if found.address in kept:
+            out.rejected.append(Rejected("duplicate", f"{where}: {found.address} is in more than one record"))
+            continue
+        kept[found.address] = found
+        if len(kept) > max_targets:
+            raise DiscoveryError(f"{where}: more than discovery.max_targets {max_targets} records")
+    out.targets = list(kept.values())
+    return out

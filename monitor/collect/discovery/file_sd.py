@@ -13,7 +13,7 @@ import stat
 from dataclasses import dataclass, field
 
 from monitor.collect.discovery.source import Source, dedupe
-from monitor.collect.discovery.targets import DiscoveredTarget, DiscoveryError, load_document, parse_target_groups
+from monitor.collect.discovery.targets import DiscoveredTarget, DiscoveryError, Parsed, load_document, read_target_groups
 from monitor.settings.discovery import DiscoverySettings, FileDiscovery
 
 
@@ -50,6 +50,8 @@ class FileSource(Source):
         paths = sorted({p for pattern in self.config.files for p in glob.glob(pattern)})
         new: dict[str, _FileState] = {}
         changed = set(self._files) - set(paths)  # files gone from the globs: their targets go too
+        for gone in changed:
+            self._forget(gone)
         read_now: list[str] = []
         for path in paths:
             old = self._files.get(path) or _FileState()
@@ -73,16 +75,20 @@ class FileSource(Source):
                 continue
             changed.add(path)
             try:
-                targets = await asyncio.to_thread(self._read, path, st.st_size)
+                parsed = await asyncio.to_thread(self._read, path, st.st_size)
             except FileNotFoundError:
                 self._ok(path)
+                self._forget(path)
                 continue
             except (OSError, DiscoveryError) as exc:
                 message = str(exc) if isinstance(exc, DiscoveryError) else f"file {path}: {exc.strerror or exc}"
                 self._fail(path, message)
                 new[path] = _FileState(signature, old.targets)  # not re-read until it changes again
                 continue
-            new[path] = _FileState(signature, targets)
+            if not self._take(path, parsed):
+                new[path] = _FileState(signature, old.targets)  # as a bad file: kept until it changes
+                continue
+            new[path] = _FileState(signature, parsed.targets)
             read_now.append(path)
         for gone in set(self._failing) - set(new) - {"*"}:
             self._ok(gone)
@@ -101,7 +107,7 @@ class FileSource(Source):
         if changed or full:
             self._set(dedupe([s.targets for s in new.values()]))
 
-    def _read(self, path: str, size: int) -> list[DiscoveredTarget]:
+    def _read(self, path: str, size: int) -> Parsed:
         """Read and parse one file (in a worker thread), refusing it before reading when too big."""
         where = f"file {path}"
         limit = self.config.max_size
@@ -112,5 +118,5 @@ class FileSource(Source):
         if len(data) > limit:
             raise DiscoveryError(f"{where}: more than max_size {limit} bytes")
         document, is_yaml = load_document(data, path, where)
-        return parse_target_groups(document, "file", where, default_scheme=self.config.scheme,
+        return read_target_groups(document, "file", where, default_scheme=self.config.scheme,
                                    max_targets=self.max_targets, strict=is_yaml, allow_null=True)

@@ -14,8 +14,8 @@ from monitor.collect.discovery.targets import (
     DiscoveryError,
     compile_matchers,
     load_document,
-    parse_active_targets,
-    parse_target_groups,
+    read_active_targets,
+    read_target_groups,
 )
 from monitor.collect.scraper import ACCEPT_ENCODING, BodyTooLarge, BodyUndecodable, read_capped
 from monitor.settings.discovery import DiscoverySettings, HttpDiscovery, PrometheusDiscovery, parse_selector
@@ -77,13 +77,14 @@ class HttpSource(_HttpSource):
             if content_type.split(";", 1)[0].strip().lower() not in _JSON_TYPE:
                 raise DiscoveryError(f"{where}: Content-Type {content_type[:80]!r}, expected application/json")
             document, _ = await asyncio.to_thread(load_document, body, "answer.json", where)
-            targets = parse_target_groups(document, "http", where, default_scheme=self.config.scheme,
-                                          max_targets=self.max_targets)
+            parsed = read_target_groups(document, "http", where, default_scheme=self.config.scheme,
+                                        max_targets=self.max_targets)
         except DiscoveryError as exc:
             self._fail("", str(exc))
             return
-        self._ok("")
-        self._set(targets)
+        if self._take("", parsed):
+            self._ok("")
+            self._set(parsed.targets)
 
 
 class PrometheusTargetsSource(_HttpSource):
@@ -107,16 +108,17 @@ class PrometheusTargetsSource(_HttpSource):
                 raise DiscoveryError(f"{where}: HTTP {status}: {body[:200]!r}")
             if answer is None:
                 raise DiscoveryError(f"{where}: answer is not JSON: {body[:200]!r}")
-            targets = parse_active_targets(answer, where, self._matchers, max_targets=self.max_targets)
+            parsed = read_active_targets(answer, where, self._matchers, max_targets=self.max_targets)
         except DiscoveryError as exc:
             self._fail("", str(exc))
             return
-        self._ok("")
-        self._set(targets)
+        if self._take("", parsed):
+            self._ok("")
+            self._set(parsed.targets)
 
 
 def _json_or_none(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser recurses
         return None

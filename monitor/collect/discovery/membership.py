@@ -184,3 +184,23 @@ class Discovery:
         if members != self._membership:
             self._membership = members
             self.version += 1
+
+
+async def check_files(pools: Sequence[PoolSpec], settings: DiscoverySettings | None = None) -> list[str]:
+    """What `check` says of the pools' file_sd sources: each read once now, every target it would
+    drop and every file it would refuse, in words. Only files: `check` must not wait on a network
+    endpoint or a resolver, and a file is the config's own neighbour."""
+    settings = settings or DiscoverySettings()
+    lines: list[str] = []
+    for i, pool in enumerate(pools):
+        for index, config in enumerate(pool.discovery):
+            if config.type != "file":
+                continue
+            source = make_source(pool.name, index, config, settings)
+            await source.refresh(time.time())
+            where = f"pools[{i}].discovery[{index}]"  # the key path, as check names every problem
+            lines += [f"{where}: target dropped: {message}" for message in source.status.dropped]
+            if source.status.last_error:
+                lines.append(f"{where}: {source.status.last_error}")
+            await source.aclose()
+    return lines

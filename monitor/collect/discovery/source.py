@@ -1,9 +1,11 @@
 """What every discovery source shares: its status, and a refresh that never raises.
 
 A source never raises out of `refresh`: a discovery source that fails must not stop collection,
-and must not empty a pool. Each error is logged once, when it starts (or its item's error
-changes from none to some), and once more when the item recovers, so a file broken for a week
-logs two lines, not 120,000.
+and must not empty a pool. Each error is logged once per change of cause: when it starts, when it
+becomes a different error, and once more when the item recovers, so a file broken for a week
+logs two lines, not 120,000. Targets dropped from an answer (outside the target grammar, listed
+twice) are counted by reason each time an answer is read, and logged the same way: once when the
+set of drops of a file, name or URL changes.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from monitor.collect.discovery.targets import DiscoveredTarget
+from monitor.collect.discovery.targets import DiscoveredTarget, Parsed, Rejected
 from monitor.settings.discovery import DiscoveryConfig, DiscoverySettings
 
 log = logging.getLogger("monitor.discovery")
@@ -33,6 +35,9 @@ class SourceStatus:
     last_success: float | None = None  # unix time of the last refresh without any error
     last_error: str | None = None  # None while the source is healthy
     conflicts: int = 0  # targets left out because another pool has the same instance
+    # targets dropped from answers, by reason (monitor.units.TARGET_REASONS), counted at every read
+    rejected: dict[str, int] = field(default_factory=dict)
+    dropped: tuple[str, ...] = ()  # why each target of the answers in use was dropped (the first 20)
 
     @property
     def name(self) -> str:
@@ -57,6 +62,7 @@ class Source:
         self.targets: tuple[DiscoveredTarget, ...] = ()
         self.changed = False  # set when `targets` changed; Discovery clears it
         self._failing: dict[str, str] = {}  # item (file, name, url) -> its error, while failing
+        self._dropped: dict[str, tuple[str, ...]] = {}  # item -> why targets of its last answer were dropped
         self._next_at = 0.0  # when a network source is next due
         self._failed_now = False  # an attempt in this refresh failed
 
@@ -108,10 +114,43 @@ class Source:
 
     def _fail(self, item: str, message: str) -> None:
         self._failed_now = True
-        if item not in self._failing:  # the message names the file, name or URL itself
+        if self._failing.get(item) != message:  # the message names the file, name or URL itself
             log.warning("discovery %s: %s; keeping the last good list (%d targets)", self.name, message,
                         len(self.targets))
         self._failing[item] = message
+
+    def _take(self, item: str, parsed: Parsed) -> bool:
+        """Count and log what one read of `item` dropped; False (and `item` failing, its last good
+        list kept) when every target it listed was dropped: a generator that mangled every line is
+        far likelier than a fleet of nothing, and an empty pool routes nowhere."""
+        self._reject(item, parsed.rejected)
+        if parsed.targets or all(r.reason == "duplicate" for r in parsed.rejected):
+            return True
+        self._fail(item, f"{parsed.rejected[0].message} (every target of this answer was dropped)")
+        return False
+
+    def _reject(self, item: str, rejected: Sequence[Rejected]) -> None:
+        """Count the targets one read of `item` dropped, and log them when they differ from last time."""
+        for r in rejected:
+            self.status.rejected[r.reason] = self.status.rejected.get(r.reason, 0) + 1
+        messages = tuple(r.message for r in rejected)
+        if messages != self._dropped.get(item, ()):
+            if messages:
+                log.warning("discovery %s: %d target%s dropped, the rest kept: %s%s", self.name, len(messages),
+                            "s" if len(messages) != 1 else "", "; ".join(messages[:3]),
+                            f"; and {len(messages) - 3} more" if len(messages) > 3 else "")
+            else:
+                log.info("discovery %s%s: no target dropped any more", self.name, f" {item}" if item else "")
+        if messages:
+            self._dropped[item] = messages
+        else:
+            self._dropped.pop(item, None)
+        self.status.dropped = tuple(m for ms in self._dropped.values() for m in ms)[:20]
+
+    def _forget(self, item: str) -> None:
+        """An item (a file gone from the globs) whose drops no longer count."""
+        if self._dropped.pop(item, None) is not None:
+            self.status.dropped = tuple(m for ms in self._dropped.values() for m in ms)[:20]
 
     def _ok(self, item: str) -> None:
         if self._failing.pop(item, None) is not None:

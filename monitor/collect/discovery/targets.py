@@ -1,18 +1,20 @@
 """From what a discovery source said to targets: pure parsers, no I/O.
 
-The formats are Prometheus's, read as Prometheus reads them, with one deliberate difference: a
-target that is not `host:port` rejects the whole file or answer (the source keeps its last good
-list and reports which target was bad), where Prometheus would drop just that target when it
-builds its scrape targets. A file with one mangled line is most often a generator bug that mangled
-others too, and keeping the last good list is what the operator asked of a failing source.
-Structural errors (not a list, a group that is not a mapping, a bad label name, unknown keys in
-YAML) reject the whole file in Prometheus too.
+The formats are Prometheus's, read as Prometheus reads them. Every host, port, scheme and path
+passes the one target grammar of `monitor.units` (`check_host`, `check_port`, `check_scheme`,
+`check_path`), whichever source it came from. A target outside it is dropped with its reason
+(`Rejected`: one of `TARGET_REASONS` and a message naming the source and item) and the rest of the
+answer is kept: one mangled line must not cost a pool every other member, and the source counts
+and logs what it dropped. Structural errors (not a list, a group that is not a mapping, a bad
+label name, unknown keys in YAML) still reject the whole file or answer, as in Prometheus: the
+source keeps its last good list.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,11 +22,28 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from monitor.units import (
+    TARGET_REASONS,
+    TargetRefused,
+    address_of,
+    check_host,
+    check_path,
+    check_port,
+    check_scheme,
+    split_host_port,
+)
+
 SOURCES = ("static", "file", "http", "dns", "prometheus")
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_HOST = re.compile(r"^(?:\[([0-9A-Fa-f:.]+(?:%[\w.-]+)?)\]|([A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})))$")
 _GROUP_KEYS = frozenset(("targets", "labels"))
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~20x faster on a large file
+# a YAML document can alias one list into itself a billion times over; a message shows a bounded part of it
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 2, 4, 4
+
+__all__ = ["TARGET_REASONS", "DiscoveredTarget", "DiscoveryError", "Parsed", "Rejected", "address_of",
+           "split_host_port", "target"]
 
 
 class DiscoveryError(ValueError):
@@ -36,7 +55,8 @@ class DiscoveredTarget:
     """One instance as a discovery source gave it, in the form the scraper takes.
 
     `url` is `scheme://host:port` (the static `targets` entry as written, for `static`);
-    `metrics_path` is the group's `__metrics_path__` when it set one (None: the pool's default);
+    `metrics_path` is the group's `__metrics_path__` when it set one (None: the pool's default),
+    percent-encoded by the grammar;
     `labels` are the group's labels without the internal `__*` ones.
     """
 
@@ -47,25 +67,25 @@ class DiscoveredTarget:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
-def split_host_port(value: Any) -> tuple[str, int] | None:
-    """(host, port) of `host:port` / `[v6]:port` (host lower-cased, as URLs compare), or None."""
-    if not isinstance(value, str) or len(value) > 300:
-        return None
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or len(port) > 5 or not 0 < int(port) < 65536:
-        return None
-    match = _HOST.match(host)
-    if match is None or (match.group(2) is not None and ":" in host):
-        return None
-    return (match.group(1) or match.group(2)).lower(), int(port)
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A target dropped from an answer: `reason` one of TARGET_REASONS, `message` names where and what."""
+
+    reason: str
+    message: str
 
 
-def address_of(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+@dataclass(slots=True)
+class Parsed:
+    """What one file or answer gave: the targets kept and those dropped."""
+
+    targets: list[DiscoveredTarget] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
 
 
 def target(host: str, port: int, source: str, *, scheme: str = "http", metrics_path: str | None = None,
            labels: Mapping[str, str] | None = None) -> DiscoveredTarget:
+    """A target from parts that already passed the grammar (`check_host`, `check_port`...)."""
     address = address_of(host, port)
     return DiscoveredTarget(f"{scheme}://{address}", address, source, metrics_path, labels if labels is not None else {})
 
@@ -86,50 +106,75 @@ def load_document(data: bytes, name: str, where: str) -> tuple[Any, bool]:
         raise DiscoveryError(f"{where}: not valid YAML: {str(exc)[:300]}") from None
     except ValueError as exc:
         raise DiscoveryError(f"{where}: not valid JSON: {exc}") from None
+    except RecursionError:  # [[[[...]]]] nested deeper than the parser recurses
+        raise DiscoveryError(f"{where}: nested too deeply") from None
 
 
 def parse_target_groups(data: Any, source: str, where: str, *, default_scheme: str = "http",
                         max_targets: int = 10_000, strict: bool = False,
                         allow_null: bool = False) -> list[DiscoveredTarget]:
-    """Targets of a Prometheus target-group list (`file_sd` and `http_sd`).
+    """The targets `read_target_groups` keeps."""
+    return read_target_groups(data, source, where, default_scheme=default_scheme, max_targets=max_targets,
+                              strict=strict, allow_null=allow_null).targets
+
+
+def read_target_groups(data: Any, source: str, where: str, *, default_scheme: str = "http",
+                       max_targets: int = 10_000, strict: bool = False, allow_null: bool = False) -> Parsed:
+    """Targets of a Prometheus target-group list (`file_sd` and `http_sd`), and those dropped.
 
     `where` names the source in errors (`file /etc/x/chat.json`); every error names the group and
-    target. A target listed twice (in one group or two) is one target, the first one's labels kept.
+    target. A target listed twice (in one group or two) is one target, the first one's labels
+    kept; the second is counted as a `duplicate`.
     """
+    out = Parsed()
     if data is None and allow_null:  # an empty YAML file: no groups, as in Prometheus
-        return []
+        return out
     if not isinstance(data, list):
         raise DiscoveryError(f"{where}: expected a list of target groups, got {_kind(data)}")
-    out: dict[str, DiscoveredTarget] = {}
+    kept: dict[str, DiscoveredTarget] = {}
     count = 0
     for i, group in enumerate(data):
         if not isinstance(group, dict):
             raise DiscoveryError(f"{where}: group {i}: expected a mapping with targets and labels, got {_kind(group)}")
         if strict and (extra := set(group) - _GROUP_KEYS):
-            raise DiscoveryError(f"{where}: group {i}: unknown key {sorted(map(str, extra))[0]!r} (targets, labels)")
+            raise DiscoveryError(f"{where}: group {i}: unknown key {min(map(str, extra))!r:.80} (targets, labels)")
         targets = group.get("targets")
         if targets is None:
             targets = []
         if not isinstance(targets, list):
             raise DiscoveryError(f"{where}: group {i}: targets must be a list of host:port, got {_kind(targets)}")
-        scheme, metrics_path, labels = _group_labels(group.get("labels"), f"{where}: group {i}", default_scheme)
         count += len(targets)
         if count > max_targets:
             raise DiscoveryError(f"{where}: more than {max_targets} targets (discovery.max_targets); "
                                  f"{count} by group {i} of {len(data)}")
+        try:
+            scheme, metrics_path, labels = _group_labels(group.get("labels"), f"{where}: group {i}", default_scheme)
+        except TargetRefused as exc:  # a bad __scheme__ or __metrics_path__: the group's targets go
+            out.rejected.extend(Rejected(exc.reason, f"{where}: group {i}: {exc} ({_show(value)} dropped)")
+                                for value in targets)
+            continue
         for j, value in enumerate(targets):
-            parsed = split_host_port(value)
-            if parsed is None:
-                raise DiscoveryError(f"{where}: group {i}: targets[{j}] {_show(value)} is not host:port "
-                                     "(e.g. 10.0.0.11:8000; no scheme or path: use the __scheme__ and "
-                                     "__metrics_path__ labels)")
-            found = target(*parsed, source, scheme=scheme, metrics_path=metrics_path, labels=labels)
-            out.setdefault(found.address, found)
-    return list(out.values())
+            try:
+                host, port = split_host_port(value)
+            except TargetRefused as exc:
+                out.rejected.append(Rejected(exc.reason, f"{where}: group {i}: targets[{j}] {exc} (e.g. "
+                                                         "10.0.0.11:8000; no scheme or path: use the __scheme__ "
+                                                         "and __metrics_path__ labels)"))
+                continue
+            found = target(host, port, source, scheme=scheme, metrics_path=metrics_path, labels=labels)
+            if found.address in kept:
+                out.rejected.append(Rejected("duplicate", f"{where}: group {i}: targets[{j}] {found.address} "
+                                                          "is listed before; the first one's labels are kept"))
+                continue
+            kept[found.address] = found
+    out.targets = list(kept.values())
+    return out
 
 
 def _group_labels(labels: Any, where: str, default_scheme: str) -> tuple[str, str | None, dict[str, str]]:
-    """(scheme, metrics_path, public labels) of a group; one dict shared by all its targets."""
+    """(scheme, metrics_path, public labels) of a group; one dict shared by all its targets.
+    DiscoveryError for a malformed mapping (the whole answer goes), TargetRefused for a
+    `__scheme__` or `__metrics_path__` outside the grammar (the group's targets go)."""
     if labels is None:
         return default_scheme, None, {}
     if not isinstance(labels, dict):
@@ -142,12 +187,14 @@ def _group_labels(labels: Any, where: str, default_scheme: str) -> tuple[str, st
             raise DiscoveryError(f"{where}: label {name}: value must be a string, got {_kind(value)}")
         if not name.startswith("__"):
             public[name] = value
-    scheme = labels.get("__scheme__", default_scheme)
-    if scheme not in ("http", "https"):
-        raise DiscoveryError(f"{where}: label __scheme__ {_show(scheme)} is not http or https")
-    metrics_path = labels.get("__metrics_path__")
-    if metrics_path is not None and (not metrics_path.startswith("/") or any(c in metrics_path for c in " \r\n#")):
-        raise DiscoveryError(f"{where}: label __metrics_path__ {_show(metrics_path)} is not an absolute path")
+    try:
+        scheme = check_scheme(labels.get("__scheme__", default_scheme))
+        metrics_path = labels.get("__metrics_path__")
+        if metrics_path is not None:
+            metrics_path = check_path(metrics_path)
+    except TargetRefused as exc:
+        label = "__scheme__" if exc.reason == "bad_scheme" else "__metrics_path__"
+        raise TargetRefused(exc.reason, f"label {label}: {exc}") from None
     return scheme, metrics_path, public
 
 
@@ -186,48 +233,90 @@ def matches(compiled: Sequence[tuple[str, str, Any]], labels: Mapping[str, Any],
 
 def parse_active_targets(answer: Any, where: str, compiled: Sequence[tuple[str, str, Any]], *,
                          max_targets: int = 10_000) -> list[DiscoveredTarget]:
+    """The targets `read_active_targets` keeps."""
+    return read_active_targets(answer, where, compiled, max_targets=max_targets).targets
+
+
+def read_active_targets(answer: Any, where: str, compiled: Sequence[tuple[str, str, Any]], *,
+                        max_targets: int = 10_000) -> Parsed:
     """Targets from a Prometheus `/api/v1/targets?state=active` answer that match the selector.
 
     Scheme, address and path come from `scrapeUrl` (what Prometheus itself scrapes, after
-    relabelling); the labels are the target's `labels` without the `__*` ones. `health` is not
-    used: whether an instance is healthy is this monitor's own judgement.
+    relabelling), each through the target grammar; the labels are the target's `labels` without
+    the `__*` ones. `health` is not used: whether an instance is healthy is this monitor's own
+    judgement. An item that is not an object, or whose scrapeUrl is outside the grammar, is
+    dropped with its reason; an answer that is not a successful API answer is refused whole.
     """
     if not isinstance(answer, dict):
         raise DiscoveryError(f"{where}: not a Prometheus API answer ({_kind(answer)})")
     if answer.get("status") != "success":
-        detail = ": ".join(str(p) for p in (answer.get("errorType"), answer.get("error")) if p)
+        detail = ": ".join(_text(p) for p in (answer.get("errorType"), answer.get("error")) if p)
         raise DiscoveryError(f"{where}: status {_show(answer.get('status'))}: {detail[:300] or 'no error given'}")
     data = answer.get("data")
     active = data.get("activeTargets") if isinstance(data, dict) else None
     if not isinstance(active, list):
         raise DiscoveryError(f"{where}: answer has no data.activeTargets list")
-    out: dict[str, DiscoveredTarget] = {}
+    out = Parsed()
+    kept: dict[str, DiscoveredTarget] = {}
     for i, item in enumerate(active):
+        here = f"{where}: activeTargets[{i}]"
         if not isinstance(item, dict):
-            raise DiscoveryError(f"{where}: activeTargets[{i}] is {_kind(item)}, not an object")
+            out.rejected.append(Rejected("malformed", f"{here} is {_kind(item)}, not an object"))
+            continue
         labels = item.get("labels")
         discovered = item.get("discoveredLabels") or {}
         if not isinstance(labels, dict) or not isinstance(discovered, dict):
-            raise DiscoveryError(f"{where}: activeTargets[{i}]: labels and discoveredLabels must be objects")
+            out.rejected.append(Rejected("malformed", f"{here}: labels and discoveredLabels must be objects"))
+            continue
         if not matches(compiled, labels, discovered):
             continue
-        scrape_url = item.get("scrapeUrl")
-        parts = urlsplit(scrape_url) if isinstance(scrape_url, str) else None
         try:
-            port = parts.port if parts is not None else None
-        except ValueError:
-            port = None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise DiscoveryError(f"{where}: activeTargets[{i}]: scrapeUrl {_show(scrape_url)} is not an http(s) URL")
-        port = port or (443 if parts.scheme == "https" else 80)
-        public = {k: v for k, v in labels.items() if not k.startswith("__") and isinstance(v, str)}
-        found = target(parts.hostname.lower(), port, "prometheus", scheme=parts.scheme,
-                       metrics_path=parts.path or None, labels=public)
-        out.setdefault(found.address, found)
-        if len(out) > max_targets:
+            found = _scrape_url_target(item.get("scrapeUrl"), labels)
+        except TargetRefused as exc:
+            out.rejected.append(Rejected(exc.reason, f"{here}: scrapeUrl {exc}"))
+            continue
+        if found.address in kept:
+            out.rejected.append(Rejected("duplicate", f"{here}: {found.address} is listed before"))
+            continue
+        kept[found.address] = found
+        if len(kept) > max_targets:
             raise DiscoveryError(f"{where}: more than {max_targets} matching targets (discovery.max_targets); "
                                  "narrow the selector")
-    return list(out.values())
+    out.targets = list(kept.values())
+    return out
+
+
+def _scrape_url_target(scrape_url: Any, labels: Mapping[str, Any]) -> DiscoveredTarget:
+    if not isinstance(scrape_url, str) or len(scrape_url) > 4096 or any(
+            c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in scrape_url):
+        raise TargetRefused("malformed", f"{_show(scrape_url)} is not an http(s) URL")
+    try:
+        parts = urlsplit(scrape_url)
+    except ValueError:  # "Invalid IPv6 URL" and the like
+        raise TargetRefused("malformed", f"{_show(scrape_url)} is not an http(s) URL") from None
+    try:
+        check_scheme(parts.scheme)
+    except TargetRefused:
+        raise TargetRefused("bad_scheme", f"{_show(scrape_url)} is not an http(s) URL") from None
+    netloc = parts.netloc.rpartition("@")[2]
+    if netloc.startswith("["):
+        host, _, rest = netloc[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ("" if not rest else None)
+    else:
+        host, _, port_text = netloc.rpartition(":") if ":" in netloc else (netloc, "", "")
+    try:
+        host = check_host(host)
+    except TargetRefused as exc:
+        raise TargetRefused("bad_host", f"{_show(scrape_url)}: {exc}") from None
+    if port_text is None:
+        raise TargetRefused("bad_port", f"{_show(scrape_url)}: nothing may follow the IPv6 address but :port")
+    try:
+        port = check_port(port_text) if port_text else (443 if parts.scheme == "https" else 80)
+        path = check_path(parts.path) if parts.path else None
+    except TargetRefused as exc:
+        raise TargetRefused(exc.reason, f"{_show(scrape_url)}: {exc}") from None
+    public = {k: v for k, v in labels.items() if isinstance(k, str) and not k.startswith("__") and isinstance(v, str)}
+    return target(host, port, "prometheus", scheme=parts.scheme, metrics_path=path, labels=public)
 
 
 def _kind(value: Any) -> str:
@@ -236,5 +325,10 @@ def _kind(value: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    """A bounded repr: YAML aliases can make a small document a huge (or self-containing) object."""
+    text = _REPR.repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else _show(value)
