@@ -113,7 +113,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from monitor.service import create_app
         from monitor.store import Store, upgrade
 
-        store = Store.open(cfg.storage.url)
+        store = Store.open(cfg.storage.url, statement_timeout=cfg.storage.statement_timeout)
         try:
             # migrate before serving: a database that is unreachable at start is one clear line and
             # exit 1, not a traceback from inside the ASGI lifespan
