@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from monitor.act.haproxy import AgentCheckServer
-from monitor.act.nginx import UpstreamServer, UpstreamWriter, render_file
+from monitor.act.nginx import UpstreamWriter, render_file
 from monitor.collect.discovery import Discovery
 from monitor.collect.discovery.targets import DiscoveredTarget
 from monitor.collect.promql import PrometheusSource
 from monitor.collect.scraper import Scraper, Target
 from monitor.config import Config
 from monitor.decide.fleet import FleetDecisions
-from monitor.decide.verdicts import LEAVING, REMOVED, SLEEPING, STALE_SERVES, STARTING, UNKNOWN, InstanceVerdict
+from monitor.decide.verdicts import LEAVING, REMOVED, SLEEPING, STARTING, UNKNOWN
 from monitor.evaluate.fleet import FleetView
 from monitor.evaluate.signals import PoolSignals, fleet_signals, pool_signals, ttft_burn_rates
 from monitor.gpu.health import GpuTracker
@@ -43,6 +43,7 @@ from monitor.samples import ScrapeResult
 import monitor.service.wiring as wiring
 from monitor.service.events import EventLog
 from monitor.service.history import History
+from monitor.publish.api import served
 from monitor.publish.exclusions import refresh_exclusions
 from monitor.service.outputs import AlertDelivery, UpstreamPublisher
 from monitor.service.stages import Stages, cause_of
@@ -544,10 +545,3 @@ class Service:
         self.nginx = UpstreamWriter(n.upstream_file, n.check, n.reload) if n.upstream_file else None
         self.upstreams = UpstreamPublisher(self.nginx, self._render_upstreams) if self.nginx else None
 
-
-def served(verdict: InstanceVerdict) -> InstanceVerdict | UpstreamServer:
-    """What the NGINX file renders of a verdict: one failing open (stale) serves at full weight,
-    never `down`, whatever its last state said."""
-    if verdict.fail_open is not None and verdict.state in STALE_SERVES:
-        return UpstreamServer(verdict.instance, UNKNOWN, 1.0)
-    return verdict

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from typing import Any
+
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from monitor.evaluate.slo import Exclusion
@@ -21,15 +24,41 @@ class ExclusionStore:
 
     engine: Engine
 
-    def add_exclusion(self, exclusion: Exclusion) -> Exclusion:
-        """Store a new ad-hoc maintenance window; returns it with its id."""
+    def add_exclusion(self, exclusion: Exclusion, request_id: str | None = None) -> Exclusion:
+        """Store a new ad-hoc maintenance window; returns it with its id. Idempotent: a window with
+        the same `request_id`, or (without one) the same SLO, pool, start, end and reason not
+        removed, is returned as stored instead of a second row (a retry after a timeout whose first
+        try committed after all)."""
+        try:
+            return self._add_exclusion(exclusion, request_id)
+        except IntegrityError:  # the same request_id committed by a concurrent try: that row it is
+            return self._add_exclusion(exclusion, request_id)
+
+    def _add_exclusion(self, exclusion: Exclusion, request_id: str | None) -> Exclusion:
         with Session(self.engine) as session, session.begin():
+            if request_id is not None:
+                same = select(ExclusionRecord).where(ExclusionRecord.request_id == request_id)
+            else:
+                same = select(ExclusionRecord).where(
+                    _same(ExclusionRecord.slo, exclusion.slo), _same(ExclusionRecord.pool, exclusion.pool),
+                    ExclusionRecord.starts_at == utc(exclusion.start), ExclusionRecord.ends_at == utc(exclusion.end),
+                    ExclusionRecord.reason == exclusion.reason, ExclusionRecord.removed_at.is_(None))
+            found = session.scalars(same.order_by(ExclusionRecord.id).limit(1)).first()
+            if found is not None:
+                return _exclusion(found)
             row = ExclusionRecord(slo=exclusion.slo, pool=exclusion.pool, starts_at=utc(exclusion.start),
                                   ends_at=utc(exclusion.end), reason=exclusion.reason,
-                                  created_at=utc(exclusion.created_at), created_by=exclusion.created_by)
+                                  created_at=utc(exclusion.created_at), created_by=exclusion.created_by,
+                                  request_id=request_id)
             session.add(row)
             session.flush()
             return _exclusion(row)
+
+    def exclusion_request_ids(self) -> dict[int, str]:
+        """Stored window id -> the client's own id, for the windows posted with one."""
+        with Session(self.engine) as session:
+            return {i: r for i, r in session.execute(
+                select(ExclusionRecord.id, ExclusionRecord.request_id).where(ExclusionRecord.request_id.is_not(None)))}
 
     def exclusions(self, *, since: float | None = None, include_removed: bool = True) -> list[Exclusion]:
         """Stored maintenance windows, oldest first: those ending after `since` (all when None)."""
@@ -54,6 +83,10 @@ class ExclusionStore:
                 row.removed_at = utc(removed_at)
             session.flush()
             return _exclusion(row)
+
+
+def _same(column: Any, value: str | None) -> Any:
+    return column.is_(None) if value is None else column == value
 
 
 def _exclusion(row: ExclusionRecord) -> Exclusion:
