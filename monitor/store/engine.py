@@ -48,8 +48,10 @@ def make_engine(url: str, *, statement_timeout: float = DEFAULT_STATEMENT_TIMEOU
     # worker thread, every later flush would be skipped behind it, /metrics would go on saying
     # storage_up 1, and the shutdown's final flush would never return. A URL may set its own.
     connect_args: dict[str, Any] = {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
-    if statement_timeout > 0 and "options" not in parsed.query:  # a URL's own `options` wins
-        connect_args["options"] = f"-c statement_timeout={int(statement_timeout * 1000)}"
+    options = parsed.query.get("options", "")
+    options = options[-1] if isinstance(options, tuple) else options
+    if statement_timeout > 0 and "statement_timeout" not in options:  # a URL's own statement_timeout wins
+        connect_args["options"] = f"{options} -c statement_timeout={int(statement_timeout * 1000)}".strip()
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=connect_args)
 
 
