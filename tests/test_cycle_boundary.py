@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import yaml
 from fastapi import FastAPI
 
 from monitor.act.haproxy import agent_reply
@@ -22,7 +23,6 @@ from monitor.config import load, validate
 from monitor.publish.api import install_routes
 from monitor.service import Service
 from monitor.service.reload import Reloader
-
 from tests.helpers.hand_scraper import HandScraper
 
 SLOW = "10.0.0.2:8000"
@@ -86,7 +86,7 @@ async def test_a_bug_deciding_one_pool_is_that_pools_alone_counted_named_and_sai
     assert 'slo_monitor_stage_errors_total{stage="decide"} 3.0' in exposition
     assert 'slo_monitor_stage_errors_total{stage="scrape"} 0.0' in exposition
     assert service.last_cycle_success_at is not None
-    beat = re.search(r"^slo_monitor_last_cycle_success_timestamp_seconds (\S+)$", exposition, re.M)
+    beat = re.search(r"^slo_monitor_last_cycle_success_timestamp_seconds (\S+)$", exposition, re.MULTILINE)
     assert beat and float(beat.group(1)) == service.last_cycle_success_at
 
     del service.decisions.health["a"].evaluate  # the bug fixed: the pool is decided again, and that is said
@@ -165,8 +165,6 @@ async def test_healthz_says_so_when_no_cycle_completed_for_long():
 
 async def test_a_reload_waits_for_the_running_cycle_and_the_cycle_never_sees_half_a_config(tmp_path: Path):
     path = tmp_path / "c.yaml"
-    import yaml  # noqa: PLC0415 - only this test writes YAML
-
     path.write_text(yaml.safe_dump(config_dict()))
     service = Service(load(path).config)
     scraper = HandScraper()

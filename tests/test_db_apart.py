@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -66,7 +66,7 @@ def rows(store: Store, **where) -> int:
 
 
 def window(hours: float = 2.0) -> dict:
-    start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(minutes=10)
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=10)
     return {"slo": "errors", "start": start.isoformat(), "end": (start + timedelta(hours=hours)).isoformat(),
             "reason": "kernel upgrade"}
 

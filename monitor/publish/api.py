@@ -257,7 +257,8 @@ def install_routes(app: FastAPI, service: MonitorState,
         if verdict is None:
             return PlainTextResponse(f"unknown instance {instance} in pool {pool}\n", status_code=404)
         # past the pool's stale_after the verdict fails open: 200 and "failing open: ... stale" in the body
-        headers = {"X-Decided-At": rfc3339(verdict.decided_at)} if verdict.decided_at is not None else None
+        decided = rfc3339(verdict.decided_at)
+        headers = {"X-Decided-At": decided} if decided is not None else None
         return PlainTextResponse(verdict.reason_line + "\n", status_code=verdict.http_status, headers=headers)
 
     @app.get("/api/v1/pools/{pool}/scaling", dependencies=[Depends(require_token)])

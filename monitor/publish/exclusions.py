@@ -107,7 +107,8 @@ def parse_request_id(body: dict[str, Any]) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ValueError("id: expected a string, your own id for the window (a retry with the same id is one window)")
+        raise ValueError("id: expected a string, your own id for the window "  # noqa: TRY004 - a 400 like any key
+                         "(a retry with the same id is one window)")
     text = str(value).strip()
     if not text or len(text) > MAX_REQUEST_ID or not text.isprintable():
         raise ValueError(f"id: 1 to {MAX_REQUEST_ID} printable characters")

@@ -11,7 +11,8 @@ A "where" names what failed: the stage alone (`scrape`) or the stage and what it
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 log = logging.getLogger("monitor.service")
 
@@ -66,7 +67,7 @@ class Stages:
         """`call(*args)`, or `default` when it raises (counted and named)."""
         try:
             return call(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - the boundary itself
+        except Exception as exc:  # noqa: BLE001 - the boundary itself: counted, named, logged
             self.failed(where, cause_of(exc), exc)
             return default
 
@@ -74,7 +75,7 @@ class Stages:
         """Await `work`, or `default` when it raises (counted and named). Cancellation passes."""
         try:
             return await work
-        except Exception as exc:  # noqa: BLE001 - the boundary itself
+        except Exception as exc:  # noqa: BLE001 - the boundary itself: counted, named, logged
             self.failed(where, cause_of(exc), exc)
             return default
 

@@ -7,7 +7,6 @@ A mixin of `monitor.store.db.Store`, apart from its write queue for that reason.
 from __future__ import annotations
 
 from datetime import datetime
-
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -53,12 +52,6 @@ class ExclusionStore:
             session.add(row)
             session.flush()
             return _exclusion(row)
-
-    def exclusion_request_ids(self) -> dict[int, str]:
-        """Stored window id -> the client's own id, for the windows posted with one."""
-        with Session(self.engine) as session:
-            return {i: r for i, r in session.execute(
-                select(ExclusionRecord.id, ExclusionRecord.request_id).where(ExclusionRecord.request_id.is_not(None)))}
 
     def exclusions(self, *, since: float | None = None, include_removed: bool = True) -> list[Exclusion]:
         """Stored maintenance windows, oldest first: those ending after `since` (all when None)."""

@@ -8,7 +8,6 @@ import asyncio
 import time
 
 from monitor.samples import ScrapeResult
-
 from tests.helpers.slo_scrapes import Server, result
 
 
