@@ -294,9 +294,11 @@ def test_sleeping_instances_do_not_count_toward_the_ejection_cap_or_fail_open():
     d = Driver(2, HealthSettings(max_ejection_percent=50))
     d.step()
     decision = d.step({d.names[0]: {"sleep_level": 2.0}, d.names[1]: {"ttft_p99_s": 3.0}})
-    # the only judged member is the slow one: it may be ejected (cap of 1 of 1), and nobody fails open
+    # the only judged member is the slow one: the last server in rotation is never ejected (the
+    # sleeping one serves nothing), and nobody fails open
     assert decision.fail_open is None
-    assert d.state(0) == "sleeping" and d.state(1) == EJECTED
+    assert d.state(0) == "sleeping" and d.state(1) == DEGRADED
+    assert "the last server in rotation is never ejected" in d.reasons(1)
 
 
 # --- membership: starting, leaving -------------------------------------------------------------
@@ -536,11 +538,12 @@ def test_cap_with_three_instances_all_faulty_ejects_one():
     assert sorted(h.state for h in d.pool.instances.values()) == [DEGRADED, DEGRADED, EJECTED]
 
 
-def test_single_instance_pool_can_eject_its_one_but_zero_percent_ejects_none():
+def test_a_one_instance_pool_is_never_emptied_and_zero_percent_ejects_none():
     d = Driver(1)
     d.step()
     d.step({d.names[0]: {"ttft_p99_s": 1.5}})
-    assert d.state(0) == EJECTED
+    assert d.state(0) == DEGRADED and "the last server in rotation is never ejected" in d.reasons(0)
+    assert d.pool.verdicts()[d.names[0]].http_status == 200
     d = Driver(4, HealthSettings(max_ejection_percent=0))
     d.step({d.names[0]: {"ttft_p99_s": 1.5}})
     assert d.state(0) == DEGRADED and "held back: 0 of 4" in d.reasons(0)

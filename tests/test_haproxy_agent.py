@@ -7,6 +7,7 @@ read the one reply line, and expect the listener to close the connection.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -55,7 +56,7 @@ async def fleet_agent():
     health = FleetDecisions({"p": PoolPolicy(HealthSettings(hang_intervals=None), ScalingSettings())},
                             {"p": [f"10.0.0.{i}:8000" for i in (1, 2, 3, 4)]}, 5.0)
     pool = health.health["p"]
-    t = 1_700_000_000.0
+    t = time.time() - 20.0  # verdicts made just now: fresh as the agent reads them
     for k in range(1, 5):
         now = t + 5 * k
         signals = {i: InstanceSignals(observed_at=now, ttft_p99_s=0.2, requests=50) for i in pool.instances}

@@ -16,7 +16,10 @@ never a partial one. Configure each server as:
 * ejected while still answering (slow, erroring, outlier) → `up drain`: no new sessions, while
   streams in flight finish, which matters for completions that run for minutes;
 * a name the monitor does not know → a `#comment` only, which HAProxy ignores: changing the state
-  of a server the monitor knows nothing about would be guessing.
+  of a server the monitor knows nothing about would be guessing;
+* a verdict older than the pool's `stale_after` (the monitor stopped deciding) → `up ready 100%`
+  with the reason as a comment, whatever it said before: failing open, as the check URL and the
+  NGINX file do (starting, leaving and sleeping servers keep their answer: they cannot serve).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ def agent_reply(verdict: InstanceVerdict | None, name: str = "") -> str:
     """The one line (with its newline) HAProxy gets for one server."""
     if verdict is None:
         return f"#unknown server {_clean(name)!r}: agent-send must be \"<pool>/<host:port>\\n\"\n"
+    if verdict.fail_open is not None and verdict.serves_traffic:  # stale: fail open, say why
+        return f"up ready 100% #{_clean(verdict.fail_open)}\n"
     if verdict.state == STARTING:  # not listening yet (a loading model): nothing to drain
         return f"down #{_clean('; '.join(verdict.reasons))}\n"
     if verdict.state in (LEAVING, SLEEPING):  # let what is in flight finish, send nothing new

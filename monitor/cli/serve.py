@@ -106,7 +106,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from monitor.store import Store, upgrade
 
         try:
-            store = Store.open(cfg.storage.url)
+            store = Store.open(cfg.storage.url, statement_timeout=cfg.storage.statement_timeout)
         except (SQLAlchemyError, ImportError, ValueError) as exc:  # `check` tries the URL too: a driver gone since
             print(f"error: database {safe_url(cfg.storage.url)}: {str(exc).splitlines()[0]}", file=sys.stderr)
             return EXIT_ERROR

@@ -7,12 +7,13 @@ pool it belongs to and nothing else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any, Mapping, Sequence
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Collection, Mapping, Sequence
 
 from monitor.decide.pool import PoolHealth
 from monitor.decide.scaling import PoolScaler, ScalingRecommendation, scaling_signals
-from monitor.decide.verdicts import REMOVED, InstanceVerdict, PoolVerdicts
+from monitor.decide.verdicts import REMOVED, InstanceVerdict, PoolVerdicts, stale
 from monitor.evaluate.signals import PoolSignals
 from monitor.settings import HealthSettings, ScalingSettings
 
@@ -29,6 +30,14 @@ class PoolPolicy:
 class CycleDecisions:
     health: tuple[PoolVerdicts, ...]
     scaling: Mapping[str, ScalingRecommendation]
+    # pool -> what went wrong deciding it (a bug): that pool kept its verdicts, the others were decided
+    errors: Mapping[str, str] = field(default_factory=dict)
+
+
+def _cause(exc: BaseException) -> str:
+    """`ZeroDivisionError: float division by zero`: one line, bounded."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
 
 
 class FleetDecisions:
@@ -75,34 +84,52 @@ class FleetDecisions:
     def decide(self, signals: Mapping[str, PoolSignals], now: float, *, data_at: float | None,
                cycle_duration_s: float | None = None,
                burn_rates: Mapping[str, float | None] | None = None,
-               external: Mapping[tuple[str, str], tuple[str, ...]] | None = None) -> CycleDecisions:
+               external: Mapping[tuple[str, str], tuple[str, ...]] | None = None,
+               skip: Collection[str] = ()) -> CycleDecisions:
         """external: (pool, instance) -> reasons from other sources (GPU telemetry) that degrade;
-        burn_rates: pool -> its TTFT SLO's short-window burn rate (a scaling signal)."""
+        burn_rates: pool -> its TTFT SLO's short-window burn rate (a scaling signal); skip: pools
+        whose signals could not be built this cycle (they keep, and age, their verdicts)."""
         verdicts: list[PoolVerdicts] = []
         recommendations: dict[str, ScalingRecommendation] = {}
+        errors: dict[str, str] = {}
         for name, pool in self.health.items():
-            snapshot = signals.get(name) or PoolSignals(name, 0.0)
-            instances = dict(snapshot.instances)
-            if external:
-                for instance, sig in snapshot.instances.items():
-                    if reasons := external.get((name, instance)):
-                        instances[instance] = replace(sig, external_reasons=tuple(reasons))
-            outcome = pool.evaluate(instances, now, data_at=data_at, cycle_duration_s=cycle_duration_s)
-            verdicts.append(outcome)
-            if any(t.to_state == REMOVED for t in outcome.transitions):  # dropped after draining
-                self.pool_of = {i: p for i, p in self.pool_of.items() if p != name or i in pool.instances}
-            serving = [snapshot.stats.get(i) for i in pool.instances
-                       if i in snapshot.scraped_ok and outcome.verdicts[i].serves_traffic]
-            scaler = self.scalers[name]
-            recommendations[name] = scaler.recommend(
-                pool.current_replicas(), scaling_signals(serving, (burn_rates or {}).get(name)), now)
-        return CycleDecisions(tuple(verdicts), recommendations)
+            if name in skip:
+                continue
+            # one pool's bug is that pool's: its verdicts age (and fail open past stale_after), the
+            # other pools are decided as if it were not there
+            try:
+                snapshot = signals.get(name) or PoolSignals(name, 0.0)
+                instances = dict(snapshot.instances)
+                if external:
+                    for instance, sig in snapshot.instances.items():
+                        if reasons := external.get((name, instance)):
+                            instances[instance] = replace(sig, external_reasons=tuple(reasons))
+                outcome = pool.evaluate(instances, now, data_at=data_at, cycle_duration_s=cycle_duration_s)
+                verdicts.append(outcome)
+                if any(t.to_state == REMOVED for t in outcome.transitions):  # dropped after draining
+                    self.pool_of = {i: p for i, p in self.pool_of.items() if p != name or i in pool.instances}
+                serving = [snapshot.stats.get(i) for i in pool.instances
+                           if i in snapshot.scraped_ok and outcome.verdicts[i].serves_traffic]
+                scaler = self.scalers[name]
+                recommendations[name] = scaler.recommend(
+                    pool.current_replicas(), scaling_signals(serving, (burn_rates or {}).get(name)), now)
+            except Exception as exc:  # noqa: BLE001 - contained to the pool, named by the caller
+                errors[name] = _cause(exc)
+        return CycleDecisions(tuple(verdicts), recommendations, errors)
 
-    def verdict(self, pool: str, instance: str) -> InstanceVerdict | None:
+    def stale_reason(self, pool: str, now: float | None = None) -> str | None:
+        """Why the pool's verdicts fail open as read at `now` (older than its `stale_after`), or None."""
+        health = self.health.get(pool)
+        return None if health is None else health.stale_reason(time.time() if now is None else now)
+
+    def verdict(self, pool: str, instance: str, now: float | None = None) -> InstanceVerdict | None:
+        """The verdict as every output reads it: failing open once older than `stale_after`."""
         health = self.health.get(pool)
         if health is None or instance not in health.instances:
             return None
-        return health.verdict_of(health.instances[instance])
+        verdict = health.verdict_of(health.instances[instance])
+        why = health.stale_reason(time.time() if now is None else now)
+        return verdict if why is None else stale(verdict, why)
 
     def find(self, name: str) -> InstanceVerdict | None:
         """A verdict by `pool/host:port` or by `host:port` alone (instances are unique across pools)."""
@@ -113,18 +140,31 @@ class FleetDecisions:
         pool = self.pool_of.get(name)
         return self.verdict(pool, name) if pool else None
 
-    def pool_verdicts(self, pool: str) -> list[InstanceVerdict]:
+    def pool_verdicts(self, pool: str, now: float | None = None) -> list[InstanceVerdict]:
         health = self.health.get(pool)
-        return list(health.verdicts().values()) if health else []
+        if not health:
+            return []
+        verdicts = list(health.verdicts().values())
+        why = health.stale_reason(time.time() if now is None else now)
+        return verdicts if why is None else [stale(v, why) for v in verdicts]
 
-    def recommendation(self, pool: str) -> ScalingRecommendation | None:
+    def recommendation(self, pool: str, now: float | None = None) -> ScalingRecommendation | None:
+        """The last recommendation; once the pool's decisions are stale it holds the replicas the
+        pool runs (an autoscaler must not act on a figure the monitor no longer renews)."""
         scaler = self.scalers.get(pool)
-        return scaler.last if scaler else None
+        last = scaler.last if scaler else None
+        health = self.health.get(pool)
+        why = None if health is None else health.stale_reason(time.time() if now is None else now)
+        if last is None or why is None:
+            return last
+        current = health.current_replicas() if health is not None else last.current_replicas
+        return replace(last, current_replicas=current, desired_replicas=current,
+                       reason=f"holding the current replicas: {why}")
 
     def snapshot(self) -> dict[str, dict[str, dict[str, Any]]]:
         return {name: pool.snapshot() for name, pool in self.health.items()}
 
-    def restore(self, saved: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> None:
+    def restore(self, saved: Mapping[str, Mapping[str, Mapping[str, Any]]], now: float | None = None) -> None:
         for name, states in saved.items():
             if name in self.health:
-                self.health[name].restore(states)
+                self.health[name].restore(states, now)

@@ -52,6 +52,10 @@ class PoolHealth:
         self.interval_s = interval_s
         self.instances: dict[str, InstanceHealth] = {i: InstanceHealth(i) for i in instances}
         self.last_decision: PoolVerdicts | None = None
+        # when the verdicts were last made on fresh data (an evaluate that did not fail open for
+        # the monitor's own staleness, or a restore); outputs fail open once it is older than
+        # `stale_after` (FleetDecisions.verdict), whether or not evaluate still runs
+        self.decided_at: float | None = None
         self._now: float | None = None
         # (instance, from, to, reasons) since the last evaluate: each change with the words of its moment
         self._membership: list[tuple[str, str, str, tuple[str, ...]]] = []
@@ -131,7 +135,9 @@ class PoolHealth:
 
         asleep = {i for i in members if (sigs[i].sleep_level or 0) > 0 and not sigs[i].failed}
         judged = {i: h for i, h in members.items() if i not in asleep and not self._starting(h, now)}
-        fail_open = self._fail_open_reason({i: sigs[i] for i in judged}, now, data_at, cycle_duration_s)
+        fail_open, own = self._fail_open_reason({i: sigs[i] for i in judged}, now, data_at, cycle_duration_s)
+        if not own:  # verdicts made (or held, every target failing at once) on this cycle's fresh data
+            self.decided_at = now
         if fail_open is not None:
             for h in members.values():
                 core = tuple(r for r in h.reasons if not r.startswith(FAIL_OPEN_PREFIX))
@@ -178,7 +184,9 @@ class PoolHealth:
             if i not in judged and i not in asleep:  # still starting, within its grace
                 self._starting_reasons(h, now)
 
-        limit = s.ejection_limit(len(judged))
+        # never the last judged server in rotation: an ejection that empties a pool (a one-instance
+        # pool, say) leaves HAProxy and Envoy nothing to route to, which is worse than a slow server
+        limit = min(s.ejection_limit(len(judged)), max(0, len(judged) - 1))
         ejected = sum(1 for h in judged.values() if h.state == EJECTED)
         candidates.sort(key=lambda c: (-max(f.severity for f in c[1]), c[0].instance))
         for h, found in candidates:
@@ -188,6 +196,10 @@ class PoolHealth:
                 ejected += 1
             elif not h.seen:  # never served: held back by the cap, it still gets no traffic
                 self._starting_reasons(h, now)
+            elif ejected >= len(judged) - 1:
+                held = (f"ejection held back: {ejected} of {len(judged)} already ejected, and the last server "
+                        "in rotation is never ejected")
+                self._set(h, DEGRADED, tuple(f.reason for f in found) + (held,), eject_level[0].kind, now)
             else:
                 held = (f"ejection held back: {ejected} of {len(judged)} already ejected "
                         f"(max_ejection_percent {s.max_ejection_percent:g}%)")
@@ -294,23 +306,36 @@ class PoolHealth:
         h.state, h.reasons, h.kind = state, tuple(dict.fromkeys(reasons)), kind
 
     def _fail_open_reason(self, sigs: Mapping[str, InstanceSignals], now: float, data_at: float | None,
-                          cycle_duration_s: float | None) -> str | None:
+                          cycle_duration_s: float | None) -> tuple[str | None, bool]:
+        """(why the pool fails open this interval or None, whether the cause is the monitor's own:
+        no data, stale data, a starved cycle; then the verdicts are not renewed and age)."""
         limit = self.stale_after
         if data_at is None:
-            return FAIL_OPEN_PREFIX + "the monitor has no scrape data yet"
+            return FAIL_OPEN_PREFIX + "the monitor has no scrape data yet", True
         age = now - data_at
         if age > limit:
             return (FAIL_OPEN_PREFIX + f"the monitor's own data is stale (last scrape cycle {secs(age)} ago, "
-                    f"limit {secs(limit)})")
+                    f"limit {secs(limit)})"), True
         if cycle_duration_s is not None and cycle_duration_s > limit:
             return (FAIL_OPEN_PREFIX + f"the monitor's last scrape cycle took {secs(cycle_duration_s)} "
-                    f"(limit {secs(limit)}); its timeouts may be its own")
+                    f"(limit {secs(limit)}); its timeouts may be its own"), True
         observed = [sig for sig in sigs.values() if sig.observed_at is not None]
         if len(sigs) > 0 and len(observed) == len(sigs) and all(sig.failed for sig in observed):
             kinds = sorted({(sig.scrape_error or sig.health_error or "")[:80] for sig in observed})
             return (FAIL_OPEN_PREFIX + f"all {len(sigs)} targets of pool {self.pool} failed at once "
-                    f"({'; '.join(kinds)}): more likely the monitor's side than every instance")
-        return None
+                    f"({'; '.join(kinds)}): more likely the monitor's side than every instance"), False
+        return None, False
+
+    def stale_reason(self, now: float) -> str | None:
+        """Why this pool's verdicts no longer hold as outputs read them at `now` (older than
+        `stale_after`), or None while they are fresh or none was made yet."""
+        if self.decided_at is None:
+            return None
+        age = now - self.decided_at
+        if age <= self.stale_after:
+            return None
+        return (FAIL_OPEN_PREFIX + f"the verdicts are stale (last decided {secs(age)} ago, stale_after "
+                f"{secs(self.stale_after)}): every server serves until the monitor decides again")
 
     # -- outputs and persistence ----------------------------------------------------------------------
 
@@ -331,16 +356,21 @@ class PoolHealth:
             weight = 1.0
         return InstanceVerdict(self.pool, h.instance, h.state, h.reasons, h.kind, h.since,
                                h.ejected_until if h.state == EJECTED else None, weight,
-                               {**h.last_signals, **({"joined_at": h.joined_at} if h.joined_at else {})})
+                               {**h.last_signals, **({"joined_at": h.joined_at} if h.joined_at else {})},
+                               self.decided_at)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         return {i: h.to_dict() for i, h in self.instances.items()}
 
-    def restore(self, saved: Mapping[str, Mapping[str, Any]]) -> None:
+    def restore(self, saved: Mapping[str, Mapping[str, Any]], now: float | None = None) -> None:
         """Put back saved per-instance states; instances no longer in the pool are dropped, new ones start unknown.
 
         The observation marks are cleared so the first scrape after a restart counts as new.
+        `now`: the restore counts as a decision made then (an ejection restored holds until the
+        first cycles decide again, and fails open like any verdict if they never do).
         """
+        if now is not None:
+            self.decided_at = now
         for i, data in saved.items():
             if i in self.instances:
                 h = InstanceHealth.from_dict({**data, "instance": i})

@@ -6,7 +6,7 @@ States, the kinds of finding, and the verdict types: kept apart from the rules s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Mapping
 
 HEALTHY, DEGRADED, EJECTED, UNKNOWN = "healthy", "degraded", "ejected", "unknown"
@@ -30,6 +30,10 @@ GPU = "gpu"
 HARD_KINDS = frozenset({UNREACHABLE, HEALTH_CHECK, HANG})
 
 FAIL_OPEN_PREFIX = "failing open: "
+# states a stale verdict gives up (they are health judgements, made on data that is now too old);
+# the lifecycle states are facts about membership and the engine, and a starting, leaving or
+# sleeping server cannot serve whatever the monitor's age
+STALE_SERVES = frozenset({HEALTHY, DEGRADED, EJECTED, UNKNOWN})
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,23 +59,38 @@ class InstanceVerdict:
     ejected_until: float | None
     weight: float  # 1.0 healthy or unknown, settings.degraded_weight degraded, 0.0 ejected
     signals: Mapping[str, Any] = field(default_factory=dict)
+    decided_at: float | None = None  # the time of the cycle that made this verdict (None: none yet)
+    # set when the verdict is older than the pool's `stale_after` as it is read: every output then
+    # serves the instance at full weight (see `stale`), and this says why
+    fail_open: str | None = None
 
     @property
     def serves_traffic(self) -> bool:
         """Healthy, degraded and unknown serve (unknown fails open); ejected, starting, leaving and
-        sleeping do not."""
-        return self.state not in NO_TRAFFIC
+        sleeping do not, except an ejected one whose verdict is stale (failing open)."""
+        return self.state not in NO_TRAFFIC or (self.fail_open is not None and self.state in STALE_SERVES)
 
     @property
     def http_status(self) -> int:
         """The `/upstreams/{pool}/{instance}` answer: 503 when it should get no traffic, else 200."""
-        return 503 if self.state in NO_TRAFFIC else 200
+        return 200 if self.serves_traffic else 503
 
     @property
     def reason_line(self) -> str:
         """One line for a health-check body or a log."""
         text = "; ".join(self.reasons) if self.reasons else "ok"
+        if self.fail_open is not None:
+            text = f"{self.fail_open}; {text}"
         return f"{self.state}: {text}".replace("\n", " ").replace("\r", " ")
+
+
+def stale(verdict: InstanceVerdict, reason: str) -> InstanceVerdict:
+    """The verdict as outputs read it once it is older than `stale_after`: a health judgement on
+    data that old is no longer a reason to keep traffic away (nor to lower a weight), so it fails
+    open, saying why; lifecycle states (starting, leaving, sleeping) are kept."""
+    if verdict.state not in STALE_SERVES:
+        return replace(verdict, fail_open=reason)
+    return replace(verdict, fail_open=reason, weight=1.0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,11 @@ COST_BUDGET = f"{NS}_pool_cost_daily_budget"
 COST_WARNING_ALERT = "CostBudgetWarning"
 COST_EXCEEDED_ALERT = "CostBudgetExceeded"
 COST_WARNING_AT = 0.8
+# the loop's heartbeat (monitor.publish.metrics) and how long it may stand still: a fixed 5 minutes,
+# longer than any sane scrape interval's 3 cycles and short enough to page before the on-call wonders
+LAST_CYCLE_SUCCESS = f"{NS}_last_cycle_success_timestamp_seconds"
+STALLED_ALERT = "SLOMonitorStalled"
+STALLED_AFTER_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,13 @@ def service_alerts(replica_metrics: tuple[str, str] | None = REPLICA_METRICS) ->
             "slo-monitor at {{ $labels.instance }} is down",
             "Prometheus has not scraped slo-monitor for 2 minutes. Load balancers that use its health checks "
             "get no answers, and its SLO alerts and scaling recommendations have stopped.",
+        ),
+        ServiceAlert(
+            STALLED_ALERT, f"time() - {LAST_CYCLE_SUCCESS} > {STALLED_AFTER_S:g}", "2m", "page",
+            "slo-monitor at {{ $labels.instance }} has not completed a scrape cycle for 5 minutes",
+            "The service answers /metrics but its loop has stopped deciding (or fails in every cycle): health "
+            "checks, the HAProxy agent and the NGINX file fail open on stale verdicts, scaling holds, and SLO "
+            "alerts are not renewed. /healthz lists the failing stages; the service log names the error.",
         ),
         ServiceAlert(
             "SloMonitorAbsent", f"absent(up{{{job}}})", "10m", "ticket",

@@ -12,8 +12,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
-from monitor.act.nginx import render_upstream
-from monitor.decide.verdicts import UNKNOWN, InstanceVerdict
+from monitor.act.nginx import UpstreamServer, render_upstream
+from monitor.decide.verdicts import STALE_SERVES, UNKNOWN, InstanceVerdict
 from monitor.evaluate.fleet import InstanceView
 from monitor.evaluate.slo import WINDOW_NAMES
 from monitor.evaluate.slo_engine import SloStatus
@@ -23,6 +23,7 @@ from monitor.publish.cost import service_pool_cost
 from monitor.publish.exclusions import install_exclusion_routes
 from monitor.publish.metrics import Collected, FleetCollector, make_registry
 from monitor.publish.state import MonitorState
+from monitor.store import StoreBusy
 from monitor.units import format_duration, parse_duration, redact_url, rfc3339
 
 AUDIT_KINDS = ("health", "scaling")
@@ -59,6 +60,9 @@ def instance_json(view: InstanceView, verdict: InstanceVerdict | None, source: s
         "url": redact_url(view.url),  # a target URL may carry basic-auth credentials
         "state": verdict.state if verdict else UNKNOWN,
         "reasons": list(verdict.reasons) if verdict else [],
+        # the time of the cycle that made the verdict, and why outputs fail open (stale), if they do
+        "decided_at": rfc3339(verdict.decided_at if verdict else None),
+        "fail_open": verdict.fail_open if verdict else None,
         "source": source,  # static, file, http, dns or prometheus: how the instance joined
         "joined_at": rfc3339(joined_at),
         "last_scrape": rfc3339(view.last_scrape),
@@ -73,6 +77,14 @@ def instance_json(view: InstanceView, verdict: InstanceVerdict | None, source: s
             "health_status": view.health_status,
         },
     }
+
+
+def served(verdict: InstanceVerdict) -> InstanceVerdict | UpstreamServer:
+    """What an NGINX block renders of a verdict: one failing open (stale) serves at full weight,
+    never `down`, whatever its last state said."""
+    if verdict.fail_open is not None and verdict.state in STALE_SERVES:
+        return UpstreamServer(verdict.instance, UNKNOWN, 1.0)
+    return verdict
 
 
 def _evaluation_json(status: SloStatus) -> dict[str, Any]:
@@ -166,14 +178,25 @@ def install_routes(app: FastAPI, service: MonitorState,
         return JSONResponse(app.openapi())
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
+    async def healthz() -> JSONResponse:
+        """Liveness: 200 while the loop runs, failing stages included (they are listed, with their
+        cause, in `failing`); 503 only when no cycle completed for max(10 intervals, 60 s): the loop
+        itself is dead and a restart is the cure."""
         fleet = service.fleet
-        body = {"status": "ok", "cycles": service.cycles, "last_cycle": rfc3339(fleet.last_cycle_at),
-                "leader": service.is_leader()}
+        stalled = service.stalled()
+        body: dict[str, Any] = {
+            "status": "stalled" if stalled else "ok", "cycles": service.cycles,
+            "last_cycle": rfc3339(fleet.last_cycle_at), "leader": service.is_leader(),
+            "last_cycle_success": rfc3339(service.last_cycle_success_at),
+            "failing": service.stages.snapshot(),  # where (stage or stage/pool, stage/instance) -> cause
+            "stale_pools": {p: why for p, why in service.fail_open.items() if why and "stale" in why},
+        }
+        if stalled:
+            body["stalled"] = stalled
         if service.leadership is not None:  # ha: which replica this is and which one leads
             body.update(replica=service.leadership.replica_id, leader_id=service.leadership.holder,
                         term=service.leadership.term)
-        return body
+        return JSONResponse(body, status_code=503 if stalled else 200)
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
@@ -236,7 +259,7 @@ def install_routes(app: FastAPI, service: MonitorState,
         """The pool's NGINX upstream block as it would be rendered now."""
         if service.config.pool(pool) is None:
             return PlainTextResponse(f"no pool named {pool}\n", status_code=404)
-        return PlainTextResponse(render_upstream(pool, service.decisions.pool_verdicts(pool)))
+        return PlainTextResponse(render_upstream(pool, [served(v) for v in service.decisions.pool_verdicts(pool)]))
 
     @app.get("/upstreams/{pool}/{instance}")
     async def upstream_check(pool: str, instance: str) -> PlainTextResponse:
@@ -248,7 +271,10 @@ def install_routes(app: FastAPI, service: MonitorState,
         verdict = service.decisions.verdict(pool, instance)
         if verdict is None:
             return PlainTextResponse(f"unknown instance {instance} in pool {pool}\n", status_code=404)
-        return PlainTextResponse(verdict.reason_line + "\n", status_code=verdict.http_status)
+        # past the pool's stale_after the verdict fails open: 200 and "failing open: ... stale" in the body
+        decided = rfc3339(verdict.decided_at)
+        headers = {"X-Decided-At": decided} if decided is not None else None
+        return PlainTextResponse(verdict.reason_line + "\n", status_code=verdict.http_status, headers=headers)
 
     @app.get("/api/v1/pools/{pool}/scaling", dependencies=[Depends(require_token)])
     async def scaling(pool: str) -> JSONResponse:
@@ -261,6 +287,7 @@ def install_routes(app: FastAPI, service: MonitorState,
                                  "reason": "no evaluation yet", "signals": {}})
         body = decision.to_json()
         body["at"] = rfc3339(decision.at)
+        body["stale"] = decision.reason.startswith("holding the current replicas: failing open")
         return JSONResponse(body)
 
     @app.get("/api/v1/decisions", dependencies=[Depends(require_token)])
@@ -274,10 +301,9 @@ def install_routes(app: FastAPI, service: MonitorState,
         found: list | None = None
         if service.store is not None and service.store.last_error is None:
             try:
-                found = await asyncio.wait_for(asyncio.to_thread(
-                    service.store.decisions, pool=pool, instance=instance, kind=kind, limit=count),
-                    DB_READ_TIMEOUT_S)
-            except (SQLAlchemyError, TimeoutError):
+                found = await service.store.run(service.store.decisions, pool=pool, instance=instance, kind=kind,
+                                                limit=count, timeout=DB_READ_TIMEOUT_S)
+            except (SQLAlchemyError, TimeoutError, StoreBusy):
                 found = None  # the database went away since the last flush: answer from memory
         if found is not None:
             # entries not flushed yet are in memory only (the database keeps microseconds: an entry

@@ -2,7 +2,10 @@
 
 * `POST /api/v1/exclusions` with a JSON body `{"slo": "errors", "pool": "chat", "start": "...", "end": "...",
   "reason": "..."}` (`slo` and `pool` optional: every SLO / pool; `start` optional: now; `duration: "2h"`
-  instead of `end`) -> 201 and the window with its `id`;
+  instead of `end`; `id` optional: the client's own id for the window, any string) -> 201 and the window with
+  its `id`. Idempotent: the same client `id` posted again, or (without one) the same SLO, pool, start, end and
+  reason, answers 200 with the window already stored, never a second one, so a POST that timed out (503:
+  the database may still commit it) is safe to retry;
 * `GET /api/v1/exclusions` (`?all=true` adds windows that are over or removed) -> the ad-hoc windows and the
   configured ones (`slos[].exclusions`) in force or starting within a week;
 * `DELETE /api/v1/exclusions/{id}` -> a window not started yet is removed, a running one ends now; one
@@ -29,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from monitor.evaluate.slo import Exclusion, Window, slo_windows
 from monitor.publish.state import MonitorState
+from monitor.store import StoreBusy
 from monitor.units import parse_duration, rfc3339
 
 log = logging.getLogger("monitor.exclusions")
@@ -39,7 +43,8 @@ MAX_LENGTH_S = 31 * 86400.0
 PAST_TOLERANCE_S = 60.0  # clocks differ a little; an hour ago is history
 DB_TIMEOUT_S = 5.0
 LISTED_AHEAD_S = 7 * 86400.0
-FIELDS = {"slo", "pool", "start", "end", "duration", "reason"}
+FIELDS = {"id", "slo", "pool", "start", "end", "duration", "reason"}
+MAX_REQUEST_ID = 200
 
 
 def _time(value: Any, key: str) -> float:
@@ -95,6 +100,27 @@ def parse_request(body: Any, slos: dict[str, list[str]], pools: list[str], now: 
     return {"slo": slo, "pool": pool, "start": start, "end": end, "reason": reason.strip()}
 
 
+def parse_request_id(body: dict[str, Any]) -> str | None:
+    """The client's own id of a POST body (`id`): a non-empty string (or an integer) of at most
+    MAX_REQUEST_ID characters, or None when not given. Raises ValueError naming the key."""
+    value = body.get("id")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError("id: expected a string, your own id for the window "  # noqa: TRY004 - a 400 like any key
+                         "(a retry with the same id is one window)")
+    text = str(value).strip()
+    if not text or len(text) > MAX_REQUEST_ID or not text.isprintable():
+        raise ValueError(f"id: 1 to {MAX_REQUEST_ID} printable characters")
+    return text
+
+
+def same_window(a: Exclusion, b: Exclusion) -> bool:
+    """The same window posted twice (a retry): SLO, pool, start, end and reason, and not removed."""
+    return (a.slo, a.pool, a.start, a.end, a.reason) == (b.slo, b.pool, b.start, b.end, b.reason) and \
+        a.removed_at is None and b.removed_at is None
+
+
 def state_of(e: Exclusion, now: float) -> str:
     if e.removed_at is not None:
         return "removed"
@@ -122,9 +148,8 @@ async def refresh_exclusions(service: MonitorState) -> None:
     if store is None:
         return
     try:
-        found = await asyncio.wait_for(asyncio.to_thread(store.exclusions, since=time.time() - service.slo.horizon()),
-                                       DB_TIMEOUT_S)
-    except (SQLAlchemyError, TimeoutError) as exc:
+        found = await store.run(store.exclusions, since=time.time() - service.slo.horizon(), timeout=DB_TIMEOUT_S)
+    except (SQLAlchemyError, TimeoutError, StoreBusy) as exc:
         log.warning("maintenance windows not read from the database (keeping %d known): %s",
                     len(service.slo.adhoc_exclusions), str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return
@@ -147,13 +172,19 @@ async def _read_capped(request: Request) -> bytes:
 def install_exclusion_routes(app: FastAPI, service: MonitorState, require_token: Callable[..., None]) -> None:
     """The three routes, under the API's bearer token."""
     lock = asyncio.Lock()  # one change at a time: the engine gets the whole list each time
+    request_ids: dict[str, int] = {}  # the client's id -> the stored window's id (this process's memory)
 
     async def _store(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        assert service.store is not None
         try:
-            return await asyncio.wait_for(asyncio.to_thread(call, *args, **kwargs), DB_TIMEOUT_S)
-        except (SQLAlchemyError, TimeoutError) as exc:
+            return await service.store.run(call, *args, timeout=DB_TIMEOUT_S, **kwargs)
+        except (SQLAlchemyError, StoreBusy) as exc:
             raise HTTPException(status_code=503, detail="the database did not take the change; nothing was "
                                                         f"changed ({type(exc).__name__})") from None
+        except TimeoutError:
+            raise HTTPException(status_code=503, detail=(
+                f"the database did not answer within {DB_TIMEOUT_S:g}s; the change may still be applied: retry "
+                "the same request (a POST with the same `id`, or the same window, is never stored twice)")) from None
 
     @app.post("/api/v1/exclusions", dependencies=[Depends(require_token)])
     async def post_exclusion(request: Request) -> JSONResponse:
@@ -167,18 +198,30 @@ def install_exclusion_routes(app: FastAPI, service: MonitorState, require_token:
         now = time.time()
         try:
             fields = parse_request(body, slos, [p.name for p in config.pools], now)
+            request_id = parse_request_id(body)
         except ValueError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
         who = request.client.host if request.client else ""
         async with lock:
             known = list(service.slo.adhoc_exclusions)
             new = Exclusion(id=max((e.id for e in known), default=0) + 1, created_at=now, created_by=who, **fields)
-            if service.store is not None:
-                new = await _store(service.store.add_exclusion, new)
+            if request_id is not None and request_id in request_ids:
+                earlier = next((e for e in known if e.id == request_ids[request_id]), None)
+            else:
+                earlier = None if request_id is not None else next((e for e in known if same_window(e, new)), None)
+            if earlier is None and service.store is not None:
+                stored = await _store(service.store.add_exclusion, new, request_id)
+                earlier = next((e for e in known if e.id == stored.id), None)
+                new = stored
+            if request_id is not None:
+                request_ids[request_id] = (earlier or new).id
+            if earlier is not None:  # posted before (a retry): the stored window, once
+                return JSONResponse({**exclusion_json(earlier, time.time()), "request_id": request_id},
+                                    status_code=200)
             service.slo.set_exclusions([*known, new])
         log.warning("maintenance window %d posted from %s: SLO %s, pool %s, %s to %s: %s", new.id, who or "?",
                     new.slo or "(every)", new.pool or "(every)", rfc3339(new.start), rfc3339(new.end), new.reason)
-        return JSONResponse(exclusion_json(new, time.time()), status_code=201)
+        return JSONResponse({**exclusion_json(new, time.time()), "request_id": request_id}, status_code=201)
 
     @app.get("/api/v1/exclusions", dependencies=[Depends(require_token)])
     async def list_exclusions(all: bool = False) -> JSONResponse:  # noqa: A002 - the query parameter's name

@@ -58,6 +58,10 @@ _PLAIN_FIGURES = {
                                                "Prompt tokens really computed (not served from a cache) per "
                                                "finished request in the window."),
 }
+# the stages of a cycle (monitor/service/stages.py), each exported from the start at 0 so that
+# increase() sees the first failure
+STAGES = ("cycle", "discovery", "membership", "scrape", "gpu", "ingest", "slo", "alerts", "signals", "decide",
+          "events", "persist", "outputs")
 # admission rejections per second, one series per vLLM `reason` (figure admission_rejections_{reason}_per_s)
 _REJECTION_REASONS = ("max_num_queued_reqs", "max_num_queued_tokens", "other")
 
@@ -211,6 +215,17 @@ class DecisionCollector(Collector):
         yield fail_open
         yield CounterMetricFamily(f"{NAMESPACE}_decision_errors", "Scrape cycles whose decision step failed.",
                                   value=service.decide_errors)
+        stage_errors = CounterMetricFamily(f"{NAMESPACE}_stage_errors", "Failures contained inside the scrape "
+                                           "cycle, by stage (each failing target, pool or stage counts once per "
+                                           "cycle; /healthz names what fails now).", labels=["stage"])
+        counts = service.stages.errors
+        for stage in sorted(set(STAGES) | set(counts)):
+            stage_errors.add_metric([stage], counts.get(stage, 0))
+        yield stage_errors
+        yield GaugeMetricFamily(f"{NAMESPACE}_last_cycle_success_timestamp_seconds",
+                                "Unix time of the last scrape cycle that collected data and decided (0 before "
+                                "the first): SLOMonitorStalled fires when it stops moving.",
+                                value=service.last_cycle_success_at or 0.0)
         yield GaugeMetricFamily(f"{NAMESPACE}_leader", "1 while this replica leads (writes NGINX, pages Alertmanager, "
                                                        "writes history); always 1 without ha.",
                                 value=1.0 if service.is_leader() else 0.0)

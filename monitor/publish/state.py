@@ -59,8 +59,11 @@ class MonitorState(Protocol):
     nginx: Any
     discovery_statuses: Sequence[Any]
     reload_status: Any
+    stages: Any  # monitor.service.stages.Stages: errors per stage, what fails now
+    last_cycle_success_at: float | None
 
     def is_leader(self) -> bool: ...
     def figures_at(self) -> float: ...
     def ready(self) -> bool: ...
     def member_info(self, instance: str) -> tuple[str, float | None]: ...  # (source, joined_at)
+    def stalled(self) -> str | None: ...  # why the loop looks dead, None while cycles complete

@@ -45,7 +45,7 @@ def create_app(config: Config, *, store: Store | None = None, migrate: bool = Tr
         try:
             yield
         finally:
-            scheduler.shutdown(wait=False)
+            scheduler.shutdown(wait=False)  # no new job; the running cycle is waited for by stop()
             await service.stop()
             if store is not None:
                 store.close()
@@ -64,6 +64,9 @@ def _schedule(scheduler: AsyncIOScheduler, service: Service) -> None:
     interval = service.config.scrape.interval
     scheduler.add_job(service.scrape_cycle, "interval", seconds=interval, next_run_time=_now(), max_instances=1,
                       coalesce=True, misfire_grace_time=max(1, int(interval)), id="scrape", replace_existing=True)
+    # apart from the cycle: stale verdicts fail open in the NGINX file even while a cycle hangs
+    scheduler.add_job(service.watch_outputs, "interval", seconds=interval, max_instances=1, coalesce=True,
+                      id="watchdog", replace_existing=True)
     if service.store is not None:
         scheduler.add_job(service.persist, "interval", seconds=PERSIST_EVERY_S, max_instances=1, coalesce=True,
                           id="persist", replace_existing=True)

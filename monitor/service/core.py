@@ -2,9 +2,15 @@
 scrape interval, with the state every output reads.
 
 APScheduler drives the loop inside uvicorn's event loop (monitor/service/app.py), so scraping (async
-I/O) and the API share one thread; database writes run in a worker thread and can never stall a
-cycle, and the NGINX file and Alertmanager are written from background tasks
-(monitor/service/outputs.py). With `ha`, every replica collects and evaluates, but only the one
+I/O) and the API share one thread; database calls run on the database's own threads and can never
+stall a cycle or an output, and the NGINX file and Alertmanager are written from background tasks
+(monitor/service/outputs.py).
+
+The cycle has a boundary (monitor/service/stages.py): each stage, each target's ingest and each
+pool's decisions fail alone, counted and named, and the cycle itself is cut short past
+`cycle_limit_s`. Outputs read verdicts with their age: past a pool's `stale_after` they fail open
+whether or not the loop still runs, and a watchdog apart from the cycle rewrites the NGINX file
+when that happens. A reload and the shutdown wait for the running cycle (`cycle_lock`). With `ha`, every replica collects and evaluates, but only the one
 holding the database lease acts: writes the NGINX file, pages Alertmanager, writes history.
 """
 
@@ -25,7 +31,7 @@ from monitor.collect.promql import PrometheusSource
 from monitor.collect.scraper import Scraper, Target
 from monitor.config import Config
 from monitor.decide.fleet import FleetDecisions
-from monitor.decide.verdicts import EJECTED, LEAVING, REMOVED, SLEEPING, STARTING
+from monitor.decide.verdicts import LEAVING, REMOVED, SLEEPING, STARTING, UNKNOWN
 from monitor.evaluate.fleet import FleetView
 from monitor.evaluate.signals import PoolSignals, fleet_signals, pool_signals, ttft_burn_rates
 from monitor.gpu.health import GpuTracker
@@ -37,9 +43,11 @@ from monitor.samples import ScrapeResult
 import monitor.service.wiring as wiring
 from monitor.service.events import EventLog
 from monitor.service.history import History
+from monitor.publish.api import served
 from monitor.publish.exclusions import refresh_exclusions
 from monitor.service.outputs import AlertDelivery, UpstreamPublisher
-from monitor.store import AuditEntry, Store
+from monitor.service.stages import Stages, cause_of
+from monitor.store import AuditEntry, Store, StoreBusy
 from monitor.store.lease import LeaderLease, Leadership, default_replica_id
 from monitor.units import counted
 
@@ -48,6 +56,18 @@ log = logging.getLogger("monitor.service")
 PERSIST_EVERY_S = 15.0
 CLEANUP_EVERY_S = 3600.0
 RECENT_DECISIONS = 1000
+STOP_WAIT_S = 60.0  # how long a shutdown waits for the running cycle before closing under it
+
+
+def cycle_limit_s(interval_s: float) -> float:
+    """How long one cycle may run before it is cut short (its scrapes are bounded by scrape.timeout;
+    this bounds everything else, a bug that never returns included)."""
+    return max(5.0 * interval_s, 30.0)
+
+
+def stalled_after_s(interval_s: float) -> float:
+    """No cycle completed for this long: the loop itself is dead (/healthz answers 503)."""
+    return max(10.0 * interval_s, 60.0)
 
 
 @dataclass(slots=True)
@@ -70,6 +90,13 @@ class Service:
         self.cycles = 0
         self.slo_errors = 0  # cycles whose SLO step failed (a bug, logged with its traceback)
         self.decide_errors = 0
+        self.stages = Stages()  # what failed in the cycle, contained (slo_monitor_stage_errors_total)
+        self.cycle_lock = asyncio.Lock()  # held by a cycle; a reload and the shutdown wait for it
+        self.last_cycle_success_at: float | None = None  # the last cycle that collected data and decided
+        self.last_cycle_end_at: float | None = None  # the last cycle that completed, whatever failed in it
+        self.loop_started_at = now
+        self.stopping = False
+        self._stale: dict[str, str] = {}  # pool -> why its verdicts fail open now (said once)
         self.recent_decisions: deque[AuditEntry] = deque(maxlen=RECENT_DECISIONS)  # newest last
         self.events = EventLog()  # what changed this cycle, in words and in the audit log
         self.reload_status = ReloadStatus(True, now)
@@ -127,8 +154,25 @@ class Service:
 
     @property
     def fail_open(self) -> dict[str, str | None]:
-        """pool -> why its decisions are failing open (None when they are not)."""
-        return self.events.fail_open
+        """pool -> why its decisions are failing open (None when they are not): as the last cycle
+        said, or because its verdicts are older than its `stale_after` now."""
+        out = dict(self.events.fail_open)
+        now = time.time()
+        for pool in self.decisions.health:
+            why = self.decisions.stale_reason(pool, now)
+            if why is not None:
+                out[pool] = why
+        return out
+
+    def stalled(self, now: float | None = None) -> str | None:
+        """Why the loop itself looks dead (no cycle completed for `stalled_after_s`), or None."""
+        now = time.time() if now is None else now
+        limit = stalled_after_s(self.config.scrape.interval)
+        since = self.last_cycle_end_at or self.loop_started_at
+        if now - since <= limit:
+            return None
+        what = "the last cycle completed" if self.last_cycle_end_at else "the loop started and no cycle completed"
+        return f"no scrape cycle completed for {now - since:.0f}s ({what} then; limit {limit:.0f}s)"
 
     @property
     def notifier(self) -> Any:
@@ -156,8 +200,11 @@ class Service:
         return self._render_upstreams()[0]
 
     def _render_upstreams(self) -> tuple[str, str]:
-        pools = {p.name: self.decisions.pool_verdicts(p.name) for p in self.config.pools}  # empty ones too
-        down = sum(1 for verdicts in pools.values() for v in verdicts if v.state in (EJECTED, LEAVING, SLEEPING))
+        now = time.time()
+        pools = {p.name: [served(v) for v in self.decisions.pool_verdicts(p.name, now)]
+                 for p in self.config.pools}  # empty ones too
+        down = sum(1 for verdicts in pools.values() for v in verdicts if v.state != STARTING and v.weight <= 0.0
+                   and v.state != UNKNOWN)
         summary = f"{counted(len(pools), 'pool')}, {counted(down, 'server')} down"
         return render_file(pools), summary
 
@@ -168,12 +215,12 @@ class Service:
         membership = await self.discovery.refresh()
         self.apply_membership(membership, time.time(), sync_store=False)
         if self.store is not None and self.history is not None:
-            await asyncio.to_thread(self.store.sync_fleet, wiring.urls(self.membership), time.time())
+            await self.store.run(self.store.sync_fleet, wiring.urls(self.membership), time.time())
             await self.history.reload_slo_events()
             await refresh_exclusions(self)  # maintenance windows posted to the API (ALERTING)
             saved = await self.history.restore_health()
             if saved:
-                self.decisions.restore(saved)
+                self.decisions.restore(saved, time.time())
                 log.info("health state restored for %s", counted(len(saved), "pool"))
         await self.renew_lease()
         self.slo.evaluate(time.time())
@@ -181,6 +228,12 @@ class Service:
             await self.agent.start()
 
     async def stop(self) -> None:
+        """Wait for the running cycle (bounded), then close: nothing is closed under a cycle."""
+        self.stopping = True
+        try:
+            await asyncio.wait_for(self.cycle_lock.acquire(), STOP_WAIT_S)  # held until the end: no cycle after
+        except TimeoutError:
+            log.warning("stop: the running cycle did not finish in %gs; closing under it", STOP_WAIT_S)
         if self.agent is not None:
             await self.agent.stop()
         await self.discovery.aclose()
@@ -197,8 +250,11 @@ class Service:
                 self.history.save_health(self.decisions.snapshot(), time.time())
             await self.history.persist(leader=self.is_leader(), final=True)
             await self.history.flush_before_exit()
-        if self.leadership is not None:
-            await asyncio.to_thread(self.leadership.release)
+        if self.leadership is not None and self.store is not None:
+            try:
+                await self.store.run(self.leadership.release, timeout=10.0)
+            except (StoreBusy, TimeoutError) as exc:
+                log.warning("leader lease not released (it expires by itself): %s", cause_of(exc))
 
     # -- leadership (ha.enabled: several replicas on one database) ------------------------------------
 
@@ -209,9 +265,12 @@ class Service:
 
     async def renew_lease(self) -> None:
         """One election round (every renew interval, and once at start before the first cycle)."""
-        if self.leadership is None:
+        if self.leadership is None or self.store is None:
             return
-        await asyncio.to_thread(self.leadership.renew)
+        try:
+            await self.store.run(self.leadership.renew)
+        except StoreBusy as exc:  # the lease is judged by its own clock (take_stock): not renewed is not held
+            log.warning("leader lease not renewed this round: %s", exc)
         if self.leadership.take_stock():
             self._elected()
 
@@ -290,87 +349,180 @@ class Service:
     async def _sync_store(self) -> None:
         assert self.store is not None
         try:
-            await asyncio.to_thread(self.store.sync_fleet, wiring.urls(self.membership), time.time())
+            await self.store.run(self.store.sync_fleet, wiring.urls(self.membership), time.time())
         except Exception as exc:  # noqa: BLE001 - history of new members waits for the next change
             log.warning("database: new members not recorded yet: %s", str(exc).splitlines()[0])
 
     # -- one cycle --------------------------------------------------------------------------------------
 
     async def scrape_cycle(self) -> None:
+        """One supervised cycle: never raises, never runs beside a reload or after `stop`, and is cut
+        short past `cycle_limit_s`; the outputs' watchdog runs after it whatever happened."""
+        if self.stopping:
+            return
+        async with self.cycle_lock:
+            if self.stopping:
+                return
+            limit = cycle_limit_s(self.config.scrape.interval)
+            self.stages.begin()
+            try:
+                await asyncio.wait_for(self._cycle(), limit)
+            except TimeoutError:
+                self.stages.failed("cycle", f"did not finish within {limit:g}s and was cut short")
+            except Exception as exc:  # noqa: BLE001 - every stage is contained; this is the last net
+                self.stages.failed("cycle", cause_of(exc), exc)
+            self.last_cycle_end_at = time.time()
+            self.stages.end()
+        self.watch_outputs()
+
+    async def _cycle(self) -> None:
         assert self.scraper is not None
+        st = self.stages
         started = time.perf_counter()
         wait = min(0.25, self.config.scrape.interval / 10.0)  # a file change is seen in the cycle that reads it
-        self.apply_membership(await self.discovery.poll_briefly(wait), time.time())
+        membership = await st.arun("discovery", self.discovery.poll_briefly(wait))
+        if membership is not None:
+            st.run("membership", self.apply_membership, membership, time.time())
+        scrape = st.arun("scrape", self.scraper.scrape_all(self.targets))
         if self.gpu_scraper is not None:
-            results, gpu_scrapes = await asyncio.gather(self.scraper.scrape_all(self.targets),
-                                                        self.gpu_scraper.scrape_all())
-            for scrape in gpu_scrapes:
-                self.gpus.observe(scrape, time.time())
+            results, gpu_scrapes = await asyncio.gather(scrape, st.arun("gpu", self.gpu_scraper.scrape_all(), []))
+            for gpu_scrape in gpu_scrapes or ():
+                st.run("gpu", self.gpus.observe, gpu_scrape, time.time())
         else:
-            results = await self.scraper.scrape_all(self.targets)
-        self.fleet.ingest(results)
-        self.evaluate_slos(results)
+            results = await scrape
+        scraped = results is not None
+        ingested = []
+        for result in results or ():  # one target's result that no stage expected is that target's alone
+            if st.run(f"ingest/{result.instance}", self._ingest_one, result, default=False):
+                ingested.append(result)
+        self.evaluate_slos(ingested)
         now = time.time()
+        if scraped:
+            self.fleet.last_cycle_at = now  # the time of the data the verdicts are made on
+        signals, skip = await self._signals(now)
+        self.fleet.last_cycle_duration_s = time.perf_counter() - started
+        decided = self.decide(now, signals, data_at=self.fleet.last_cycle_at, skip=skip)
+        self.cycles += 1
+        if scraped and decided:
+            self.last_cycle_success_at = time.time()
+
+    def _ingest_one(self, result: ScrapeResult) -> bool:
+        self.fleet.ingest((result,))
+        return True
+
+    async def _signals(self, now: float) -> tuple[dict[str, PoolSignals], set[str]]:
+        """Every pool's signals; when building them fails, pool by pool, so one pool's failure is its
+        own (its decisions are skipped this cycle: its verdicts age, and fail open past stale_after)."""
+        st = self.stages
         members = {pool: [i for i, h in health.instances.items() if h.state != LEAVING]
                    for pool, health in self.decisions.health.items()}
-        signals = await fleet_signals(self.fleet, members, self.decisions.windows(self.fleet.window), now)
-        self.fleet.last_cycle_at = now
-        self.fleet.last_cycle_duration_s = time.perf_counter() - started
-        self.decide(now, signals)
-        self.cycles += 1
+        windows = self.decisions.windows(self.fleet.window)
+        signals = await st.arun("signals", fleet_signals(self.fleet, members, windows, now))
+        if signals is not None:
+            return signals, set()
+        signals, skip = {}, set()
+        for pool, instances in members.items():
+            got = await st.arun(f"signals/{pool}", fleet_signals(self.fleet, {pool: instances}, windows, now))
+            if got is None:
+                skip.add(pool)
+            else:
+                signals.update(got)
+        return signals, skip
 
-    def decide(self, now: float, signals: dict[str, PoolSignals] | None = None) -> None:
-        """Health verdicts, scaling recommendations, the audit log and the NGINX upstream file.
+    def decide(self, now: float, signals: dict[str, PoolSignals] | None = None, *, data_at: float | None = None,
+               skip: set[str] | frozenset[str] = frozenset()) -> bool:
+        """Health verdicts, scaling recommendations, the audit log and the NGINX upstream file, each a
+        stage of its own. Returns whether decisions were made (for some pools at least).
 
-        A bug here is logged and counted; collection and the SLOs go on, and the outputs keep the
-        last verdicts (which is what failing open means for the service itself).
+        A bug deciding one pool is that pool's (FleetDecisions contains it): the others are decided,
+        its verdicts age and fail open past stale_after. `data_at`: when the data was collected
+        (default: the last cycle's).
         """
-        try:
-            if signals is None:  # outside a cycle (tests, a takeover): every member's signals now
-                windows = self.decisions.windows(self.fleet.window)
-                signals = {p: pool_signals(self.fleet, p, list(h.instances), now, windows[p])
-                           for p, h in self.decisions.health.items()}
-            external = None
-            if self.gpu_scraper is not None:
-                external = {(pool, i): self.gpus.reasons(pool, i, now)
-                            for pool, s in signals.items() for i in s.instances}
-            outcome = self.decisions.decide(signals, now, data_at=self.fleet.last_cycle_at,
-                                            cycle_duration_s=self.fleet.last_cycle_duration_s,
-                                            burn_rates=ttft_burn_rates(self.slo.statuses), external=external)
-            audit = self.events.audit(outcome, now)
-            self.recent_decisions.extend(audit)
-            if any(e.to_state == REMOVED for e in audit):
-                self._follow_members()
-            leader = self.is_leader()
-            if self.history is not None and leader:
-                self.history.store.queue_decisions(audit)
-                if any(e.kind == "health" for e in audit):
-                    self.history.save_health(self.decisions.snapshot(), now)
-            if self.upstreams is not None and leader:
-                self.upstreams.soon()
-        except Exception:  # noqa: BLE001
+        st = self.stages
+        if signals is None:  # outside a cycle (tests, a takeover): every member's signals now
+            windows = self.decisions.windows(self.fleet.window)
+            signals = {p: pool_signals(self.fleet, p, list(h.instances), now, windows[p])
+                       for p, h in self.decisions.health.items()}
+        external = None
+        if self.gpu_scraper is not None:
+            external = st.run("gpu", lambda: {(pool, i): self.gpus.reasons(pool, i, now)
+                                              for pool, s in signals.items() for i in s.instances})
+        burn_rates = st.run("decide", ttft_burn_rates, self.slo.statuses, default={})
+        outcome = st.run("decide", self.decisions.decide, signals, now,
+                         data_at=self.fleet.last_cycle_at if data_at is None else data_at,
+                         cycle_duration_s=self.fleet.last_cycle_duration_s, burn_rates=burn_rates,
+                         external=external, skip=skip)
+        if outcome is None:
             self.decide_errors += 1
-            log.exception("health/scaling decisions failed")
+            return False
+        for pool, cause in outcome.errors.items():
+            st.failed(f"decide/{pool}", cause)
+        if outcome.errors:
+            self.decide_errors += 1
+        audit = st.run("events", self.events.audit, outcome, now, default=[])
+        self.recent_decisions.extend(audit)
+        if any(e.to_state == REMOVED for e in audit):
+            st.run("membership", self._follow_members)
+        leader = self.is_leader()
+        if self.history is not None and leader:
+            st.run("persist", self._queue_decisions, audit, now)
+        if self.upstreams is not None and leader:
+            st.run("outputs", self.upstreams.soon)
+        return bool(outcome.health)
+
+    def _queue_decisions(self, audit: list[AuditEntry], now: float) -> None:
+        assert self.history is not None
+        self.history.store.queue_decisions(audit)
+        if any(e.kind == "health" for e in audit):
+            self.history.save_health(self.decisions.snapshot(), now)
+
+    def watch_outputs(self) -> None:
+        """Apart from the cycle (after each, and on its own schedule, so it runs while a cycle hangs):
+        a pool whose verdicts went stale (or fresh again) is said once, and the NGINX file is
+        rewritten, failing open; Alertmanager deliveries go on (resends keep firing alerts alive).
+        Never raises."""
+        try:
+            now = time.time()
+            stale = {p: why for p in self.decisions.health
+                     if (why := self.decisions.stale_reason(p, now)) is not None}
+            changed = stale.keys() != self._stale.keys()
+            for pool in stale.keys() - self._stale.keys():
+                log.warning("pool %s: %s", pool, stale[pool])
+            for pool in self._stale.keys() - stale.keys():
+                log.info("pool %s: verdicts fresh again; outputs follow them", pool)
+            self._stale = stale
+            if self.is_leader():
+                if self.upstreams is not None and (changed or stale):
+                    self.upstreams.soon()
+                if self.alerts is not None and self.last_cycle_success_at is not None and \
+                        now - self.last_cycle_success_at > self.config.scrape.interval * 2:
+                    self.alerts.soon()  # the cycle is not doing it: keep resending what fires
+        except Exception as exc:  # noqa: BLE001
+            self.stages.failed("outputs", cause_of(exc), exc)
 
     def evaluate_slos(self, results: list[ScrapeResult]) -> None:
         """Count the cycle's SLO events, evaluate, and hand alerts to the notifier.
 
-        A bug here is logged and counted but must not stop collection: the per-instance figures
-        and health outputs do not depend on it.
+        A bug here is logged and counted (`slo` stage) but must not stop collection: the
+        per-instance figures and health outputs do not depend on it.
         """
         try:
             self.slo.observe(results, not_serving=self._not_serving())
             now = time.time()
             statuses = self.slo.evaluate(now)
             self.events.slo_changes(statuses)
-            if self.alerts is not None:
+        except Exception as exc:  # noqa: BLE001
+            self.slo_errors += 1
+            self.stages.failed("slo", cause_of(exc), exc)
+            return
+        if self.alerts is not None:
+            try:
                 # followers keep the alert set, for a takeover; cost budgets alert too
                 self.alerts.notifier.update(statuses, now, self.slo.cost_budgets)
                 if self.is_leader():
                     self.alerts.soon()
-        except Exception:  # noqa: BLE001
-            self.slo_errors += 1
-            log.exception("SLO evaluation failed")
+            except Exception as exc:  # noqa: BLE001
+                self.stages.failed("alerts", cause_of(exc), exc)
 
     def _not_serving(self) -> set[str]:
         """Members joined and still starting, or leaving: not counted by the availability SLO."""
@@ -392,3 +544,4 @@ class Service:
         n = config.nginx
         self.nginx = UpstreamWriter(n.upstream_file, n.check, n.reload) if n.upstream_file else None
         self.upstreams = UpstreamPublisher(self.nginx, self._render_upstreams) if self.nginx else None
+

@@ -18,7 +18,7 @@ from monitor.evaluate.fleet import FleetView, InstanceTrack, minute_floor, take_
 from monitor.evaluate.slo import MINUTE
 from monitor.evaluate.slo_engine import SloEngine, SloEventRow
 from monitor.gpu.rollup import GpuRollups
-from monitor.store import Store
+from monitor.store import Store, StoreBusy
 from monitor.units import counted
 
 log = logging.getLogger("monitor.service")
@@ -29,6 +29,11 @@ HEALTH_STATE_KEY = "health"
 # A follower keeps this much recent history unwritten, so that when it takes over it rewrites the
 # minutes a crashed leader may not have flushed (at most PERSIST_EVERY_S plus the minute filling)
 STANDBY_KEEP_S = 120.0
+DB_START_TIMEOUT_S = 30.0  # how long the start waits for a saved state or SLO history before going on without
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 class History:
@@ -51,9 +56,9 @@ class History:
         """Who was ejected and until when: a restart must not hand traffic back to an instance that
         has not earned it. None when nothing was saved or the database did not answer."""
         try:
-            return await asyncio.to_thread(self.store.load_state, HEALTH_STATE_KEY)
-        except SQLAlchemyError as exc:
-            log.warning("health state not restored (starting fresh): %s", str(exc).splitlines()[0])
+            return await self.store.run(self.store.load_state, HEALTH_STATE_KEY, timeout=DB_START_TIMEOUT_S)
+        except (SQLAlchemyError, StoreBusy, TimeoutError) as exc:
+            log.warning("health state not restored (starting fresh): %s", _first_line(exc))
             return None
 
     async def reload_slo_events(self) -> None:
@@ -63,9 +68,10 @@ class History:
             return
         now = time.time()
         try:
-            rows = await asyncio.to_thread(self.store.slo_events, now - self.slo.horizon() - MINUTE)
-        except SQLAlchemyError as exc:
-            log.warning("SLO history not reloaded (budgets start empty): %s", str(exc).splitlines()[0])
+            rows = await self.store.run(self.store.slo_events, now - self.slo.horizon() - MINUTE,
+                                        timeout=DB_START_TIMEOUT_S)
+        except (SQLAlchemyError, StoreBusy, TimeoutError) as exc:
+            log.warning("SLO history not reloaded (budgets start empty): %s", _first_line(exc))
             return
         used = self.slo.load(rows, now)
         log.info("SLO history: reloaded %s for %s", counted(used, "per-minute row"), counted(len(self.slo.slos), "SLO"))
@@ -92,7 +98,15 @@ class History:
             self.store.queue_slo_events(self.slo.take_rows())
             if self.gpu_rollups is not None:
                 self.store.queue_gpu_rollups(self.gpu_rollups.take(before))
-            await asyncio.to_thread(self.store.flush)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """One flush on the database's own threads; a database too busy to take it is retried by the
+        next persist (rows stay queued, bounded)."""
+        try:
+            await self.store.run(self.store.flush)
+        except StoreBusy as exc:
+            log.warning("database write deferred: %s", exc)
 
     def retire(self, tracks: Iterable[InstanceTrack], *, leader: bool) -> None:
         """Instances dropped from the fleet after draining: the minutes of theirs not rolled up yet
@@ -132,16 +146,16 @@ class History:
         deadline = time.monotonic() + SHUTDOWN_FLUSH_S
         while self.store.pending and time.monotonic() < deadline:
             await asyncio.sleep(SHUTDOWN_RETRY_S)
-            await asyncio.to_thread(self.store.flush)
+            await self._flush()
         if self.store.pending:
             log.error("exit: %d rows of history could not be written in %gs (%s) and are lost",
                       self.store.pending, SHUTDOWN_FLUSH_S, self.store.last_error)
 
     async def cleanup(self) -> None:
         now = time.time()
-        deleted = await asyncio.to_thread(self.store.cleanup, now - self.retention_s)
+        deleted = await self.store.run(self.store.cleanup, now - self.retention_s)
         # SLO minutes live as long as the longest SLO window needs them (a 90d SLO outlives 30d rollups)
         keep = max(self.retention_s, self.slo.horizon()) + MINUTE
-        deleted += await asyncio.to_thread(self.store.cleanup_slo_events, now - keep)
+        deleted += await self.store.run(self.store.cleanup_slo_events, now - keep)
         if deleted:
             log.info("retention: deleted %d rows older than %gs", deleted, self.retention_s)

@@ -82,7 +82,8 @@ class Reloader:
                 config = config.model_copy(update={"api": config.api.model_copy(update={"listen": running.api.listen})})
             interval = running.scrape.interval
             try:
-                notes = await apply_config(self.service, config)
+                async with self.service.cycle_lock:  # between cycles: no cycle sees half a config
+                    notes = await apply_config(self.service, config)
             except Exception as exc:  # noqa: BLE001 - a bug must not take the running service down
                 log.debug("applying the reloaded config failed", exc_info=True)
                 try:

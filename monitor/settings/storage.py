@@ -29,6 +29,9 @@ def sqlite_folder(url: str) -> Path | None:
 class StorageConfig(Section):
     url: str = "sqlite:///./slo-monitor.db"
     retention: Duration = Field(default=30 * 86400.0, description="rollups older than this are deleted")
+    statement_timeout: Duration = Field(
+        default=10.0, description="longest a database statement may run or wait for a lock before it fails "
+                                  "(PostgreSQL statement_timeout, SQLite busy timeout); 0 switches it off")
 
     @field_validator("url")
     @classmethod

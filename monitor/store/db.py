@@ -7,13 +7,16 @@ rows wait in memory and are written once it answers again.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import functools
 import logging
 import threading
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from sqlalchemy import Engine, delete, or_, select, tuple_, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,7 +27,7 @@ from monitor.evaluate.slo_engine import SloEventRow
 from monitor.evaluate.windows import instance_figures
 from monitor.gpu.rollup import GpuRollup
 from monitor.store.audit import AuditEntry
-from monitor.store.engine import make_engine, serialize
+from monitor.store.engine import DEFAULT_STATEMENT_TIMEOUT_S, make_engine, serialize
 from monitor.store.exclusions import ExclusionStore
 from monitor.store.models import (
     DecisionRecord,
@@ -40,6 +43,15 @@ from monitor.store.reads import StoreReads
 from monitor.store.rows import chunks, histogram_json, jsonable, utc
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+DB_WORKERS = 4  # threads the database has to itself: a flush, a lease renewal, an API read and one more
+DB_BACKLOG = 32  # calls waiting or running at most; past that a call is refused at once (StoreBusy)
+
+
+class StoreBusy(Exception):
+    """The database's own workers are all taken and its queue is full: the database is not keeping
+    up (or hangs), and this call is refused rather than queued without end."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +81,14 @@ class Store(StoreReads, ExclusionStore):
 
     def __init__(self, engine: Engine, *, max_pending: int = 200_000) -> None:
         self.engine = engine
+        # Database calls run here, never in the event loop's default executor: a call the caller
+        # gave up waiting for goes on running in its thread until the statement timeout ends it,
+        # and /metrics rendering, the NGINX writer and reload (which use the default executor)
+        # must never queue behind it. Bounded: DB_WORKERS threads, DB_BACKLOG calls in all.
+        self._executor = ThreadPoolExecutor(max_workers=DB_WORKERS, thread_name_prefix="slo-monitor-db")
+        self._backlog = 0
+        self._backlog_lock = threading.Lock()
+        self._flush_lock = threading.Lock()  # one flush at a time, even one left running by a timed-out caller
         self._instance_ids: dict[str, int] = {}
         self._pending: deque[Pending] = deque()
         self.max_pending = max_pending
@@ -77,11 +97,41 @@ class Store(StoreReads, ExclusionStore):
         self.last_error: str | None = None
 
     @classmethod
-    def open(cls, url: str) -> Store:
-        return cls(make_engine(url))
+    def open(cls, url: str, *, statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT_S) -> Store:
+        return cls(make_engine(url, statement_timeout=statement_timeout))
 
     def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
+
+    @property
+    def backlog(self) -> int:
+        """Database calls running or waiting for one of the database's own threads."""
+        return self._backlog
+
+    async def run(self, call: Callable[..., T], *args: Any, timeout: float | None = None, **kwargs: Any) -> T:
+        """`call(*args, **kwargs)` on the database's own threads. Raises StoreBusy at once when the
+        backlog is full, TimeoutError after `timeout` (the call itself goes on until its statement
+        timeout: a write may still commit, which is why every write is idempotent)."""
+        with self._backlog_lock:
+            if self._backlog >= DB_BACKLOG:
+                raise StoreBusy(f"{self._backlog} database calls already running or waiting")
+            self._backlog += 1
+        try:
+            future = self._executor.submit(functools.partial(call, *args, **kwargs))
+        except RuntimeError:  # shut down
+            with self._backlog_lock:
+                self._backlog -= 1
+            raise StoreBusy("the database's workers are shut down") from None
+        future.add_done_callback(self._done)
+        waiting = asyncio.wrap_future(future)
+        if timeout is None:
+            return await waiting
+        return await asyncio.wait_for(asyncio.shield(waiting), timeout)
+
+    def _done(self, _future: Any) -> None:
+        with self._backlog_lock:
+            self._backlog -= 1
 
     # -- fleet ------------------------------------------------------------------------------------
 
@@ -158,9 +208,19 @@ class Store(StoreReads, ExclusionStore):
         return len(self._pending)
 
     def flush(self) -> int:
-        """Write everything queued; on a database error keep it for the next try. Returns rows written."""
+        """Write everything queued; on a database error keep it for the next try. Returns rows written.
+        A flush still running (its caller stopped waiting) makes this one a no-op: two would write
+        the same rows."""
         if not self._pending:
             return 0
+        if not self._flush_lock.acquire(blocking=False):
+            return 0
+        try:
+            return self._flush()
+        finally:
+            self._flush_lock.release()
+
+    def _flush(self) -> int:
         with self._pending_lock:
             batch = list(self._pending)
         try:

@@ -20,19 +20,25 @@ def migrations_dir() -> Path:
 
 
 PG_CONNECT_TIMEOUT_S = 5
+DEFAULT_STATEMENT_TIMEOUT_S = 10.0  # storage.statement_timeout's default
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT_S) -> Engine:
+    """`statement_timeout`: how long one statement may run (PostgreSQL's statement_timeout, lock
+    waits included) or wait for a lock (SQLite's busy timeout) before it fails, so that no database
+    call holds one of the database's threads for ever. 0 switches it off."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        busy_ms = int(statement_timeout * 1000)
+        engine = create_engine(url, connect_args={"timeout": statement_timeout})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.close()
 
@@ -41,7 +47,11 @@ def make_engine(url: str) -> Engine:
     # never answers (a hung database, a proxy in front of a dead one): the flush would hang in its
     # worker thread, every later flush would be skipped behind it, /metrics would go on saying
     # storage_up 1, and the shutdown's final flush would never return. A URL may set its own.
-    connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    connect_args: dict[str, Any] = {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    options = parsed.query.get("options", "")
+    options = options[-1] if isinstance(options, tuple) else options
+    if statement_timeout > 0 and "statement_timeout" not in options:  # a URL's own statement_timeout wins
+        connect_args["options"] = f"{options} -c statement_timeout={int(statement_timeout * 1000)}".strip()
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=connect_args)
 
 

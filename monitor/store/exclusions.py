@@ -7,8 +7,10 @@ A mixin of `monitor.store.db.Store`, apart from its write queue for that reason.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from monitor.evaluate.slo import Exclusion
@@ -21,12 +23,32 @@ class ExclusionStore:
 
     engine: Engine
 
-    def add_exclusion(self, exclusion: Exclusion) -> Exclusion:
-        """Store a new ad-hoc maintenance window; returns it with its id."""
+    def add_exclusion(self, exclusion: Exclusion, request_id: str | None = None) -> Exclusion:
+        """Store a new ad-hoc maintenance window; returns it with its id. Idempotent: a window with
+        the same `request_id`, or (without one) the same SLO, pool, start, end and reason not
+        removed, is returned as stored instead of a second row (a retry after a timeout whose first
+        try committed after all)."""
+        try:
+            return self._add_exclusion(exclusion, request_id)
+        except IntegrityError:  # the same request_id committed by a concurrent try: that row it is
+            return self._add_exclusion(exclusion, request_id)
+
+    def _add_exclusion(self, exclusion: Exclusion, request_id: str | None) -> Exclusion:
         with Session(self.engine) as session, session.begin():
+            if request_id is not None:
+                same = select(ExclusionRecord).where(ExclusionRecord.request_id == request_id)
+            else:
+                same = select(ExclusionRecord).where(
+                    _same(ExclusionRecord.slo, exclusion.slo), _same(ExclusionRecord.pool, exclusion.pool),
+                    ExclusionRecord.starts_at == utc(exclusion.start), ExclusionRecord.ends_at == utc(exclusion.end),
+                    ExclusionRecord.reason == exclusion.reason, ExclusionRecord.removed_at.is_(None))
+            found = session.scalars(same.order_by(ExclusionRecord.id).limit(1)).first()
+            if found is not None:
+                return _exclusion(found)
             row = ExclusionRecord(slo=exclusion.slo, pool=exclusion.pool, starts_at=utc(exclusion.start),
                                   ends_at=utc(exclusion.end), reason=exclusion.reason,
-                                  created_at=utc(exclusion.created_at), created_by=exclusion.created_by)
+                                  created_at=utc(exclusion.created_at), created_by=exclusion.created_by,
+                                  request_id=request_id)
             session.add(row)
             session.flush()
             return _exclusion(row)
@@ -54,6 +76,10 @@ class ExclusionStore:
                 row.removed_at = utc(removed_at)
             session.flush()
             return _exclusion(row)
+
+
+def _same(column: Any, value: str | None) -> Any:
+    return column.is_(None) if value is None else column == value
 
 
 def _exclusion(row: ExclusionRecord) -> Exclusion:

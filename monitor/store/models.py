@@ -211,3 +211,5 @@ class ExclusionRecord(Base):
     created_by: Mapped[str] = mapped_column(String(300))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # the client's own id for the window (migration 0007): the same id posted twice is one row
+    request_id: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True, index=True)

@@ -8,7 +8,15 @@ from typing import Any, Sequence
 import monitor.generate.expressions as q
 from monitor.generate.rule_tests.inputs import MODEL
 from monitor.generate.rule_tests.series import expected_alert, labels_text, series_values
-from monitor.generate.rules_service import COST_BUDGET, COST_EXCEEDED_ALERT, COST_TODAY, COST_WARNING_ALERT, NS, ServiceAlert
+from monitor.generate.rules_service import (
+    COST_BUDGET,
+    COST_EXCEEDED_ALERT,
+    COST_TODAY,
+    COST_WARNING_ALERT,
+    LAST_CYCLE_SUCCESS,
+    NS,
+    ServiceAlert,
+)
 
 STEP_MIN = 1  # samples and evaluations a minute apart (no `sum_over_time` in these rules)
 
@@ -84,6 +92,9 @@ def service_test_file(alerts: list[ServiceAlert], groups: list[dict[str, Any]], 
         series.append({"series": labels_text(f"{NS}_decision_errors_total", job),
                        "values": series_values([float(t) if bad else 0.0 for t in range(minutes + 1)])})
         series.append({"series": labels_text(f"{NS}_nginx_last_apply_ok", job), "values": flat(0.0 if bad else 1.0)})
+        # the loop's heartbeat: stuck at 0 (never moved since the start), or the time of each evaluation
+        series.append({"series": labels_text(LAST_CYCLE_SUCCESS, job),
+                       "values": series_values([0.0 if bad else 60.0 * t for t in range(minutes + 1)])})
         # today's spend: 120 of a 100 budget (both cost alerts), or 10 of it
         money = {**job, "pool": pool, "currency": "USD"}
         series.append({"series": labels_text(COST_TODAY, money), "values": flat(120.0 if bad else 10.0)})
