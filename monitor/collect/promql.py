@@ -51,7 +51,7 @@ from monitor.collect.vllm import (
     HISTOGRAMS,
     SUMMED_GAUGES,
     PageError,
-    samples_by_model,
+    normalise,
 )
 from monitor.samples import ScrapeResult
 
@@ -260,16 +260,21 @@ class PrometheusSource:
             return _failed(target, at, scrape_s, "down", "down according to prometheus (up == 0)")
         error_kind = error = None
         models: list = []
+        bad: tuple = ()
         if not found.values:
             error_kind, error = "not_vllm", "not a vLLM endpoint (prometheus holds no vllm: series for it)"
         else:
             try:
-                models = samples_by_model(found.values)
+                # Prometheus stores NaN and ±Inf as they were scraped and answers them as "NaN",
+                # "+Inf", "-Inf": the normaliser refuses them exactly as it does on a page
+                page = normalise(found.values)
+                models, bad = page.models, page.bad
             except PageError as exc:
                 error = str(exc)
                 error_kind = "not_vllm" if error.startswith("not a vLLM endpoint") else "malformed"
         return ScrapeResult(pool=target.pool, instance=target.instance, url=target.url, started_at=at,
-                            duration_s=scrape_s, models=tuple(models), error=error, error_kind=error_kind)
+                            duration_s=scrape_s, models=tuple(models), error=error, error_kind=error_kind,
+                            bad_samples=bad)
 
 
 class _InstanceSeries:
@@ -286,13 +291,13 @@ class _InstanceSeries:
     def add(self, labels: dict[str, str], value: float) -> None:
         name = labels.pop("__name__", None)
         if name is None:
-            if labels.get(TIMESTAMP_LABEL) == TIMESTAMP_VALUE:
+            if labels.get(TIMESTAMP_LABEL) == TIMESTAMP_VALUE and math.isfinite(value):
                 self.timestamp = value if self.timestamp is None else max(self.timestamp, value)
             return
         if name == "up":
             self.up.append(value)
         elif name == "scrape_duration_seconds":
-            self.scrape_duration = value
+            self.scrape_duration = value if math.isfinite(value) else None
         else:
             model = labels.pop("model_name", "")
             self.values[name][model].append((labels, value))

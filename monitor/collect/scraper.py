@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 import httpx
 
-from monitor.collect.vllm import PageError, parse_page
+from monitor.collect.vllm import PageError, read_page
 from monitor.http1 import ConnectionPool, Exchange, RawHttpError, split_url
 from monitor.units import instance_address
 from monitor.units import redact_url
@@ -24,7 +24,11 @@ from monitor.samples import ScrapeResult
 
 PARSE_BATCH = 50
 HEALTH_BODY_LIMIT = 64 * 1024
-ACCEPT = "text/plain;version=0.0.4;q=0.9,*/*;q=0.1"
+# Prometheus's own scrape Accept header (2.x): OpenMetrics 1.0 first, then the text format. A server
+# negotiates as it would for Prometheus, and one that answers OpenMetrics whatever was asked (vLLM's
+# newer frontend) is read the same way: the parser reads both formats (exposition.py).
+ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+          "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,10 +259,12 @@ class Scraper:
     @staticmethod
     def _finish(f: _Fetched) -> ScrapeResult:
         models: list = []
+        bad: tuple = ()
         error_kind, error = f.error_kind, f.error
         if f.body is not None:
             try:
-                models = parse_page(f.body.decode("utf-8", errors="replace"))
+                page = read_page(f.body.decode("utf-8", errors="replace"))
+                models, bad = page.models, page.bad
             except PageError as exc:
                 error = str(exc)
                 error_kind = "not_vllm" if error.startswith("not a vLLM endpoint") else "malformed"
@@ -274,6 +280,7 @@ class Scraper:
             health_status=f.health_status,
             health_error=f.health_error,
             body_bytes=len(f.body) if f.body is not None else 0,
+            bad_samples=bad,
         )
 
     async def _fetch_metrics(self, target: Target) -> tuple[bytes | None, str | None, str | None]:
