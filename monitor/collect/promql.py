@@ -47,6 +47,8 @@ from monitor.collect.scraper import BodyTooLarge, Target, read_capped
 from monitor.collect.vllm import (
     AVERAGED_GAUGES,
     COUNTERS,
+    ESCAPED_NAMES,
+    ESCAPED_PREFIX,
     FINISHED,
     HISTOGRAMS,
     SUMMED_GAUGES,
@@ -90,7 +92,11 @@ def build_query(instances: Sequence[str], *, instance_label: str = "instance", s
     matchers = f"{instance_label}=~{promql_string(instance_regex(instances))}"
     if selector:
         matchers += f", {selector}"
-    names = "|".join(re.escape(n) for n in ("up", "scrape_duration_seconds", *vllm_series_names()))
+    # each name also as `vllm_...`: what Prometheus 2.x stored from prometheus_client's OpenMetrics pages
+    # (escaping=underscores writes the colon as `_`, client_python#1177); read back under the `vllm:` name
+    vllm = vllm_series_names()
+    escaped = [ESCAPED_PREFIX + n.removeprefix("vllm:") for n in vllm]
+    names = "|".join(re.escape(n) for n in ("up", "scrape_duration_seconds", *vllm, *escaped))
     data = f"{{__name__=~{promql_string(names)}, {matchers}}}"
     stamp = (f'label_replace(timestamp(up{{{matchers}}}), "{TIMESTAMP_LABEL}", "{TIMESTAMP_VALUE}", "", "")')
     return f"{data} or {stamp}"
@@ -300,7 +306,7 @@ class _InstanceSeries:
             self.scrape_duration = value if math.isfinite(value) else None
         else:
             model = labels.pop("model_name", "")
-            self.values[name][model].append((labels, value))
+            self.values[ESCAPED_NAMES.get(name, name)][model].append((labels, value))
 
 
 def _failed(target: Target, started: float, duration: float, kind: str, message: str) -> ScrapeResult:

@@ -24,11 +24,16 @@ from monitor.samples import ScrapeResult
 
 PARSE_BATCH = 50
 HEALTH_BODY_LIMIT = 64 * 1024
-# Prometheus's own scrape Accept header (2.x): OpenMetrics 1.0 first, then the text format. A server
-# negotiates as it would for Prometheus, and one that answers OpenMetrics whatever was asked (vLLM's
-# newer frontend) is read the same way: the parser reads both formats (exposition.py).
-ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
-          "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+# Prometheus's own scrape Accept header (3.x, default scrape_protocols): OpenMetrics 1.0 first, then
+# the text format, so a server negotiates as it does for Prometheus. `escaping=allow-utf-8` matters:
+# prometheus_client (vLLM's exporter) answers an OpenMetrics request without it with `escaping=
+# underscores` and writes `vllm:` as `vllm_` on its sample lines (client_python#1177). A server that
+# answers OpenMetrics whatever was asked (vLLM's newer frontend) is read the same way: the parser
+# reads both formats (exposition.py), and the `vllm_` spelling as well (vllm.read_page).
+ACCEPT = ("application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+          "application/openmetrics-text;version=0.0.1;q=0.5,"
+          "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,"
+          "text/plain;version=0.0.4;q=0.3,*/*;q=0.2")
 
 
 @dataclass(frozen=True, slots=True)

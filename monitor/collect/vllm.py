@@ -93,6 +93,10 @@ USED_NAMES: frozenset[str] = frozenset(
     + [name for table in (COUNTERS, SUMMED_GAUGES, AVERAGED_GAUGES) for names in table.values() for name in names]
     + [FINISHED, *LABELLED_GAUGES, *LABELLED_COUNTERS, SLEEP_STATE, CACHE_CONFIG]
 )
+# vLLM's names with their one colon written as `_` (prometheus_client's `escaping=underscores`, and
+# what Prometheus 2.x stored from such pages) -> the name the normaliser reads
+ESCAPED_PREFIX = "vllm_"
+ESCAPED_NAMES: dict[str, str] = {"vllm_" + name.removeprefix("vllm:"): name for name in USED_NAMES}
 
 # Bucket boundaries of vLLM ≥ 0.8.5 (older servers have a prefix of these lists, so a boundary
 # here is a boundary there too, up to their last bucket).
@@ -137,6 +141,13 @@ def read_page(text: str) -> Page:
         for name, labels, value in samples(text, names=USED_NAMES):
             model = labels.pop("model_name", "")
             values[name][model].append((labels, value))
+        if not values:
+            # prometheus_client (≥ 0.22) asked for OpenMetrics without `escaping=allow-utf-8`
+            # writes `vllm_` for `vllm:` on its sample lines (client_python#1177); read only when the
+            # page has no `vllm:` sample, so a normal page costs nothing more
+            for name, labels, value in samples(text, ESCAPED_PREFIX, names=ESCAPED_NAMES.keys()):
+                model = labels.pop("model_name", "")
+                values[ESCAPED_NAMES[name]][model].append((labels, value))
     except ExpositionError as exc:
         raise PageError(f"malformed metrics page: {exc}") from None
     if not values:
