@@ -162,8 +162,8 @@ class PoolScaler:
             "scale_down_window_max": down_ceiling,
             "replicas_reporting": reporting,
             # both queues: waiting_per_replica reads the capacity one where the pages split it
-            "requests_waiting": signals.requests_waiting,
-            "requests_waiting_capacity": signals.requests_waiting_capacity,
+            "requests_waiting": _finite_or_none(signals.requests_waiting),
+            "requests_waiting_capacity": _finite_or_none(signals.requests_waiting_capacity),
             "min_replicas": s.min_replicas,
             "max_replicas": s.max_replicas,
         })
@@ -221,6 +221,10 @@ def scaling_signals(stats: Sequence[WindowStats | None], burn_rate: float | None
         requests_waiting_capacity=_finite_sum(capacity),
         requests_waiting_for_scaling=_finite_sum(known),
     )
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is None or math.isfinite(value) else None
 
 
 def _finite_sum(values: list[float]) -> float | None:
