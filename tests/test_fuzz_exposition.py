@@ -18,7 +18,9 @@ import math
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 
 from monitor.collect.exposition import ExpositionError, samples
 from monitor.collect.vllm import PageError, parse_page
@@ -27,7 +29,6 @@ from monitor.evaluate.slo import EventSeries, count_events
 from monitor.evaluate.slo_track import SloKey, SloTrack
 from monitor.evaluate.windows import instance_figures, merge_stats, stats_over
 from monitor.settings import ScalingSettings, SloConfig
-
 from tests.helpers.exposition_pages import openmetrics_pages
 
 FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

@@ -15,7 +15,13 @@ from monitor.collect.promql import PrometheusSource
 from monitor.collect.scraper import Scraper, Target, _Fetched
 from monitor.collect.vllm import PageError, parse_page, read_page
 from monitor.config import validate
-from monitor.decide.scaling import MAX_REPLICAS, PoolScaler, ScalingSignals, hpa_replicas, scaling_signals
+from monitor.decide.scaling import (
+    MAX_REPLICAS,
+    PoolScaler,
+    ScalingSignals,
+    hpa_replicas,
+    scaling_signals,
+)
 from monitor.evaluate.slo import EventSeries, count_events
 from monitor.evaluate.slo.events import Events
 from monitor.evaluate.slo_track import SloKey, SloTrack
@@ -24,7 +30,6 @@ from monitor.publish.finite_json import FiniteJSONResponse
 from monitor.samples import DUPLICATE, NON_FINITE, Histogram, ModelSample
 from monitor.service import create_app
 from monitor.settings import ErrorRatioIndicator, ScalingSettings
-
 from tests.helpers.asgi_client import AUTH, Client
 from tests.helpers.vllm_pages import FakeVllmV1
 
@@ -34,7 +39,7 @@ HEALTHY = 'vllm:num_requests_running{model_name="m"} 3\n'
 def _set(page: str, line_start: str, value: str, *, containing: str = "") -> str:
     """`page` with the value of every sample line starting with `line_start` (and holding
     `containing`) replaced by `value`."""
-    pattern = re.compile(rf"^({re.escape(line_start)}[^\n]*{re.escape(containing)}[^\n]*?) \S+$", re.M)
+    pattern = re.compile(rf"^({re.escape(line_start)}[^\n]*{re.escape(containing)}[^\n]*?) \S+$", re.MULTILINE)
     out, n = pattern.subn(rf"\1 {value}", page)
     assert n, f"no line {line_start}...{containing}"
     return out

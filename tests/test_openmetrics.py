@@ -9,7 +9,9 @@ import math
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 
 from monitor.collect.exposition import ExpositionError, samples
 from monitor.collect.scraper import ACCEPT, Scraper, Target

@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from prometheus_client.openmetrics.exposition import ALLOWUTF8
-from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client import generate_latest
+from prometheus_client.openmetrics.exposition import ALLOWUTF8
+from prometheus_client.openmetrics.exposition import (
+    generate_latest as openmetrics_latest,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.collect.vllm import samples_by_model
