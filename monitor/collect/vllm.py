@@ -142,7 +142,7 @@ def read_page(text: str) -> Page:
             model = labels.pop("model_name", "")
             values[name][model].append((labels, value))
         if not values:
-            # prometheus_client (≥ 0.22) asked for OpenMetrics without `escaping=allow-utf-8`
+            # a recent prometheus_client (0.26 does it) asked for OpenMetrics without `escaping=allow-utf-8`
             # writes `vllm_` for `vllm:` on its sample lines (client_python#1177); read only when the
             # page has no `vllm:` sample, so a normal page costs nothing more
             for name, labels, value in samples(text, ESCAPED_PREFIX, names=ESCAPED_NAMES.keys()):
