@@ -5,8 +5,13 @@ Kept free of I/O and of any stage's logic so that every stage (and its tests) ca
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Mapping
+
+NON_FINITE = "non_finite"  # BadSample.kind: NaN or ±Inf where a number is judged
+DUPLICATE = "duplicate"  # BadSample.kind: a series repeated on one page with another value
+BAD_SAMPLE_KINDS = (NON_FINITE, DUPLICATE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,11 @@ class ModelSample:
     finished: finished_reason -> count.
     sources: key -> the exposed family it was read from, for every histogram and for every counter
       or gauge with more than one spelling (e.g. tpot -> vllm:request_time_per_output_token_seconds).
+    refused: keys left out of this sample because a series they are read from held NaN or ±Inf
+      (histogram, counter and gauge keys as above, and `finished` for the finished counts): the
+      value is not known this time, which is neither zero nor a reset, so the windows step over it.
+
+    Every number in a sample is finite: the normaliser refuses the rest (monitor/collect/vllm.py).
     """
 
     model_name: str
@@ -64,6 +74,32 @@ class ModelSample:
     gauges: Mapping[str, float] = field(default_factory=dict)
     finished: Mapping[str, float] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)
+    refused: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class BadSample:
+    """One series of a page that was not used: `kind` NON_FINITE (its value, or its sum over engines,
+    is NaN or ±Inf) or DUPLICATE (a second sample of a series already read, with another value:
+    dropped, the first kept, as Prometheus drops it with "duplicate sample for timestamp")."""
+
+    series: str  # the sample name; with its labels for a duplicate
+    kind: str
+    value: float
+
+    def __str__(self) -> str:
+        if self.kind == DUPLICATE:
+            return f"duplicate sample: {self.series} = {format_number(self.value)} dropped (the first one kept)"
+        return f"bad sample: {self.series} = {format_number(self.value)}"
+
+
+def format_number(value: float) -> str:
+    """A sample value as the exposition formats spell it (NaN, +Inf, -Inf, else Python's repr)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +117,7 @@ class ScrapeResult:
     health_status: int | None = None  # HTTP status of /health; None when not probed or unanswered
     health_error: str | None = None
     body_bytes: int = 0
+    bad_samples: tuple[BadSample, ...] = ()  # series of the page not used (NaN/±Inf, duplicates)
 
     @property
     def ok(self) -> bool:

@@ -47,11 +47,13 @@ from monitor.collect.scraper import BodyTooLarge, Target, read_capped
 from monitor.collect.vllm import (
     AVERAGED_GAUGES,
     COUNTERS,
+    ESCAPED_NAMES,
+    ESCAPED_PREFIX,
     FINISHED,
     HISTOGRAMS,
     SUMMED_GAUGES,
     PageError,
-    samples_by_model,
+    normalise,
 )
 from monitor.samples import ScrapeResult
 
@@ -90,7 +92,11 @@ def build_query(instances: Sequence[str], *, instance_label: str = "instance", s
     matchers = f"{instance_label}=~{promql_string(instance_regex(instances))}"
     if selector:
         matchers += f", {selector}"
-    names = "|".join(re.escape(n) for n in ("up", "scrape_duration_seconds", *vllm_series_names()))
+    # each name also as `vllm_...`: what Prometheus 2.x stored from prometheus_client's OpenMetrics pages
+    # (escaping=underscores writes the colon as `_`, client_python#1177); read back under the `vllm:` name
+    vllm = vllm_series_names()
+    escaped = [ESCAPED_PREFIX + n.removeprefix("vllm:") for n in vllm]
+    names = "|".join(re.escape(n) for n in ("up", "scrape_duration_seconds", *vllm, *escaped))
     data = f"{{__name__=~{promql_string(names)}, {matchers}}}"
     stamp = (f'label_replace(timestamp(up{{{matchers}}}), "{TIMESTAMP_LABEL}", "{TIMESTAMP_VALUE}", "", "")')
     return f"{data} or {stamp}"
@@ -260,16 +266,21 @@ class PrometheusSource:
             return _failed(target, at, scrape_s, "down", "down according to prometheus (up == 0)")
         error_kind = error = None
         models: list = []
+        bad: tuple = ()
         if not found.values:
             error_kind, error = "not_vllm", "not a vLLM endpoint (prometheus holds no vllm: series for it)"
         else:
             try:
-                models = samples_by_model(found.values)
+                # Prometheus stores NaN and ±Inf as they were scraped and answers them as "NaN",
+                # "+Inf", "-Inf": the normaliser refuses them exactly as it does on a page
+                page = normalise(found.values)
+                models, bad = page.models, page.bad
             except PageError as exc:
                 error = str(exc)
                 error_kind = "not_vllm" if error.startswith("not a vLLM endpoint") else "malformed"
         return ScrapeResult(pool=target.pool, instance=target.instance, url=target.url, started_at=at,
-                            duration_s=scrape_s, models=tuple(models), error=error, error_kind=error_kind)
+                            duration_s=scrape_s, models=tuple(models), error=error, error_kind=error_kind,
+                            bad_samples=bad)
 
 
 class _InstanceSeries:
@@ -286,16 +297,16 @@ class _InstanceSeries:
     def add(self, labels: dict[str, str], value: float) -> None:
         name = labels.pop("__name__", None)
         if name is None:
-            if labels.get(TIMESTAMP_LABEL) == TIMESTAMP_VALUE:
+            if labels.get(TIMESTAMP_LABEL) == TIMESTAMP_VALUE and math.isfinite(value):
                 self.timestamp = value if self.timestamp is None else max(self.timestamp, value)
             return
         if name == "up":
             self.up.append(value)
         elif name == "scrape_duration_seconds":
-            self.scrape_duration = value
+            self.scrape_duration = value if math.isfinite(value) else None
         else:
             model = labels.pop("model_name", "")
-            self.values[name][model].append((labels, value))
+            self.values[ESCAPED_NAMES.get(name, name)][model].append((labels, value))
 
 
 def _failed(target: Target, started: float, duration: float, kind: str, message: str) -> ScrapeResult:

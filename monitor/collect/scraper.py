@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 import httpx
 
-from monitor.collect.vllm import PageError, parse_page
+from monitor.collect.vllm import PageError, read_page
 from monitor.http1 import BadUrl, ConnectionPool, Exchange, RawHttpError, split_url
 from monitor.units import instance_address
 from monitor.units import redact_url
@@ -30,7 +30,16 @@ log = logging.getLogger("monitor.scraper")
 
 PARSE_BATCH = 50
 HEALTH_BODY_LIMIT = 64 * 1024
-ACCEPT = "text/plain;version=0.0.4;q=0.9,*/*;q=0.1"
+# Prometheus's own scrape Accept header (3.x, default scrape_protocols): OpenMetrics 1.0 first, then
+# the text format, so a server negotiates as it does for Prometheus. `escaping=allow-utf-8` matters:
+# prometheus_client (vLLM's exporter) answers an OpenMetrics request without it with `escaping=
+# underscores` and writes `vllm:` as `vllm_` on its sample lines (client_python#1177). A server that
+# answers OpenMetrics whatever was asked (vLLM's newer frontend) is read the same way: the parser
+# reads both formats (exposition.py), and the `vllm_` spelling as well (vllm.read_page).
+ACCEPT = ("application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+          "application/openmetrics-text;version=0.0.1;q=0.5,"
+          "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,"
+          "text/plain;version=0.0.4;q=0.3,*/*;q=0.2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +274,7 @@ class Scraper:
             fetched[i] = f
         results = []
         for i, f in enumerate(fetched):
-            results.append(self._finish(f))
+            results.append(self._finish_contained(f))
             if i % PARSE_BATCH == PARSE_BATCH - 1:
                 # let the API answer between batches: 1,000 pages parse in ~2-3 s of CPU, and a
                 # health-check poller must not wait for all of them (p99 was 3.6 s without this)
@@ -273,7 +282,16 @@ class Scraper:
         return results
 
     async def scrape(self, target: Target) -> ScrapeResult:
-        return self._finish(await self._fetch(target))
+        return self._finish_contained(await self._fetch(target))
+
+    def _finish_contained(self, f: _Fetched) -> ScrapeResult:
+        """`_finish`, with a bug in parsing one page kept to that target (its `internal` error)."""
+        try:
+            return self._finish(f)
+        except Exception as exc:  # noqa: BLE001 - one page's bug must not end the cycle for the others
+            failed = _Fetched(f.target, f.started_at, f.duration_s, None, "internal",
+                              self._internal_error(f.target, exc, "parsing: "), f.health_status, f.health_error)
+            return self._finish(failed)
 
     async def _fetch(self, target: Target, slot_deadline: float | None = None) -> _Fetched:
         """One target's /metrics and /health, side by side in one slot; never raises (but lets
@@ -317,10 +335,12 @@ class Scraper:
     @staticmethod
     def _finish(f: _Fetched) -> ScrapeResult:
         models: list = []
+        bad: tuple = ()
         error_kind, error = f.error_kind, f.error
         if f.body is not None:
             try:
-                models = parse_page(f.body.decode("utf-8", errors="replace"))
+                page = read_page(f.body.decode("utf-8", errors="replace"))
+                models, bad = page.models, page.bad
             except PageError as exc:
                 error = str(exc)
                 error_kind = "not_vllm" if error.startswith("not a vLLM endpoint") else "malformed"
@@ -336,6 +356,7 @@ class Scraper:
             health_status=f.health_status,
             health_error=f.health_error,
             body_bytes=len(f.body) if f.body is not None else 0,
+            bad_samples=bad,
         )
 
     async def _fetch_metrics(self, target: Target) -> tuple[bytes | None, str | None, str | None]:

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Mapping
 
 from monitor.collect.exposition import ExpositionError, samples
-from monitor.samples import Histogram, ModelSample
+from monitor.samples import DUPLICATE, NON_FINITE, BadSample, Histogram, ModelSample
+
+_finite = math.isfinite
 
 
 class PageError(ValueError):
@@ -90,6 +93,10 @@ USED_NAMES: frozenset[str] = frozenset(
     + [name for table in (COUNTERS, SUMMED_GAUGES, AVERAGED_GAUGES) for names in table.values() for name in names]
     + [FINISHED, *LABELLED_GAUGES, *LABELLED_COUNTERS, SLEEP_STATE, CACHE_CONFIG]
 )
+# vLLM's names with their one colon written as `_` (prometheus_client's `escaping=underscores`, and
+# what Prometheus 2.x stored from such pages) -> the name the normaliser reads
+ESCAPED_PREFIX = "vllm_"
+ESCAPED_NAMES: dict[str, str] = {"vllm_" + name.removeprefix("vllm:"): name for name in USED_NAMES}
 
 # Bucket boundaries of vLLM ≥ 0.8.5 (older servers have a prefix of these lists, so a boundary
 # here is a boundary there too, up to their last bucket).
@@ -105,8 +112,24 @@ BUCKETS["queue"] = BUCKETS["e2e"]
 BUCKETS["itl"] = BUCKETS["tpot"]
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page read: one sample per model, and the series of it that were not used (named to users
+    as the instance's reasons and counted in `slo_monitor_bad_samples_total`)."""
+
+    models: list[ModelSample]
+    bad: tuple[BadSample, ...] = ()
+
+
 def parse_page(text: str) -> list[ModelSample]:
     """Normalise a /metrics page; raises PageError for a malformed page or one without vLLM metrics.
+    `read_page` also says which series were refused."""
+    return read_page(text).models
+
+
+def read_page(text: str) -> Page:
+    """Normalise a /metrics page (text format or OpenMetrics, see exposition.py); raises PageError
+    for a malformed page or one without vLLM metrics.
 
     Only the `vllm:` sample lines of the families in USED_NAMES are read (see exposition.py):
     python/process/http families make up most of a page and are never used, and neither are
@@ -118,26 +141,52 @@ def parse_page(text: str) -> list[ModelSample]:
         for name, labels, value in samples(text, names=USED_NAMES):
             model = labels.pop("model_name", "")
             values[name][model].append((labels, value))
+        if not values:
+            # a recent prometheus_client (0.26 does it) asked for OpenMetrics without `escaping=allow-utf-8`
+            # writes `vllm_` for `vllm:` on its sample lines (client_python#1177); read only when the
+            # page has no `vllm:` sample, so a normal page costs nothing more
+            for name, labels, value in samples(text, ESCAPED_PREFIX, names=ESCAPED_NAMES.keys()):
+                model = labels.pop("model_name", "")
+                values[ESCAPED_NAMES[name]][model].append((labels, value))
     except ExpositionError as exc:
         raise PageError(f"malformed metrics page: {exc}") from None
     if not values:
         raise PageError("not a vLLM endpoint (no vllm: metrics on the page)")
-    return samples_by_model(values)
+    return normalise(values)
 
 
 def samples_by_model(values: Mapping[str, Mapping[str, list[tuple[dict[str, str], float]]]]) -> list[ModelSample]:
+    """One sample per `model_name` from series grouped as name -> model -> [(other labels, value)];
+    `normalise` also says which series were refused."""
+    return normalise(values).models
+
+
+def normalise(values: Mapping[str, Mapping[str, list[tuple[dict[str, str], float]]]]) -> Page:
     """One sample per `model_name` from series grouped as name -> model -> [(other labels, value)].
 
     Shared by the page parser and the PromQL source (monitor/collect/promql.py), so a series read
     from Prometheus is normalised exactly as the same series read from the page.
+
+    NaN and ±Inf stop here. A key (a histogram, a counter, a gauge, the finished counts) one of
+    whose series holds one is left out of the sample and named in `Page.bad`, the rest of the page
+    is used: a NaN would otherwise enter every window and SLO sum it touches and stay there, and an
+    infinity would overflow the replica arithmetic. The whole key goes, not just the series: a
+    counter summed over engines without one of them would look like a reset. Checked on the sums
+    (a NaN or infinity in any addend makes the sum non-finite), one test per key on the hot path.
+    A series repeated on the page is read once (the first), as Prometheus does.
     """
     models = sorted({m for per_model in values.values() for m in per_model if m})
     if not models:
         models = [""]
-    result = [_model_sample(values, model) for model in models]
-    if not any(s.histograms or s.counters or s.gauges or s.finished for s in result):
+    bad: list[BadSample] = []
+    result = [_model_sample(values, model, bad) for model in models]
+    if not any(s.histograms or s.counters or s.gauges or s.finished or s.refused for s in result):
         raise PageError("not a vLLM endpoint (none of the vLLM serving metrics on the page)")
-    return result
+    # a family read for two keys (the per-token interval is itl and, on older pages, tpot) is named once
+    return Page(result, tuple({str(b): b for b in bad}.values()))
+
+
+Rows = list[tuple[dict[str, str], float]]
 
 
 def _first_present(values: Mapping[str, Mapping[str, list]], names: tuple[str, ...], suffix: str, model: str):
@@ -148,47 +197,121 @@ def _first_present(values: Mapping[str, Mapping[str, list]], names: tuple[str, .
     return None, None
 
 
+def _unique(name: str, rows: Rows, bad: list[BadSample]) -> Rows:
+    """`rows` with each label set once: a repeat is dropped and the first kept, as Prometheus drops
+    the second sample of a series in one scrape ("duplicate sample for timestamp"); a repeat with
+    another value is named (the same value twice changes nothing, and Prometheus says nothing)."""
+    seen: dict[frozenset[tuple[str, str]], float] = {}
+    out: Rows = []
+    for labels, value in rows:
+        key = frozenset(labels.items())
+        if key not in seen:
+            seen[key] = value
+            out.append((labels, value))
+        elif not (seen[key] == value or (math.isnan(value) and math.isnan(seen[key]))):
+            bad.append(BadSample(_series(name, labels), DUPLICATE, value))
+    return out if len(out) != len(rows) else rows
+
+
+def _series(name: str, labels: Mapping[str, str]) -> str:
+    text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return f"{name}{{{text}}}"[:200] if text else name
+
+
+def _non_finite(parts: list[tuple[str, Rows]]) -> BadSample:
+    """The first series holding NaN or ±Inf among `(name, rows)`; else their sum left the float range."""
+    for name, rows in parts:
+        for _, value in rows:
+            if not _finite(value):
+                return BadSample(name, NON_FINITE, value)
+    return BadSample(parts[0][0], NON_FINITE, math.inf)
+
+
 def _summed(values: Mapping[str, Mapping[str, list]], table: Mapping[str, tuple[str, ...]], model: str,
-            sources: dict[str, str]) -> dict[str, float]:
+            sources: dict[str, str], refused: set[str], bad: list[BadSample]) -> dict[str, float]:
     """Each key's first present family summed over its series (engines, label values); where a key
     has more than one spelling, `sources` notes the one read."""
     read: dict[str, float] = {}
     for key, names in table.items():
         name, rows = _first_present(values, names, "", model)
         if rows:
-            read[key] = sum(v for _, v in rows)
+            if len(rows) > 1:
+                rows = _unique(name, rows, bad)
+            total = sum(v for _, v in rows)
+            if not _finite(total):
+                refused.add(key)
+                bad.append(_non_finite([(name, rows)]))
+                continue
+            read[key] = total
             if len(names) > 1:
                 sources[key] = name
     return read
 
 
-def _model_sample(values: Mapping[str, Mapping[str, list]], model: str) -> ModelSample:
+def _histogram(values: Mapping[str, Mapping[str, list]], name: str, buckets: Rows, model: str,
+               bad: list[BadSample]) -> Histogram | None:
+    """One histogram from its `_bucket`, `_sum` and `_count` series (engines added up); None when
+    one of them holds NaN or ±Inf (named in `bad`). PageError for bounds that are not numbers."""
+    per_le = _per_le(name, buckets)
+    if len(per_le) != len(buckets):  # several engines, or a bucket repeated
+        buckets = _unique(name + "_bucket", buckets, bad)
+        per_le = _per_le(name, buckets)
+    bounds = sorted(per_le)
+    if math.inf not in per_le:
+        raise PageError(f"malformed metrics page: {name} has no le=\"+Inf\" bucket")
+    if bounds[-1] != math.inf or not all(map(_finite, bounds[:-1])):  # le="NaN" or le="-Inf"
+        raise PageError(f"malformed metrics page: {name}_bucket without a valid le label")
+    sums: Rows = values.get(name + "_sum", {}).get(model, [])
+    counts: Rows = values.get(name + "_count", {}).get(model, [])
+    if len(sums) > 1:
+        sums = _unique(name + "_sum", sums, bad)
+    if len(counts) > 1:
+        counts = _unique(name + "_count", counts, bad)
+    total = sum(v for _, v in sums)
+    count = sum(v for _, v in counts)
+    cumulative = tuple(per_le[b] for b in bounds)
+    if not _finite(total + count + sum(cumulative)):
+        bad.append(_non_finite([(name + "_bucket", buckets), (name + "_sum", sums), (name + "_count", counts)]))
+        return None
+    return Histogram(tuple(bounds), cumulative, total, count or per_le[math.inf])
+
+
+def _per_le(name: str, buckets: Rows) -> dict[float, float]:
+    per_le: dict[float, float] = defaultdict(float)
+    for labels, value in buckets:
+        try:
+            per_le[float(labels["le"])] += value
+        except (KeyError, ValueError):
+            raise PageError(f"malformed metrics page: {name}_bucket without a valid le label") from None
+    return per_le
+
+
+def _model_sample(values: Mapping[str, Mapping[str, list]], model: str, bad: list[BadSample]) -> ModelSample:
     sources: dict[str, str] = {}
+    refused: set[str] = set()
     histograms: dict[str, Histogram] = {}
     for key, names in HISTOGRAMS.items():
         name, buckets = _first_present(values, names, "_bucket", model)
         if name is None:
             continue
-        per_le: dict[float, float] = defaultdict(float)
-        for labels, value in buckets:
-            try:
-                per_le[float(labels["le"])] += value
-            except (KeyError, ValueError):
-                raise PageError(f"malformed metrics page: {name}_bucket without a valid le label") from None
-        if math.inf not in per_le:
-            raise PageError(f"malformed metrics page: {name} has no le=\"+Inf\" bucket")
-        total = sum(v for _, v in values.get(name + "_sum", {}).get(model, ()))
-        count = sum(v for _, v in values.get(name + "_count", {}).get(model, ()))
-        bounds = tuple(sorted(per_le))
-        histograms[key] = Histogram(bounds, tuple(per_le[b] for b in bounds), total, count or per_le[math.inf])
+        hist = _histogram(values, name, buckets, model, bad)
+        if hist is None:
+            refused.add(key)
+            continue
+        histograms[key] = hist
         sources[key] = name
-    counters = _summed(values, COUNTERS, model, sources)
-    gauges = _summed(values, SUMMED_GAUGES, model, sources)
+    counters = _summed(values, COUNTERS, model, sources, refused, bad)
+    gauges = _summed(values, SUMMED_GAUGES, model, sources, refused, bad)
     for key, names in AVERAGED_GAUGES.items():
         name, rows = _first_present(values, names, "", model)
         if rows:
+            if len(rows) > 1:
+                rows = _unique(name, rows, bad)
             mean = sum(v for _, v in rows) / len(rows)
-            if not (key == "prefix_cache_hit_rate" and mean < 0):
+            if not _finite(mean):
+                refused.add(key)
+                bad.append(_non_finite([(name, rows)]))
+            elif not (key == "prefix_cache_hit_rate" and mean < 0):
                 gauges[key] = mean
                 if len(names) > 1:
                     sources[key] = name
@@ -197,6 +320,8 @@ def _model_sample(values: Mapping[str, Mapping[str, list]], model: str) -> Model
             rows = values.get(family, {}).get(model)
             if not rows:
                 continue
+            if len(rows) > 1:
+                rows = _unique(family, rows, bad)
             read = {k: 0.0 for k in keys.values()}  # every known value present, 0 until seen
             if other is not None:
                 read[other] = 0.0
@@ -204,20 +329,37 @@ def _model_sample(values: Mapping[str, Mapping[str, list]], model: str) -> Model
                 key = keys.get(labels.get(label, ""), other)
                 if key is not None:
                     read[key] += value
+            if not _finite(sum(read.values())):
+                refused.update(read)
+                bad.append(_non_finite([(family, [r for r in rows if keys.get(r[0].get(label, ""), other)])]))
+                continue
             into.update(read)
-    _sleep(values.get(SLEEP_STATE, {}).get(model), gauges)
+    _sleep(values.get(SLEEP_STATE, {}).get(model), gauges, refused, bad)
     _cache_config(values.get(CACHE_CONFIG, {}), model, gauges)
     finished: dict[str, float] = defaultdict(float)
-    for labels, value in values.get(FINISHED, {}).get(model, ()):
+    rows = values.get(FINISHED, {}).get(model, [])
+    if len(rows) > 1:
+        rows = _unique(FINISHED, rows, bad)
+    for labels, value in rows:
         finished[labels.get("finished_reason", "")] += value
-    return ModelSample(model, histograms, counters, gauges, dict(finished), sources)
+    if not _finite(sum(finished.values())):
+        refused.add("finished")
+        bad.append(_non_finite([(FINISHED, rows)]))
+        finished.clear()
+    return ModelSample(model, histograms, counters, gauges, dict(finished), sources, frozenset(refused))
 
 
-def _sleep(rows: list[tuple[dict[str, str], float]] | None, gauges: dict[str, float]) -> None:
+def _sleep(rows: Rows | None, gauges: dict[str, float], refused: set[str], bad: list[BadSample]) -> None:
     """`vllm:engine_sleep_state` (one child per engine and state, 1 on the current state) →
     `engines_asleep` (engines whose `awake` child is 0) and `sleep_level` (the deepest level any
     engine is at: 0 awake, 1 weights offloaded, 2 everything discarded)."""
     if not rows:
+        return
+    if len(rows) > 1:
+        rows = _unique(SLEEP_STATE, rows, bad)
+    if not _finite(sum(v for _, v in rows)):
+        refused.update(("engines_asleep", "sleep_level"))
+        bad.append(_non_finite([(SLEEP_STATE, rows)]))
         return
     asleep = 0.0
     level = 0.0

@@ -71,6 +71,10 @@ class ScalingRecommendation:
                 "desired_replicas": self.desired_replicas, "reason": self.reason, "signals": dict(self.signals)}
 
 
+# Kubernetes' replica counts are int32: no recommendation goes above that, whatever a page says
+MAX_REPLICAS = 2**31 - 1
+
+
 def hpa_replicas(current: int, value: float, target: float, tolerance: float) -> int:
     """`ceil(current × value / target)`, or `current` while the ratio is within tolerance of 1.
 
@@ -78,12 +82,15 @@ def hpa_replicas(current: int, value: float, target: float, tolerance: float) ->
     rule `ceil(value / target)` is used instead, with `value` the per-replica figure times nothing:
     callers pass the pool total there.
     """
-    ratio = value / target
-    if current <= 0:
-        return max(0, math.ceil(value / target - 1e-9))
-    if abs(ratio - 1.0) <= tolerance:
+    ratio = value / target if target else math.nan
+    wanted = ratio if current <= 0 else current * ratio
+    if not math.isfinite(wanted):
+        # NaN or ±Inf in (a signal the windows left unknown, or a ratio past the float range):
+        # math.ceil would raise OverflowError, and nothing is known to act on, so hold
+        return max(current, 0)
+    if current > 0 and abs(ratio - 1.0) <= tolerance:
         return current
-    return max(0, math.ceil(current * ratio - 1e-9))
+    return min(max(0, math.ceil(wanted - 1e-9)), MAX_REPLICAS)
 
 
 class PoolScaler:
@@ -102,7 +109,10 @@ class PoolScaler:
         reporting = max(signals.replicas_reporting, 0)
 
         def add(name: str, value: float | None, target: float | None, *, total: float | None = None) -> None:
-            if value is None or target is None:
+            # a figure that is not a finite number is not known (it cannot be a reason either)
+            if value is None or not target or not math.isfinite(value) or not math.isfinite(value / target):
+                return
+            if total is not None and not math.isfinite(total):
                 return
             basis = total if current <= 0 and total is not None else value
             rec = hpa_replicas(current, basis, target, s.tolerance)
@@ -152,8 +162,8 @@ class PoolScaler:
             "scale_down_window_max": down_ceiling,
             "replicas_reporting": reporting,
             # both queues: waiting_per_replica reads the capacity one where the pages split it
-            "requests_waiting": signals.requests_waiting,
-            "requests_waiting_capacity": signals.requests_waiting_capacity,
+            "requests_waiting": _finite_or_none(signals.requests_waiting),
+            "requests_waiting_capacity": _finite_or_none(signals.requests_waiting_capacity),
             "min_replicas": s.min_replicas,
             "max_replicas": s.max_replicas,
         })
@@ -199,6 +209,8 @@ def scaling_signals(stats: Sequence[WindowStats | None], burn_rate: float | None
     capacity = [s.gauges["waiting_capacity"] for s in present if "waiting_capacity" in s.gauges]
     for_scaling = [s.gauges.get("waiting_capacity", s.gauges.get("waiting")) for s in present]
     known = [w for w in for_scaling if w is not None]
+    if not math.isfinite(requests):
+        requests = 0.0
     return ScalingSignals(
         replicas_reporting=len(present),
         requests_waiting=figures["requests_waiting"],
@@ -206,6 +218,16 @@ def scaling_signals(stats: Sequence[WindowStats | None], burn_rate: float | None
         ttft_p99_s=figures["ttft_p99_s"],
         requests=requests,
         ttft_burn_rate=burn_rate,
-        requests_waiting_capacity=sum(capacity) if capacity else None,
-        requests_waiting_for_scaling=sum(known) if known else None,
+        requests_waiting_capacity=_finite_sum(capacity),
+        requests_waiting_for_scaling=_finite_sum(known),
     )
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is None or math.isfinite(value) else None
+
+
+def _finite_sum(values: list[float]) -> float | None:
+    """The sum, or None when there is nothing to add or it leaves the float range (not known)."""
+    total = sum(values) if values else None
+    return total if total is None or math.isfinite(total) else None

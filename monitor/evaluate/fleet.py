@@ -25,6 +25,8 @@ class InstanceTrack:
     last_success_at: float | None = None
     consecutive_failures: int = 0
     outcomes: dict[float, OutcomeTally] = field(default_factory=dict)  # minute start -> tally
+    # series its pages held that were not used, since it joined: BadSample.kind -> count
+    bad_samples: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -76,6 +78,10 @@ class InstanceView:
     scrape_duration_s: float | None
     health_status: int | None
     sources: dict[str, str] = field(default_factory=dict)  # figure -> vLLM family (windows.figure_sources)
+    # what the last scrape's page held that was not used ("bad sample: vllm:x = NaN"), and the count
+    # of such series since the instance joined, by kind (samples.BadSample)
+    bad_samples: tuple[str, ...] = ()
+    bad_samples_total: Mapping[str, int] = field(default_factory=dict)
 
 
 def health_failure(result: ScrapeResult) -> str | None:
@@ -137,6 +143,8 @@ class FleetView:
                 continue
             track.last = result
             track.outcomes.setdefault(minute_floor(result.started_at), OutcomeTally()).add(result)
+            for bad in result.bad_samples:
+                track.bad_samples[bad.kind] = track.bad_samples.get(bad.kind, 0) + 1
             if not result.ok:
                 track.consecutive_failures += 1
                 continue
@@ -185,6 +193,8 @@ class FleetView:
             scrape_duration_s=last.duration_s if last else None,
             health_status=last.health_status if last else None,
             sources=figure_sources(merged),
+            bad_samples=tuple(str(b) for b in last.bad_samples) if last else (),
+            bad_samples_total=dict(track.bad_samples),
         )
 
     def views(self, now: float) -> list[InstanceView]:

@@ -8,6 +8,7 @@ can never disagree about what the monitor saw.
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass, field, fields
 from typing import Iterable, Mapping
 
@@ -73,14 +74,22 @@ def instance_signals(track: InstanceTrack, stats: WindowStats | None, window_s: 
         counts = [h.count for key, h in stats.histograms.items() if key in ("ttft", "e2e")]
         attempted = stats.finished_total + stats.increases.get("admission_rejections", 0.0)
         requests = max([attempted, *counts])
+        if not math.isfinite(requests):
+            requests = 0.0  # merged counts past the float range (a hostile page): no volume known
     running = waiting = tokens = finished = iterations = sleep = None
     if last.ok and last.models:
         models = last.models
-        running = sum_known(m.gauges.get("running") for m in models)
-        waiting = sum_known(m.gauges.get("waiting") for m in models)
-        tokens = sum_known(m.counters.get("generation_tokens") for m in models)
-        iterations = sum_known(m.counters.get("engine_iterations") for m in models)
-        finished = sum_known(sum(m.finished.values()) if m.finished else None for m in models)
+        # a key one model's page refused (NaN, ±Inf) makes the instance's total unknown, not smaller:
+        # a total that dropped would read as progress to the hang rule, or as less load
+        refused = frozenset().union(*(m.refused for m in models))
+        running = None if "running" in refused else sum_known(m.gauges.get("running") for m in models)
+        waiting = None if "waiting" in refused else sum_known(m.gauges.get("waiting") for m in models)
+        tokens = (None if "generation_tokens" in refused
+                  else sum_known(m.counters.get("generation_tokens") for m in models))
+        iterations = (None if "engine_iterations" in refused
+                      else sum_known(m.counters.get("engine_iterations") for m in models))
+        finished = (None if "finished" in refused
+                    else sum_known(sum(m.finished.values()) if m.finished else None for m in models))
         levels = [m.gauges["sleep_level"] for m in models if "sleep_level" in m.gauges]
         sleep = max(levels) if levels else None
     return InstanceSignals(

@@ -117,14 +117,21 @@ class SloTrack:
         self.source = TRACED
 
     def file(self, start: float, end: float, events: Events) -> None:
-        """Add one interval's events, filed where `portions` says."""
-        if events.total <= 0:
+        """Add one interval's events, filed where `portions` says.
+
+        Only finite, non-negative counts are filed (good clamped into [0, total]): a NaN would stay
+        in the series' running sums for the whole SLO window and make `burn > factor` never true,
+        and a negative good count (a hostile page's buckets) would be refused by the series with an
+        exception that costs the cycle. Such an interval is dropped, not judged."""
+        total = events.total
+        if not (total > 0 and math.isfinite(total) and math.isfinite(events.good)
+                and math.isfinite(start) and math.isfinite(end)):
             return
         self.observed_exact = events.exact if self.observed_exact is None else self.observed_exact and events.exact
-        good = min(events.good, events.total)
+        good = min(max(events.good, 0.0), total)
         # older minutes would be pruned anyway
         for t, share in portions(start, end, earliest=end - self.series.retention - MINUTE):
-            self._add(t, good * share, events.total * share)
+            self._add(t, good * share, total * share)
 
     def _add(self, t: float, good: float, total: float) -> None:
         if self.traced and math.floor(t / MINUTE) in self.traced:

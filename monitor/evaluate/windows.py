@@ -6,6 +6,12 @@ so the new value itself is the increase. Unlike `rate()` nothing is extrapolated
 edges: the increase is exactly the events between the first and last scrape used, which keeps
 good/total event counts whole numbers that SLO arithmetic can add up.
 
+Every number that comes out is finite. Samples hold only finite values (the normaliser refuses NaN
+and ±Inf and leaves the key out, `ModelSample.refused`); a key left out of one scrape is stepped
+over, its increase taken between the readings around it. Differences and sums of finite values can
+still leave the float range on a hostile page (1e308 - -1e308): such an increase, histogram or
+figure is left out as unknown too.
+
 Quantiles follow `histogram_quantile()`: linear interpolation inside the bucket holding the rank,
 0 as the lower edge of the first bucket, and the highest finite bound when the rank falls in +Inf.
 """
@@ -13,6 +19,7 @@ Quantiles follow `histogram_quantile()`: linear interpolation inside the bucket 
 from __future__ import annotations
 
 import math
+from math import isfinite
 from dataclasses import dataclass, field
 from operator import le, sub
 from typing import Iterable, Mapping, Sequence
@@ -25,9 +32,13 @@ PREFIX_HIT_RATE_GAUGE = AVERAGED_GAUGES["prefix_cache_hit_rate"][0]
 
 
 def sum_known(values: Iterable[float | None]) -> float | None:
-    """Sum of the values present; None when none is (absent is not zero: nothing scraped yet)."""
+    """Sum of the values present; None when none is (absent is not zero: nothing scraped yet), or
+    when the sum leaves the float range (finite values, but a hostile page's: not known either)."""
     known = [v for v in values if v is not None]
-    return sum(known) if known else None
+    if not known:
+        return None
+    total = sum(known)
+    return total if isfinite(total) else None
 
 
 def counter_increase(values: Sequence[float]) -> float:
@@ -194,8 +205,18 @@ def window_stats(points: Sequence[tuple[float, ModelSample]], now: float, window
     return stats_over(points[first : last + 1])
 
 
+def _finite_histogram(hist: Histogram) -> bool:
+    return isfinite(hist.sum + hist.count + sum(hist.cumulative))
+
+
 def stats_over(used: Sequence[tuple[float, ModelSample]]) -> WindowStats | None:
-    """Stats from the first to the last of the given scrapes; None with fewer than two."""
+    """Stats from the first to the last of the given scrapes; None with fewer than two.
+
+    A key is read from the scrapes that have it: one refused in between (a NaN that scrape) is
+    stepped over, so neither a gap nor the next reading looks like a reset. The finished counts
+    of a scrape that refused them are skipped likewise; a reason merely absent is zero (a server
+    that creates the series on the first request of that reason).
+    """
     if len(used) < 2:
         return None
     samples = [s for _, s in used]
@@ -203,16 +224,20 @@ def stats_over(used: Sequence[tuple[float, ModelSample]]) -> WindowStats | None:
     for key in samples[-1].histograms:
         readings = [s.histograms[key] for s in samples if key in s.histograms]
         delta = histogram_increase(readings)
-        if delta is not None:
+        if delta is not None and _finite_histogram(delta):
             histograms[key] = delta
-    increases = {
-        key: counter_increase([s.counters[key] for s in samples if key in s.counters])
-        for key in samples[-1].counters
-    }
+    increases = {}
+    for key in samples[-1].counters:
+        increase = counter_increase([s.counters[key] for s in samples if key in s.counters])
+        if isfinite(increase):
+            increases[key] = increase
+    counted = [s for s in samples if "finished" not in s.refused]
     finished = {
-        reason: counter_increase([s.finished.get(reason, 0.0) for s in samples])
+        reason: counter_increase([s.finished.get(reason, 0.0) for s in counted])
         for reason in samples[-1].finished
     }
+    if not isfinite(sum(finished.values())):
+        finished = {}
     return WindowStats(used[0][0], used[-1][0], histograms, increases, finished, dict(samples[-1].gauges),
                        dict(samples[-1].sources))
 
@@ -324,6 +349,9 @@ def instance_figures(stats: WindowStats | None) -> dict[str, float | None]:
     figures["admission_rejections_per_s"] = stats.rate("admission_rejections")
     for reason, key in REJECTION_REASONS.items():
         figures[f"admission_rejections_{reason}_per_s"] = stats.rate(key)
+    for name, value in figures.items():
+        if value is not None and not isfinite(value):
+            figures[name] = None  # a ratio or sum of finite values past the float range: not known
     return figures
 
 

@@ -8,7 +8,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -21,6 +21,7 @@ from monitor.gpu.publish import gpus_json
 from monitor.otlp.goodput import goodput_report, latency_objectives
 from monitor.publish.cost import service_pool_cost
 from monitor.publish.exclusions import install_exclusion_routes
+from monitor.publish.finite_json import FiniteJSONResponse as JSONResponse
 from monitor.publish.metrics import Collected, FleetCollector, make_registry
 from monitor.publish.state import MonitorState
 from monitor.store import StoreBusy
@@ -59,7 +60,8 @@ def instance_json(view: InstanceView, verdict: InstanceVerdict | None, source: s
         "instance": view.instance,
         "url": redact_url(view.url),  # a target URL may carry basic-auth credentials
         "state": verdict.state if verdict else UNKNOWN,
-        "reasons": list(verdict.reasons) if verdict else [],
+        # series of the last page that were not used (NaN/Inf, duplicates) are named beside the verdict's
+        "reasons": [*(verdict.reasons if verdict else ()), *_bad_sample_reasons(view.bad_samples)],
         # the time of the cycle that made the verdict, and why outputs fail open (stale), if they do
         "decided_at": rfc3339(verdict.decided_at if verdict else None),
         "fail_open": verdict.fail_open if verdict else None,
@@ -75,6 +77,7 @@ def instance_json(view: InstanceView, verdict: InstanceVerdict | None, source: s
             "error": view.scrape_error,
             "duration_s": view.scrape_duration_s,
             "health_status": view.health_status,
+            "bad_samples": list(view.bad_samples),
         },
     }
 
@@ -85,6 +88,10 @@ def served(verdict: InstanceVerdict) -> InstanceVerdict | UpstreamServer:
     if verdict.fail_open is not None and verdict.state in STALE_SERVES:
         return UpstreamServer(verdict.instance, UNKNOWN, 1.0)
     return verdict
+
+
+def _bad_sample_reasons(bad: tuple[str, ...], shown: int = 5) -> list[str]:
+    return [*bad[:shown], *([f"and {len(bad) - shown} more bad samples"] if len(bad) > shown else [])]
 
 
 def _evaluation_json(status: SloStatus) -> dict[str, Any]:

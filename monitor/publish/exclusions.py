@@ -68,6 +68,9 @@ def parse_request(body: Any, slos: dict[str, list[str]], pools: list[str], now: 
     if unknown:
         raise ValueError(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(FIELDS))}")
     slo, pool = body.get("slo"), body.get("pool")
+    for key, value in (("slo", slo), ("pool", pool)):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{key}: expected a name (a string), or leave it out for every {key}")
     if slo is not None and slo not in slos:
         raise ValueError(f"slo: no SLO named {slo!r} (SLOs: {', '.join(slos) or 'none'}; leave it out for every SLO)")
     if pool is not None and pool not in pools:

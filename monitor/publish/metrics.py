@@ -22,6 +22,7 @@ from monitor.otlp.publish import TraceMetricsCollector
 from monitor.publish.budgets import BudgetCollector
 from monitor.publish.cost import CostCollector
 from monitor.publish.state import NAMESPACE, MonitorState
+from monitor.samples import BAD_SAMPLE_KINDS
 
 # figure key -> (metric name, help, quantile label or None)
 _QUANTILE_FIGURES = {
@@ -130,6 +131,10 @@ class FleetCollector(Collector):
                                 labels=["pool", "instance"])
         failures = GaugeMetricFamily(f"{NAMESPACE}_scrape_consecutive_failures",
                                      "Consecutive failed scrapes of the instance.", labels=["pool", "instance"])
+        bad = CounterMetricFamily(f"{NAMESPACE}_bad_samples", "Series of the instance's pages that were not used "
+                                  "(since it joined): reason non_finite, NaN or +-Inf in a series the monitor "
+                                  "judges by; reason duplicate, a series repeated with another value (the first "
+                                  "kept).", labels=["pool", "instance", "reason"])
         for row in snap.rows:
             view = row.view
             who = [view.pool, view.instance]
@@ -141,6 +146,8 @@ class FleetCollector(Collector):
             if row.last_success_at is not None:
                 age.add_metric(who, max(0.0, snap.at - row.last_success_at))
             failures.add_metric(who, float(row.consecutive_failures))
+            for kind in BAD_SAMPLE_KINDS:
+                bad.add_metric(who + [kind], float(view.bad_samples_total.get(kind, 0)))
             for model, figures in view.models.items():
                 series = who + [model]
                 for key, family in quantiles.items():
@@ -156,7 +163,7 @@ class FleetCollector(Collector):
                     value = figures.get(f"admission_rejections_{reason}_per_s")
                     if value is not None:
                         rejections.add_metric(series + [reason], value)
-        out = [up, state, duration, age, failures, *quantiles.values(), *plain.values(), rejections,
+        out = [up, state, duration, age, failures, bad, *quantiles.values(), *plain.values(), rejections,
                GaugeMetricFamily(f"{NAMESPACE}_targets", "Configured scrape targets.", value=snap.targets)]
         if snap.cycle_duration_s is not None:
             out.append(GaugeMetricFamily(f"{NAMESPACE}_scrape_cycle_duration_seconds",

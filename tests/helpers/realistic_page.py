@@ -9,11 +9,24 @@ import sys
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, generate_latest
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.openmetrics.exposition import ALLOWUTF8
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 
 from tests.helpers.vllm_pages import REQUEST_LATENCY_BUCKETS, FakeVllmV1
 
 
 def build(seed: int = 0, requests: int = 500) -> str:
+    """The page in the text format, as a vLLM server answers a text-format request."""
+    return generate_latest(build_registry(seed, requests)).decode()
+
+
+def build_openmetrics(seed: int = 0, requests: int = 500) -> str:
+    """The same page (same seed, same values) in OpenMetrics 1.0, as vLLM answers Prometheus 3's Accept
+    (`escaping=allow-utf-8`: the names keep their colon)."""
+    return openmetrics_latest(build_registry(seed, requests), escaping=ALLOWUTF8).decode()
+
+
+def build_registry(seed: int = 0, requests: int = 500) -> CollectorRegistry:
     fake = FakeVllmV1(seed=seed, extra_families=False)
     fake.finish(requests, ttft=(0.05, 0.6), output_tokens=30)
     fake.set_load(12, 3, 0.61)
@@ -63,7 +76,7 @@ def build(seed: int = 0, requests: int = 500) -> str:
     GCCollector(registry=r)
     PlatformCollector(registry=r)
     ProcessCollector(registry=r)
-    return generate_latest(r).decode()
+    return r
 
 
 if __name__ == "__main__":

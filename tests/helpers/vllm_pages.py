@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.openmetrics.exposition import ALLOWUTF8
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 
 TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
                 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0]
@@ -104,6 +106,11 @@ class FakeVllmV1:
 
     def render(self) -> str:
         return generate_latest(self.registry).decode()
+
+    def render_openmetrics(self) -> str:
+        """The same values in OpenMetrics 1.0 (`# EOF`, counters typed without `_total`), as vLLM answers
+        Prometheus 3's Accept (`escaping=allow-utf-8`: the names keep their colon)."""
+        return openmetrics_latest(self.registry, escaping=ALLOWUTF8).decode()
 
 
 def send_text(handler: BaseHTTPRequestHandler, status: int, body: bytes) -> None:

@@ -8,6 +8,7 @@ reports the wrong budget (the bug users hit in Sloth, slok/sloth #241).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import isfinite
 
 from monitor.settings import (
     AvailabilityIndicator,
@@ -102,6 +103,13 @@ def availability_events(available: bool) -> Events:
     return Events(1.0 if available else 0.0, 1.0, True)
 
 
+def _finite(events: Events) -> Events:
+    """No events for an interval whose counts are not finite numbers (a hostile page's values past
+    the float range; NaN and ±Inf never reach the windows): such an interval is not known, and one
+    NaN in the SLO's running sums would hide its burn rate for as long as the window lasts."""
+    return events if isfinite(events.good) and isfinite(events.total) else NO_EVENTS
+
+
 IndicatorConfig = LatencyIndicator | ErrorRatioIndicator | SaturationIndicator | AvailabilityIndicator
 
 
@@ -112,11 +120,11 @@ def count_events(indicator: IndicatorConfig, stats: WindowStats | None, *, avail
     the verdict from the scrape; asking for it without one is a programming error, not a bad interval.
     """
     if isinstance(indicator, LatencyIndicator):
-        return latency_events(stats, indicator.metric, indicator.threshold)
+        return _finite(latency_events(stats, indicator.metric, indicator.threshold))
     if isinstance(indicator, ErrorRatioIndicator):
-        return error_events(stats)
+        return _finite(error_events(stats))
     if isinstance(indicator, SaturationIndicator):
-        return saturation_events(stats, indicator.threshold, indicator.metric)
+        return _finite(saturation_events(stats, indicator.threshold, indicator.metric))
     if isinstance(indicator, AvailabilityIndicator):
         if available is None:
             raise ValueError("availability events need `available` (from instance_available)")

@@ -15,6 +15,16 @@ MinuteRanges = Sequence[tuple[int, int]]
 # --- the per-minute event series ----------------------------------------------------------------
 
 _REBASE_AT = 2.0**40  # keep prefix sums far below 2**53 so window differences stay exact
+# The most events one add may carry: far above any real interval (a million requests a second for
+# twelve days), low enough that 30 days of minutes of it cannot reach the float range.
+MAX_EVENTS = 2.0**40
+
+
+def _usable(good: float, total: float) -> bool:
+    """Whether counts may enter the running sums: finite and at most MAX_EVENTS. A NaN or infinity
+    there would stay in every window difference until the retention ends (hours to 30 days),
+    reading NaN burn rates that never page; such counts are dropped, never raised on."""
+    return math.isfinite(good) and math.isfinite(total) and abs(total) <= MAX_EVENTS and abs(good) <= MAX_EVENTS
 
 
 def _epoch_seconds(value: float | int | datetime) -> float:
@@ -75,9 +85,13 @@ class EventSeries:
         series = cls(retention)
         buckets: dict[int, list[float]] = {}
         for minute_start, good, total in rows:
-            bucket = buckets.setdefault(_minute(_epoch_seconds(minute_start)), [0.0, 0.0])
-            bucket[0] += float(good)
-            bucket[1] += float(total)
+            good, total = float(good), float(total)
+            at = _epoch_seconds(minute_start)
+            if not (_usable(good, total) and good >= 0 and total >= 0 and math.isfinite(at)):
+                continue  # a row stored before non-finite counts were kept out, or damaged
+            bucket = buckets.setdefault(_minute(at), [0.0, 0.0])
+            bucket[0] += good
+            bucket[1] += total
         if not buckets:
             return series
         first, last = min(buckets), max(buckets)
@@ -92,7 +106,10 @@ class EventSeries:
         return series
 
     def add(self, t: float, good: float, total: float) -> None:
-        """Add events that happened at `t` (unix seconds); late events for a past minute are fine."""
+        """Add events that happened at `t` (unix seconds); late events for a past minute are fine.
+        Counts that are not finite (or absurdly large) are dropped: see `_usable`."""
+        if not (_usable(good, total) and math.isfinite(t)):
+            return
         if total < 0 or good < 0 or good > total * (1 + 1e-9):
             raise ValueError(f"impossible events: good={good}, total={total}")
         if good == 0 and total == 0:
@@ -113,6 +130,8 @@ class EventSeries:
     def set_minute(self, t: float, good: float, total: float) -> None:
         """Replace the events of the minute holding `t` by a better count of the same minute (an
         exact one from traces instead of a histogram's interpolation)."""
+        if not (_usable(good, total) and math.isfinite(t)):
+            return
         if total < 0 or good < 0 or good > total * (1 + 1e-9):
             raise ValueError(f"impossible events: good={good}, total={total}")
         minute = _minute(t)
