@@ -118,10 +118,6 @@ FIELDS = st.fixed_dictionaries({}, optional={
     "reason": st.one_of(st.just("upgrade"), JSON)})
 
 
-# the exclusions route belongs to the helper making it idempotent; until its fix is merged a body such
-# as {"slo": []} is a 500 (TypeError in parse_request): remove this mark with that merge
-@pytest.mark.xfail(reason="POST /api/v1/exclusions {'slo': []} is a 500 until the exclusions fix is merged",
-                   strict=False)
 @FAST
 @given(st.one_of(FIELDS.map(json.dumps), JSON.map(json.dumps), st.binary(max_size=200)))
 def test_any_body_posted_to_exclusions_is_answered_below_500(body):

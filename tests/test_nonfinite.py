@@ -319,10 +319,9 @@ def test_a_poisoned_instance_is_named_and_counted_and_the_fleet_is_judged_and_pa
     assert answer.status_code == 200 and answer.json()["desired_replicas"] >= 1
 
     text = client.get("/metrics").text
-    assert (f'slo_monitor_bad_samples_total{{instance="10.0.0.2:8000",pool="chat",reason="non_finite"}} '
-            f'{3.0 * cycles}') in text
-    assert f'slo_monitor_bad_samples_total{{instance="10.0.0.2:8000",pool="chat",reason="duplicate"}} {1.0 * cycles}' in text
-    assert 'slo_monitor_bad_samples_total{instance="10.0.0.1:8000",pool="chat",reason="non_finite"} 0.0' in text
+    # three non-finite series and one repeated with another value, every cycle
+    assert f'slo_monitor_bad_samples_total{{instance="10.0.0.2:8000",pool="chat"}} {4.0 * cycles}' in text
+    assert 'slo_monitor_bad_samples_total{instance="10.0.0.1:8000",pool="chat"} 0.0' in text
 
 
 def _refuse(constant: str) -> None:

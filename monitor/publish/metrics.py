@@ -132,9 +132,9 @@ class FleetCollector(Collector):
         failures = GaugeMetricFamily(f"{NAMESPACE}_scrape_consecutive_failures",
                                      "Consecutive failed scrapes of the instance.", labels=["pool", "instance"])
         bad = CounterMetricFamily(f"{NAMESPACE}_bad_samples", "Series of the instance's pages that were not used "
-                                  "(since it joined): reason non_finite, NaN or +-Inf in a series the monitor "
-                                  "judges by; reason duplicate, a series repeated with another value (the first "
-                                  "kept).", labels=["pool", "instance", "reason"])
+                                  "(since it joined): NaN or +-Inf in a series the monitor judges by, or a series "
+                                  "repeated with another value (the first kept); the instance's reasons name them.",
+                                  labels=["pool", "instance"])
         for row in snap.rows:
             view = row.view
             who = [view.pool, view.instance]
@@ -146,8 +146,7 @@ class FleetCollector(Collector):
             if row.last_success_at is not None:
                 age.add_metric(who, max(0.0, snap.at - row.last_success_at))
             failures.add_metric(who, float(row.consecutive_failures))
-            for kind in BAD_SAMPLE_KINDS:
-                bad.add_metric(who + [kind], float(view.bad_samples_total.get(kind, 0)))
+            bad.add_metric(who, float(sum(view.bad_samples_total.get(kind, 0) for kind in BAD_SAMPLE_KINDS)))
             for model, figures in view.models.items():
                 series = who + [model]
                 for key, family in quantiles.items():
