@@ -60,8 +60,8 @@ from tests.helpers.decision_truth import (  # noqa: E402
 
 PROMPT = 200
 # a small engine so that a simulated hour costs seconds: 16 slots, 60 ms steps, ~25-token answers
-# (mu ≈ 6.2 requests/s per replica); KV sized so light load sits near 30%
-BASE = InstanceParams(model="chat-8b", max_num_seqs=16, num_gpu_blocks=256, step_base_s=0.06, step_s_per_seq=0.002,
+# (mu ≈ 6.2 requests/s per replica); 512 KV blocks: 16 full slots fit without preemption
+BASE = InstanceParams(model="chat-8b", max_num_seqs=16, num_gpu_blocks=512, step_base_s=0.06, step_s_per_seq=0.002,
                       prefill_s_per_token=0.0001, mean_output_tokens=24)
 BIG = BASE.with_(model="chat-70b", step_base_s=0.15, step_s_per_seq=0.005)
 
