@@ -40,14 +40,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_average, table  # noqa: E402
+from _common import load_average, table
 
-from monitor.sim.params import Faults, InstanceParams  # noqa: E402
-from tests.helpers.decision_sim import Scenario, Simulation  # noqa: E402
-from tests.helpers.decision_truth import (  # noqa: E402
+from monitor.sim.params import Faults, InstanceParams
+from tests.helpers.decision_sim import Scenario, Simulation
+from tests.helpers.decision_truth import (
     ASLEEP,
     SICK,
-    WELL,
     Capacity,
     detection_times,
     false_ejections,
@@ -167,7 +166,7 @@ def main() -> None:
         print(json.dumps(results, indent=1))
         return
     print(load_average())
-    fmt = lambda v: "-" if v is None else (f"{v:.0f}" if isinstance(v, float) else str(v))  # noqa: E731
+    fmt = lambda v: "-" if v is None else (f"{v:.0f}" if isinstance(v, float) else str(v))
     rows = [(r["scenario"], fmt(r["detect_s"]), r["false_ejections"], r["missed_ejections"], r["flaps_per_hour"],
              f"{r['needed_start']}->{r['needed_end']}", r["max_desired"], fmt(r["error_settled"]),
              r["over_gpu_minutes"], r["under_gpu_minutes"], r["scale_changes"], f"{r['wall_s']:.0f}")

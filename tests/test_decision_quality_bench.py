@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 from monitor.sim.params import InstanceParams
-
 from tests.helpers.decision_sim import Scenario, Simulation
 from tests.helpers.decision_truth import (
     EJECTED,

@@ -21,8 +21,8 @@ import asyncio
 import math
 import random
 import selectors
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from monitor.collect.vllm import PageError, parse_page
 from monitor.decide.fleet import FleetDecisions, PoolPolicy
@@ -30,11 +30,16 @@ from monitor.evaluate.fleet import FleetView
 from monitor.evaluate.signals import fleet_signals
 from monitor.samples import ScrapeResult
 from monitor.settings import HealthSettings, ScalingSettings
-from monitor.sim.engine import AdmissionRejected, Engine, EngineDeadError, InjectedError, RequestRejected
+from monitor.sim.engine import (
+    AdmissionRejected,
+    Engine,
+    EngineDeadError,
+    InjectedError,
+    RequestRejected,
+)
 from monitor.sim.fleet import cache_config_info
 from monitor.sim.metrics import VllmMetrics
 from monitor.sim.params import Faults, InstanceParams
-
 from tests.helpers.decision_truth import ASLEEP, SICK, WELL, Fault, StateChange
 
 EPOCH = 1_700_000_000.0  # the virtual clock's start, in unix seconds (minutes and windows line up as in production)

@@ -24,8 +24,8 @@ counts them as replicas, and they carry no load.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 HEADROOM = 0.8
 SICK, ASLEEP, WELL = "sick", "asleep", "healthy"  # an instance's truth
