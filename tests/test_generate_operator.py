@@ -85,6 +85,15 @@ def test_the_schema_check_refuses_a_misspelt_field(out: Path) -> None:
             validate(broken)
 
 
+def test_the_fallback_behavior_is_checked_against_the_keda_schema_that_has_it(out: Path) -> None:
+    """KEDA 2.17+ knows `fallback.behavior`; a value it does not know is refused, as the API server would."""
+    scaled = _objects(out / FOLDER)["scaledobject-a.yaml"]
+    validate(scaled)
+    scaled["spec"]["fallback"]["behavior"] = "keepCurrent"
+    with pytest.raises(AssertionError):
+        validate(scaled)
+
+
 def test_every_prometheusrule_holds_a_plain_rule_file_and_passes_promtool(out: Path, tmp_path: Path) -> None:
     """spec.groups of each PrometheusRule, written out as a rule file, is the plain format's file
     and passes `promtool check rules` and that file's generated `promtool test rules`."""
@@ -127,8 +136,10 @@ def test_scaled_objects_read_the_scaling_endpoint_with_the_token(out: Path) -> N
         assert trigger["metadata"]["valueLocation"] == SCALING_FIELD and trigger["metadata"]["targetValue"] == "1"
         assert trigger["metadata"]["authMode"] == "bearer"
         assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
-        # KEDA holds the configured size when the monitor cannot answer (pool a: two targets)
-        assert obj["spec"]["fallback"] == {"failureThreshold": 3, "replicas": 2 if pool == "a" else 1}
+        # when the monitor cannot answer KEDA keeps the replicas running, never scaling the fleet down
+        # to a fixed count; the configured size is only a floor (pool a: two targets)
+        assert obj["spec"]["fallback"] == {"failureThreshold": 3, "behavior": "currentReplicasIfHigher",
+                                           "replicas": 2 if pool == "a" else 1}
 
 
 def test_monitors_give_the_rules_their_job_and_pool_labels(out: Path) -> None:

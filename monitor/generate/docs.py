@@ -220,7 +220,8 @@ What each expects:
   `--monitor-labels k=v` go on both monitors for the operator's `serviceMonitorSelector`/`podMonitorSelector`.
 * **ScaledObject** per pool: scales Deployment `{options.scale_target}` (`--scale-target`) from
   `{options.monitor_url}/api/v1/pools/<pool>/scaling` (`desired_replicas`, target 1 per replica); after
-  3 failed reads KEDA holds the pool's configured size (`fallback`).
+  3 failed reads KEDA keeps the replicas running, the pool's configured size as a floor (`fallback.behavior:
+  currentReplicasIfHigher`, KEDA 2.17+; older KEDA rejects the field: see docs/health-and-scaling.md).
 * **TriggerAuthentication** `slo-monitor-token`: the bearer token from Secret `{options.token_secret}`, key
   `{options.token_key}` (`--token-secret`, `--token-key`), which must exist in namespace `{options.namespace}`.
 * **ConfigMap** per dashboard, labelled `grafana_dashboard: "1"`: Grafana's dashboard sidecar (kube-prometheus-stack's

@@ -15,7 +15,9 @@ so `kubectl apply -k DIR/prometheus-operator` applies everything:
 * `triggerauthentication.yaml` and `scaledobject-<pool>.yaml`: a KEDA metrics-api scaler per pool
   on `/api/v1/pools/{pool}/scaling` (`desired_replicas`, target 1 per replica, so KEDA's
   AverageValue arithmetic lands on exactly the recommended count), the bearer token read from a
-  Secret, and a `fallback` that holds the pool's configured size when the monitor cannot answer;
+  Secret, and a `fallback` that keeps the replicas the pool has when the monitor cannot answer
+  (`behavior: currentReplicasIfHigher`, KEDA 2.17+: the monitor's outage must not become the fleet's,
+  as a static fallback to one replica would make it), the configured size only as a floor;
 * `dashboard-<name>.yaml`: each Grafana dashboard in a ConfigMap labelled `grafana_dashboard: "1"`,
   the label Grafana's sidecar watches by default.
 """
@@ -35,6 +37,9 @@ FOLDER = "prometheus-operator"
 APP = "slo-monitor"  # app.kubernetes.io/name of the monitor's pods and Service (deploy/kubernetes)
 SCALING_FIELD = "desired_replicas"  # the JSON field of /api/v1/pools/{pool}/scaling KEDA reads
 FALLBACK_FAILURES = 3  # failed reads of the scaling endpoint before KEDA holds the fallback size
+# KEDA 2.17+: while the scaler fails, keep the current replica count, `replicas` only as a floor
+# (`static`, the only behaviour before 2.17, scales to `replicas` whatever the fleet was serving)
+FALLBACK_BEHAVIOR = "currentReplicasIfHigher"
 
 
 @dataclass(frozen=True)
@@ -141,7 +146,7 @@ def scaled_object(pool: PoolConfig, options: KubernetesOptions) -> dict[str, Any
     `desired_replicas / 1` replicas in total, the monitor's number itself."""
     scaling = pool.scaling
     name = k8s_name(pool.name)
-    # while the monitor cannot answer, hold the pool at its configured size (within the bounds)
+    # while the monitor cannot answer, keep what runs; never fewer than the configured size (within the bounds)
     size = max(len(pool.targets), scaling.min_replicas, 1)
     if scaling.max_replicas is not None:
         size = min(size, scaling.max_replicas)
@@ -151,7 +156,7 @@ def scaled_object(pool: PoolConfig, options: KubernetesOptions) -> dict[str, Any
     }
     if scaling.max_replicas is not None:
         spec["maxReplicaCount"] = scaling.max_replicas
-    spec["fallback"] = {"failureThreshold": FALLBACK_FAILURES, "replicas": size}
+    spec["fallback"] = {"failureThreshold": FALLBACK_FAILURES, "behavior": FALLBACK_BEHAVIOR, "replicas": size}
     spec["triggers"] = [{
         "type": "metrics-api",
         "metricType": "AverageValue",
