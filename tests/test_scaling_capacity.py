@@ -11,7 +11,13 @@ from fastapi import FastAPI
 
 from monitor.cli.advice import advice
 from monitor.config import validate
-from monitor.decide.scaling import PoolScaler, ScalingSettings, ScalingSignals, ready_replicas, step_limit
+from monitor.decide.scaling import (
+    PoolScaler,
+    ScalingSettings,
+    ScalingSignals,
+    ready_replicas,
+    step_limit,
+)
 from monitor.publish.api import install_routes
 from monitor.service import Service
 from tests.helpers.hand_scraper import HandScraper

@@ -12,8 +12,20 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Collection, Mapping, Sequence
 
 from monitor.decide.pool import PoolHealth
-from monitor.decide.scaling import PoolScaler, ScalingRecommendation, ScalingSignals, scaling_signals
-from monitor.decide.verdicts import DEGRADED, EJECTED, REMOVED, InstanceVerdict, PoolVerdicts, stale
+from monitor.decide.scaling import (
+    PoolScaler,
+    ScalingRecommendation,
+    ScalingSignals,
+    scaling_signals,
+)
+from monitor.decide.verdicts import (
+    DEGRADED,
+    EJECTED,
+    REMOVED,
+    InstanceVerdict,
+    PoolVerdicts,
+    stale,
+)
 from monitor.evaluate.signals import PoolSignals
 from monitor.settings import HealthSettings, ScalingSettings
 

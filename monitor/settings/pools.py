@@ -123,18 +123,18 @@ class ScalingSettings(Section):
     scale_down_stabilization: Window = 300.0
     # HPA `behavior.scaleUp` policies (selectPolicy Max): per `scale_up_period`, at most +percent or
     # +replicas over the replicas at the period's start, whichever is larger; null switches one off
-    scale_up_max_percent: float | None = Field(100.0, ge=0, description="replicas added per period, "
+    scale_up_max_percent: float | None = Field(default=100.0, ge=0, description="replicas added per period, "
                                                                          "as a percentage of the pool")
-    scale_up_max_replicas: int | None = Field(4, ge=0, description="replicas added per period")
+    scale_up_max_replicas: int | None = Field(default=4, ge=0, description="replicas added per period")
     scale_up_period: Window = 60.0
     # a latency or burn signal scales up only when a capacity signal (waiting per replica, KV usage,
     # running per max_num_seqs) is at least this share of its target: slowness without load is
     # health (a sick node), not capacity
-    capacity_agreement: Ratio = Field(0.5, description="share of its target a capacity signal must reach "
+    capacity_agreement: Ratio = Field(default=0.5, description="share of its target a capacity signal must reach "
                                                         "before latency signals may scale up")
-    max_num_seqs: int | None = Field(None, ge=1, description="the engines' --max-num-seqs: running requests "
+    max_num_seqs: int | None = Field(default=None, ge=1, description="the engines' --max-num-seqs: running requests "
                                                               "per replica against it is a capacity signal")
-    target_running_share: Ratio | None = Field(0.9, description="running per replica / max_num_seqs target")
+    target_running_share: Ratio | None = Field(default=0.9, description="running per replica / max_num_seqs target")
 
     @model_validator(mode="after")
     def _consistent(self) -> ScalingSettings:
