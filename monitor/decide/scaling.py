@@ -9,7 +9,12 @@ ratio is within `tolerance` of 1, the maximum over metrics, then stabilised:
   the whole window (the seed guidance: "scale up when latency stays above 500 ms for 60–90 s");
 * scale-down stabilisation (default 300 s): the highest recommendation in the window, as the HPA
   does, because a vLLM replica takes minutes to load its model and flapping down then up is costly;
-* then `min_replicas` / `max_replicas`.
+* then the scale-up step policy (HPA `behavior`: +100% or +4 per minute, the larger);
+* then `min_replicas` / `max_replicas` (finite even when unset).
+
+The ratio is read over the instances in rotation, and a latency signal (TTFT p99, burn rate) counts
+towards scaling up only when a capacity signal agrees: one sick node makes the pool's TTFT burn, and
+the health path, not another replica, is what fixes that (issue 20: one ejected node asked for 74).
 
 Signals: requests waiting per replica (production-stack's scaling signal, target 5; where vLLM splits
 its queue by reason, `vllm:num_requests_waiting_by_reason`, only `reason="capacity"` counts: a request
