@@ -53,9 +53,12 @@ def test_max_over_metrics_and_reason():
 
 
 def test_latency_and_burn_rate_metrics():
-    scaler = PoolScaler("p", ScalingSettings(scale_up_stabilization="0s", target_kv_cache_usage=None))
-    assert scaler.recommend(4, load(ttft=1.0), T0).desired_replicas == 8  # p99 twice the 500 ms target
-    assert scaler.recommend(4, load(ttft=0.3, burn=3.0), T0 + 5).desired_replicas == 12
+    # a queue of 3 per replica (0.6 of its target) corroborates the latency signals: load, not a sick node
+    # (tests/test_scaling_capacity.py: latency without it is set aside); no step policy here
+    scaler = PoolScaler("p", ScalingSettings(scale_up_stabilization="0s", target_kv_cache_usage=None,
+                                             scale_up_max_percent=None, scale_up_max_replicas=None))
+    assert scaler.recommend(4, load(3.0, ttft=1.0), T0).desired_replicas == 8  # p99 twice the 500 ms target
+    assert scaler.recommend(4, load(3.0, ttft=0.3, burn=3.0), T0 + 5).desired_replicas == 12
     # too few requests behind the p99: not a signal
     scaler = PoolScaler("p", ScalingSettings(scale_up_stabilization="0s", scale_down_stabilization="0s"))
     assert scaler.recommend(4, load(ttft=5.0, requests=3, kv=0.8), T0).desired_replicas == 4

@@ -13,6 +13,7 @@ from pathlib import Path
 from monitor.collect.vllm import threshold_warning
 from monitor.config import Config, LatencyIndicator
 from monitor.evaluate.slo import objective_warnings, slo_pairs
+from monitor.settings.pools import DEFAULT_MAX_REPLICAS
 
 
 def advice(config: Config) -> list[str]:
@@ -27,6 +28,11 @@ def advice(config: Config) -> list[str]:
         # would stay silent through a total outage, which the operator must hear about now
         for warning in objective_warnings(slo.objective, slo.window, slo_pairs(slo), name=slo.name):
             warnings.append(f"slos[{i}].objective: {warning}")
+    for i, pool in enumerate(config.pools):
+        if pool.scaling.max_replicas is None:  # the recommendation is bounded anyway; say by what
+            warnings.append(f"pools[{i}].scaling.max_replicas: unset: pool {pool.name}'s recommendation is "
+                            f"bounded at {DEFAULT_MAX_REPLICAS} replicas (or its current size when larger); "
+                            "set the most replicas (GPUs) the pool may run")
     nginx = nginx_check_warning(config.nginx.check, config.nginx.upstream_file)
     if nginx:
         warnings.append(nginx)

@@ -12,8 +12,20 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Collection, Mapping, Sequence
 
 from monitor.decide.pool import PoolHealth
-from monitor.decide.scaling import PoolScaler, ScalingRecommendation, scaling_signals
-from monitor.decide.verdicts import REMOVED, InstanceVerdict, PoolVerdicts, stale
+from monitor.decide.scaling import (
+    PoolScaler,
+    ScalingRecommendation,
+    ScalingSignals,
+    scaling_signals,
+)
+from monitor.decide.verdicts import (
+    DEGRADED,
+    EJECTED,
+    REMOVED,
+    InstanceVerdict,
+    PoolVerdicts,
+    stale,
+)
 from monitor.evaluate.signals import PoolSignals
 from monitor.settings import HealthSettings, ScalingSettings
 
@@ -38,6 +50,25 @@ def _cause(exc: BaseException) -> str:
     """`ZeroDivisionError: float division by zero`: one line, bounded."""
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
+
+
+def _pool_scaling_signals(instances: Collection[str], outcome: PoolVerdicts, snapshot: PoolSignals,
+                          burn_rate: float | None) -> ScalingSignals:
+    """Scaling reads the instances in rotation; those the health path took out (ejected, hung,
+    sleeping, starting, leaving) are named, so that their slowness is read as health, not capacity."""
+    serving, out, degraded = [], {}, []
+    for i in instances:
+        verdict = outcome.verdicts.get(i)
+        if verdict is None:
+            continue
+        if not verdict.serves_traffic:
+            out[i] = f"{verdict.state} ({verdict.kind})" if verdict.kind and verdict.state == EJECTED else verdict.state
+            continue
+        if verdict.state == DEGRADED:
+            degraded.append(i)
+        if i in snapshot.scraped_ok:
+            serving.append(snapshot.stats.get(i))
+    return scaling_signals(serving, burn_rate, out_of_rotation=out, degraded=tuple(degraded))
 
 
 class FleetDecisions:
@@ -108,11 +139,9 @@ class FleetDecisions:
                 verdicts.append(outcome)
                 if any(t.to_state == REMOVED for t in outcome.transitions):  # dropped after draining
                     self.pool_of = {i: p for i, p in self.pool_of.items() if p != name or i in pool.instances}
-                serving = [snapshot.stats.get(i) for i in pool.instances
-                           if i in snapshot.scraped_ok and outcome.verdicts[i].serves_traffic]
-                scaler = self.scalers[name]
-                recommendations[name] = scaler.recommend(
-                    pool.current_replicas(), scaling_signals(serving, (burn_rates or {}).get(name)), now)
+                recommendations[name] = self.scalers[name].recommend(
+                    pool.current_replicas(), _pool_scaling_signals(pool.instances, outcome, snapshot,
+                                                                   (burn_rates or {}).get(name)), now)
             except Exception as exc:  # noqa: BLE001 - contained to the pool, named by the caller
                 errors[name] = _cause(exc)
         return CycleDecisions(tuple(verdicts), recommendations, errors)

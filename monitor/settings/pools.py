@@ -102,11 +102,17 @@ class HealthSettings(Section):
         return max(1, math.floor(pool_size * self.max_ejection_percent / 100.0 + 1e-9))
 
 
+# `max_replicas` when unset: a bound an autoscaler cannot run away past (one sick node once asked for
+# a fleet 18 times larger); a pool already larger keeps its size as the bound
+DEFAULT_MAX_REPLICAS = 100
+
+
 class ScalingSettings(Section):
     """`pools[].scaling`: targets per metric (null switches a metric off), tolerance, windows, bounds."""
 
     min_replicas: int = Field(1, ge=0)
-    max_replicas: int | None = Field(None, ge=1, description="no upper bound when unset")
+    max_replicas: int | None = Field(None, ge=1, description=f"upper bound; unset: {DEFAULT_MAX_REPLICAS} (or the "
+                                                              "pool's current replicas when more), and `check` warns")
     target_waiting_per_replica: float | None = Field(5.0, gt=0)
     target_kv_cache_usage: Ratio | None = 0.8
     target_ttft_p99: LatencyOrZero | None = 0.5
@@ -115,6 +121,20 @@ class ScalingSettings(Section):
     tolerance: float = Field(0.1, ge=0.0, lt=1.0)
     scale_up_stabilization: Window = 60.0
     scale_down_stabilization: Window = 300.0
+    # HPA `behavior.scaleUp` policies (selectPolicy Max): per `scale_up_period`, at most +percent or
+    # +replicas over the replicas at the period's start, whichever is larger; null switches one off
+    scale_up_max_percent: float | None = Field(default=100.0, ge=0, description="replicas added per period, "
+                                                                         "as a percentage of the pool")
+    scale_up_max_replicas: int | None = Field(default=4, ge=0, description="replicas added per period")
+    scale_up_period: Window = 60.0
+    # a latency or burn signal scales up only when a capacity signal (waiting per replica, KV usage,
+    # running per max_num_seqs) is at least this share of its target: slowness without load is
+    # health (a sick node), not capacity
+    capacity_agreement: Ratio = Field(default=0.5, description="share of its target a capacity signal must reach "
+                                                        "before latency signals may scale up")
+    max_num_seqs: int | None = Field(default=None, ge=1, description="the engines' --max-num-seqs: running requests "
+                                                              "per replica against it is a capacity signal")
+    target_running_share: Ratio | None = Field(default=0.9, description="running per replica / max_num_seqs target")
 
     @model_validator(mode="after")
     def _consistent(self) -> ScalingSettings:
@@ -123,11 +143,20 @@ class ScalingSettings(Section):
             problems.append("max_replicas must not be below min_replicas")
         if self.target_kv_cache_usage is not None and self.target_kv_cache_usage <= 0:
             problems.append("target_kv_cache_usage must be above 0")
+        if self.target_running_share is not None and self.target_running_share <= 0:
+            problems.append("target_running_share must be above 0")
         if self.target_ttft_p99 is not None and self.target_ttft_p99 <= 0:
             problems.append("target_ttft_p99 must be above 0")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def max_replicas_for(self, current: int) -> int:
+        """The bound in force: `max_replicas`, or when unset DEFAULT_MAX_REPLICAS raised to the pool's
+        current size and `min_replicas` (an unset bound never shrinks a pool that is already larger)."""
+        if self.max_replicas is not None:
+            return self.max_replicas
+        return max(DEFAULT_MAX_REPLICAS, current, self.min_replicas)
 
 
 class CostConfig(Section):
