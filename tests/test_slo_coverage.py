@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.config import validate
+from monitor.config import ConfigError, validate
 from monitor.evaluate.slo import EventSeries, coverage_text, evaluate
 from monitor.evaluate.slo_engine import SloEngine, SloStatus
 from monitor.evaluate.slo_track import SloKey
@@ -92,7 +92,7 @@ def test_the_gates_are_validated_and_default_to_a_tenth_of_the_window_and_100_ev
     assert config({**ERRORS, "budget_min_coverage": "25%"}).slos[0].budget_min_coverage == 0.25
     for bad in ({"budget_min_coverage": 2}, {"budget_min_coverage": "nan"}, {"budget_min_events": -1},
                 {"budget_min_events": "inf"}):
-        with pytest.raises(Exception):
+        with pytest.raises(ConfigError, match="budget_min_"):
             config({**ERRORS, **bad})
 
 
