@@ -290,7 +290,8 @@ class SloEngine:
             windows = self.exclusion_windows(slo, key.pool, now)
             evaluation = evaluate(track.series, now, slo.objective, slo.window, exact=track.exact,
                                   min_bad_events=slo.min_bad_events, pairs=slo_pairs(slo),
-                                  excluded=minute_ranges(windows))
+                                  excluded=minute_ranges(windows), budget_min_events=slo.budget_min_events,
+                                  budget_min_coverage=slo.budget_min_coverage)
             in_force = tuple(w for w in windows if w.active(now))
             absent, seen = (False, None) if key.model_name else self._presence.absent(slo, key.pool, now)
             statuses.append(SloStatus(key, slo, evaluation, now, track.source, absent=absent and not in_force,

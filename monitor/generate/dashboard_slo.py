@@ -16,7 +16,7 @@ from monitor.generate.panels import (
     pool_variables,
     query,
 )
-from monitor.generate.rules import ABSENT_ALERT, BURN_ALERT, EXHAUSTED_ALERT
+from monitor.generate.rules import ABSENT_ALERT, BURN_ALERT, COVERAGE, COVERED, EXHAUSTED_ALERT
 
 
 def slo_dashboard() -> DashboardSpec:
@@ -46,6 +46,19 @@ def slo_dashboard() -> DashboardSpec:
                       thresholds=remaining_thresholds),
             PanelSpec("Objective", (query('slo:objective:ratio{slo=~"$slo"}', "{{slo}}"),), "percentunit",
                       "The objective of each SLO, as configured.", kind="stat", width=8, height=6, decimals=3),
+            PanelSpec("Data behind the figures", (
+                query(f"{COVERED}{{{SLO}}}", "{{slo}} {{pool}} {{model_name}} of {{window}}"),
+            ), "dtdurations", "How much of the SLO window the SLI and budget stand on (\"3m of 30d\"): "
+                              "three minutes of errors read as a deeply overspent 30-day budget. "
+                              "ErrorBudgetExhausted waits for slos[].budget_min_coverage of the window (10% by "
+                              "default) and budget_min_events; the burn-rate alerts do not.",
+                kind="stat", width=12, height=6),
+            PanelSpec("Coverage of the SLO window", (
+                query(f"{COVERAGE}{{{SLO}}}", "{{slo}} {{pool}} {{model_name}} (rules)"),
+                query(f"{NS}_slo_coverage_ratio{{{SERVICE_SLO}}}", "{{slo}} {{pool}} {{model_name}} (slo-monitor)"),
+            ), "percentunit", "Share of the SLO window with data, 0-1, from the recording rules and from "
+                              "slo-monitor (which counts from the first minute with events).",
+                kind="stat", width=12, height=6, decimals=3),
         ]),
         ("Burn (recording rules)", [
             PanelSpec("Burn rate per window", burns, TIMES,

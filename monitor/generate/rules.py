@@ -13,7 +13,10 @@ Naming (Sloth-like, one `slo` label per SLO; `pool` and `model_name` come from t
 * `slo:sli_error:ratio_rate<W>` — bad / valid over W (absent while W holds no events, as the
   service's burn rates are `null`), for W in 5m, 30m, 1h, 2h, 6h, 1d, 3d and the SLO window;
 * `slo:objective:ratio`, `slo:error_budget:ratio`, `slo:period_sli:ratio`,
-  `slo:period_error_budget_remaining:ratio` — what dashboards plot.
+  `slo:period_error_budget_remaining:ratio` — what dashboards plot;
+* `slo:period_coverage:ratio` — the share of the SLO window with data (0-1): ErrorBudgetExhausted
+  needs `budget_min_coverage` of it and `budget_min_events` valid events, as in the service;
+  `slo:period_covered:seconds{window="30d"}` — the same in seconds, for "3m of 30d".
 
 Ratios are always counts divided by counts, never an average of 5-minute ratios: under uneven
 traffic an average of ratios weighs a quiet hour like a busy one (Sloth's period SLI, slok/sloth #241).
@@ -56,6 +59,8 @@ EXHAUSTED_ALERT = "ErrorBudgetExhausted"
 EXHAUSTED_SEVERITY = "ticket"
 EXCLUSION_SERIES = "slo_monitor_exclusion_active"  # exported by the service (monitor.publish.budgets)
 EXCLUDED = "slo:exclusion_active:max5m"
+COVERAGE = "slo:period_coverage:ratio"  # share of the SLO window with data (ErrorBudgetExhausted's gate)
+COVERED = "slo:period_covered:seconds"  # the same in seconds, with a `window` label
 
 
 def live_pairs(slo: SloConfig) -> list[BurnPair]:
@@ -215,6 +220,10 @@ def slo_rules(pools: Sequence[str], slo: SloConfig, interval_s: float = 60.0) ->
          "labels": labels},
         {"record": "slo:period_error_budget_remaining:ratio",
          "expr": f"1 - {_sel(f'slo:sli_error:ratio_rate{period}', slo)} / {q.number(budget)}", "labels": labels},
+        {"record": COVERAGE, "expr": q.block(coverage_expr(slo, interval_s)), "labels": labels},
+        # the same as a duration, labelled with the window, for the dashboard's "3m of 30d"
+        {"record": COVERED, "expr": f"{_sel(COVERAGE, slo)} * {q.number(slo.window)}",
+         "labels": {**labels, "window": period}},
     ]
 
     alert_rules: list[dict[str, Any]] = []
@@ -283,16 +292,34 @@ def slo_rules(pools: Sequence[str], slo: SloConfig, interval_s: float = 60.0) ->
     return rules
 
 
+def coverage_expr(slo: SloConfig, interval_s: float) -> str:
+    """The share of the SLO window Prometheus has had the SLI's series: the 5-minute recording's
+    samples over the window (one per rule interval, a range half an interval short as for the
+    increases) times the interval, over the window, at most 1. The service's `coverage` counts
+    from the first minute with events instead; both read 3m of 30d three minutes into a new service."""
+    span = q.duration(slo.window - interval_s / 2)
+    samples = f"count_over_time({_sel(f'slo:valid_events:rate{q.RATE_WINDOW}', slo)}[{span}])"
+    return f"clamp_max({samples} * {q.number(interval_s)} / {q.number(slo.window)}, 1)"
+
+
 def exhausted_alert(slo: SloConfig, period: str, rate_window: str) -> dict[str, Any]:
     """ErrorBudgetExhausted: no budget left over the SLO window, from at least `min_bad_events` bad
-    events (the service's `SloEvaluation.exhausted`)."""
+    events, `budget_min_events` valid ones and data over `budget_min_coverage` of the window (the
+    service's `SloEvaluation.exhausted`)."""
     if period == rate_window:
         bad = f"{_sel(f'slo:bad_events:rate{rate_window}', slo)} * {q.number(q.RATE_RANGE_S)}"
+        valid = f"{_sel(f'slo:valid_events:rate{rate_window}', slo)} * {q.number(q.RATE_RANGE_S)}"
     else:
         bad = _sel(f"slo:bad_events:increase{period}", slo)
+        valid = _sel(f"slo:valid_events:increase{period}", slo)
     expr = f"{_sel('slo:period_error_budget_remaining:ratio', slo)} <= 0"
     if slo.min_bad_events > 0:
         expr += f"\nand\n{bad} >= {q.number(slo.min_bad_events)}"
+    # what the figure stands on: a fresh service's three minutes of errors are no exhausted 30-day budget
+    if slo.budget_min_events > 0:
+        expr += f"\nand\n{valid} >= {q.number(slo.budget_min_events)}"
+    if slo.budget_min_coverage > 0:
+        expr += f"\nand\n{_sel(COVERAGE, slo)} >= {q.number(slo.budget_min_coverage)}"
     expr += f"\nunless on (pool)\n({_sel(EXCLUDED, slo)} > 0)"  # no alert during a maintenance window
     where = "pool {{ $labels.pool }}" + ("" if isinstance(slo.indicator, AvailabilityIndicator)
                                          else ", model {{ $labels.model_name }}")
@@ -305,14 +332,15 @@ def exhausted_alert(slo: SloConfig, period: str, rate_window: str) -> dict[str, 
             "description": (
                 f"Objective {q.number(slo.objective * 100)}% over {period}: the error ratio over the window has "
                 f"reached the whole error budget ({q.number(error_budget(slo.objective))}) with at least "
-                f"{q.number(slo.min_bad_events)} bad events. Until it recovers, every further bad event breaks "
-                "the objective."
+                f"{q.number(slo.min_bad_events)} bad events, {q.number(slo.budget_min_events)} valid events and "
+                f"data over {q.number(slo.budget_min_coverage * 100)}% of the window. Until it recovers, every "
+                "further bad event breaks the objective."
             ),
         }),
     }
 
 
 __all__ = [
-    "ABSENT_ALERT", "BURN_ALERT", "EXCLUDED", "EXCLUSION_SERIES", "EXHAUSTED_ALERT", "TIERS", "SloRules", "slo_rules",
+    "ABSENT_ALERT", "BURN_ALERT", "COVERAGE", "COVERED", "EXCLUDED", "EXCLUSION_SERIES", "EXHAUSTED_ALERT", "TIERS", "SloRules", "slo_rules",
     "live_pairs", "windows_for",
 ]

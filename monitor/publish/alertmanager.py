@@ -120,7 +120,8 @@ def alert_annotations(status: SloStatus, severity: str) -> dict[str, str]:
     exact = "" if ev.exact else " The SLI is interpolated inside a histogram bucket (exact: false)."
     description = (
         f"Objective {_pct(slo.objective)} over {format_duration(slo.window)}; SLI {_pct(ev.sli, 4)} "
-        f"({ev.good:.0f} good of {ev.total:.0f} events); error budget remaining {_pct(ev.error_budget_remaining, 1)}. "
+        f"({ev.good:.0f} good of {ev.total:.0f} events) over {ev.covered} with data; error budget remaining "
+        f"{_pct(ev.error_budget_remaining, 1)}. "
         f"Firing: {fired or 'none'}. Burn rates: {rates}.{exact}"
     )
     return with_slo_annotations(slo, {"summary": summary, "description": description})
@@ -149,7 +150,8 @@ def exhausted_annotations(status: SloStatus) -> dict[str, str]:
         "summary": f"SLO {slo.name} (pool {status.key.pool}) has exhausted its error budget",
         "description": (
             f"Objective {_pct(slo.objective)} over {format_duration(slo.window)}: {ev.bad:.0f} bad of "
-            f"{ev.total:.0f} events, error budget remaining {_pct(ev.error_budget_remaining, 1)}. Until it "
+            f"{ev.total:.0f} events over {ev.covered} with data, error budget remaining "
+            f"{_pct(ev.error_budget_remaining, 1)}. Until it "
             "recovers, every further bad event breaks the objective."),
     })
 

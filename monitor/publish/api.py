@@ -114,6 +114,12 @@ def _evaluation_json(status: SloStatus) -> dict[str, Any]:
         # whether ErrorBudgetExhausted fires
         "error_budget_remaining_without_exclusions": ev.error_budget_remaining_unexcluded,
         "error_budget_exhausted": status.exhausted,
+        # what the figures stand on (issue 20): share of the SLO window with data, the valid events
+        # over it, and why "exhausted" is held back while either is under its minimum
+        "coverage": ev.coverage,
+        "covered": ev.covered,
+        "valid_events": ev.valid_events,
+        "error_budget_held": ev.budget_held,
     }
 
 
@@ -136,6 +142,8 @@ def slo_json(status: SloStatus, models: list[SloStatus] = ()) -> dict[str, Any]:
         **_evaluation_json(status),
         "burn_factors": dict(ev.factors),
         "min_bad_events": slo.min_bad_events,
+        "budget_min_events": slo.budget_min_events,
+        "budget_min_coverage": slo.budget_min_coverage,
         "runbook_url": slo.runbook_url,
         "models": {m.key.model_name: _evaluation_json(m) for m in models},
         "evaluated_at": rfc3339(status.evaluated_at),

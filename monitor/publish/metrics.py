@@ -306,6 +306,8 @@ class SloCollector(Collector):
         exact = gauge("sli_exact", "0 when the SLI is interpolated inside a histogram bucket, else 1.")
         good = gauge("good_events", "Good events over the SLO window.")
         valid = gauge("valid_events", "Valid (all) events over the SLO window.")
+        coverage = gauge("coverage_ratio", "Share of the SLO window the figures stand on (from its first minute "
+                                           "with events to now), 0-1; ErrorBudgetExhausted needs budget_min_coverage.")
         budget = gauge("error_budget_remaining_ratio",
                        "Share of the error budget left over the SLO window (1 = untouched; below 0 = overspent).")
         burn = gauge("burn_rate", "Error ratio over the window divided by the error budget (absent without events).",
@@ -321,6 +323,7 @@ class SloCollector(Collector):
             exact.add_metric(who, 1.0 if ev.exact else 0.0)
             good.add_metric(who, ev.good)
             valid.add_metric(who, ev.total)
+            coverage.add_metric(who, ev.coverage)
             budget.add_metric(who, ev.error_budget_remaining)
             for window in WINDOW_NAMES:
                 rate = ev.burn_rates.get(window)
@@ -329,7 +332,7 @@ class SloCollector(Collector):
             fired = status.fired_severities()
             for severity in ("page", "ticket"):
                 alert.add_metric(who + [severity], 1.0 if severity in fired else 0.0)
-        yield from (objective, sli, exact, good, valid, budget, burn, alert)
+        yield from (objective, sli, exact, good, valid, coverage, budget, burn, alert)
         yield CounterMetricFamily(f"{NAMESPACE}_slo_evaluation_errors", "Scrape cycles whose SLO step failed.",
                                   value=self.service.slo_errors)
         notifier = self.service.notifier

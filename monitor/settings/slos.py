@@ -70,6 +70,14 @@ class SloConfig(Section):
     # Grafana SLO's `min_failures`: a burn-rate pair fires only with at least this many bad events in
     # its long window, so one failed request out of ten at night does not wake anybody.
     min_bad_events: float = Field(default=5.0, ge=0.0)
+    # What an exhausted budget must stand on (ErrorBudgetExhausted only; burn-rate alerts are not held):
+    # valid events over the SLO window, and the share of the window that has data. Three minutes of a
+    # fresh service's errors would otherwise read a -1071% 30-day budget.
+    budget_min_events: float = Field(default=100.0, ge=0.0, allow_inf_nan=False,
+                                     description="ErrorBudgetExhausted needs at least this many valid events "
+                                     "over the SLO window")
+    budget_min_coverage: Ratio = Field(default=0.1, description="ErrorBudgetExhausted needs data over at least "
+                                       "this share of the SLO window (0-1, or a percentage)")
     absent_for: SloPeriod = Field(default=DEFAULT_ABSENT_FOR, description="SLOMetricAbsent after the SLI's "
                                  "series have been missing this long while instances are up")
     labels: dict[str, str] = Field(default_factory=dict, description="added to every alert of the SLO")

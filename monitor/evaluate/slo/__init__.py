@@ -40,6 +40,9 @@ from monitor.evaluate.slo.burn import (  # noqa: F401
     pairs_of,
     slo_pairs,
     DEFAULT_MIN_BAD_EVENTS,
+    DEFAULT_BUDGET_MIN_EVENTS,
+    DEFAULT_BUDGET_MIN_COVERAGE,
+    coverage_text,
     burn_factors,
     retention_for,
     seconds_to_fire,
@@ -64,4 +67,4 @@ from monitor.evaluate.slo.spend import (  # noqa: F401
     budget_statuses,
 )
 
-__all__ = ['MINUTE', 'DAY', 'DEFAULT_PERIOD', 'Alert', 'Severity', 'Events', 'NO_EVENTS', 'LATENCY_METRICS', 'latency_events', 'error_events', 'saturation_events', 'instance_available', 'availability_events', 'IndicatorConfig', 'count_events', 'indicator_present', 'EventSeries', 'MinuteRanges', 'WINDOW_NAMES', 'WINDOWS', 'sli', 'error_budget', 'burn_rate', 'error_budget_remaining', 'exhaustion_seconds', 'burn_factor', 'BurnPair', 'PAIRS', 'pairs_of', 'slo_pairs', 'DEFAULT_MIN_BAD_EVENTS', 'burn_factors', 'retention_for', 'seconds_to_fire', 'never_firing_pairs', 'objective_warnings', 'pair_fires', 'BurnVerdict', 'alert_verdict', 'SloEvaluation', 'evaluate_counts', 'evaluate', 'Exclusion', 'Window', 'minute_ranges', 'slo_windows', 'CostBudgetStatus', 'SpendMeter', 'budget_statuses']
+__all__ = ['MINUTE', 'DAY', 'DEFAULT_PERIOD', 'Alert', 'Severity', 'Events', 'NO_EVENTS', 'LATENCY_METRICS', 'latency_events', 'error_events', 'saturation_events', 'instance_available', 'availability_events', 'IndicatorConfig', 'count_events', 'indicator_present', 'EventSeries', 'MinuteRanges', 'WINDOW_NAMES', 'WINDOWS', 'sli', 'error_budget', 'burn_rate', 'error_budget_remaining', 'exhaustion_seconds', 'burn_factor', 'BurnPair', 'PAIRS', 'pairs_of', 'slo_pairs', 'DEFAULT_MIN_BAD_EVENTS', 'DEFAULT_BUDGET_MIN_EVENTS', 'DEFAULT_BUDGET_MIN_COVERAGE', 'coverage_text', 'burn_factors', 'retention_for', 'seconds_to_fire', 'never_firing_pairs', 'objective_warnings', 'pair_fires', 'BurnVerdict', 'alert_verdict', 'SloEvaluation', 'evaluate_counts', 'evaluate', 'Exclusion', 'Window', 'minute_ranges', 'slo_windows', 'CostBudgetStatus', 'SpendMeter', 'budget_statuses']

@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 from monitor.evaluate.slo.periods import DEFAULT_PERIOD, Alert, Severity
 from monitor.evaluate.slo.series import EventSeries, MinuteRanges
 from monitor.settings import BUILTIN_WINDOW_SETS, BurnWindow, SloConfig
-from monitor.units import parse_duration
+from monitor.units import format_duration, parse_duration
 
 # --- budgets and burn rates ---------------------------------------------------------------------
 
@@ -113,6 +113,27 @@ PAIRS: tuple[BurnPair, ...] = pairs_of(BUILTIN_WINDOW_SETS["google-30d"].pairs)
 # bad events in the long window keep a lone failure (or a handful) from paging at low traffic, yet
 # a real outage at one request a second clears it within seconds.
 DEFAULT_MIN_BAD_EVENTS = 5.0
+
+# What an exhausted budget must stand on (`slos[].budget_min_events`, `slos[].budget_min_coverage`).
+# Three minutes of errors on a fresh service read -1071% of a 30-day budget: true arithmetic, but a
+# figure standing on 0.007% of its window, and no budget is spent until the window has had traffic
+# to spend it against. A tenth of the window (3 days of a 30d SLO) and 100 valid events (a 99.9%
+# budget of 0.1 events is no budget at all) before ErrorBudgetExhausted may fire; the burn-rate
+# alerts are not held back by either, so a real outage of a new service still pages within minutes.
+DEFAULT_BUDGET_MIN_EVENTS = 100.0
+DEFAULT_BUDGET_MIN_COVERAGE = 0.1
+
+
+def coverage_text(covered: float, period: float) -> str:
+    """`3m of 30d`: how much of the SLO window the figures stand on, rounded to what a reader needs
+    (whole minutes from a minute on, whole hours from a day on)."""
+    if covered >= 86400.0:
+        covered = round(covered / 3600.0) * 3600.0
+    elif covered >= 60.0:
+        covered = round(covered / 60.0) * 60.0
+    else:
+        covered = float(round(covered))
+    return f"{format_duration(covered)} of {format_duration(period)}"
 
 
 def burn_factors(period: float = DEFAULT_PERIOD, pairs: Sequence[BurnPair] = PAIRS) -> dict[str, float]:
@@ -232,6 +253,11 @@ class SloEvaluation:
     # would be had nobody declared them (None when no exclusion touched the window)
     unexcluded: tuple[float, float] | None = None
     min_bad_events: float = DEFAULT_MIN_BAD_EVENTS
+    # seconds of the SLO window the figures stand on (`EventSeries.covered`): the whole window
+    # unless told otherwise, as for counts handed in from elsewhere
+    covered_seconds: float | None = None
+    budget_min_events: float = DEFAULT_BUDGET_MIN_EVENTS
+    budget_min_coverage: float = DEFAULT_BUDGET_MIN_COVERAGE
 
     @property
     def pair(self) -> str | None:
@@ -243,10 +269,42 @@ class SloEvaluation:
         return max(self.total - self.good, 0.0)
 
     @property
+    def coverage(self) -> float:
+        """Share of the SLO window the figures stand on, 0..1 (`covered_seconds / period`)."""
+        if self.covered_seconds is None:
+            return 1.0 if self.total > 0 else 0.0
+        return min(max(self.covered_seconds / self.period, 0.0), 1.0) if self.period > 0 else 0.0
+
+    @property
+    def covered(self) -> str:
+        """`3m of 30d`."""
+        seconds = self.coverage * self.period if self.covered_seconds is None else self.covered_seconds
+        return coverage_text(seconds, self.period)
+
+    @property
+    def valid_events(self) -> float:
+        """Valid events over the SLO window (the budget's denominator)."""
+        return self.total
+
+    @property
+    def budget_held(self) -> str | None:
+        """Why the budget may not be called exhausted yet (too little of the window has data, too few
+        events); None once it stands on enough. Burn-rate alerts are never held by this."""
+        reasons = []
+        if self.coverage < self.budget_min_coverage:
+            reasons.append(f"{self.covered} has data, under budget_min_coverage "
+                           f"{self.budget_min_coverage * 100:g}% of the window")
+        if self.total < self.budget_min_events:
+            reasons.append(f"{self.total:.0f} valid events, under budget_min_events {self.budget_min_events:g}")
+        return "not enough data: " + "; ".join(reasons) if reasons else None
+
+    @property
     def exhausted(self) -> bool:
         """ErrorBudgetExhausted: nothing left of the SLO window's budget, from at least
-        `min_bad_events` bad events (one failure among ten requests is no exhausted budget)."""
-        return self.total > 0 and self.error_budget_remaining <= 0 and self.bad >= self.min_bad_events
+        `min_bad_events` bad events (one failure among ten requests is no exhausted budget), with
+        enough of the window and enough events behind it (`budget_held`)."""
+        return (self.total > 0 and self.error_budget_remaining <= 0 and self.bad >= self.min_bad_events
+                and self.budget_held is None)
 
     @property
     def error_budget_remaining_unexcluded(self) -> float:
@@ -272,8 +330,12 @@ def evaluate_counts(
     min_bad_events: float = DEFAULT_MIN_BAD_EVENTS,
     pairs: Sequence[BurnPair] = PAIRS,
     unexcluded: tuple[float, float] | None = None,
+    covered_seconds: float | None = None,
+    budget_min_events: float = DEFAULT_BUDGET_MIN_EVENTS,
+    budget_min_coverage: float = DEFAULT_BUDGET_MIN_COVERAGE,
 ) -> SloEvaluation:
-    """Evaluation from (good, total) per window name and over the SLO window, wherever they came from."""
+    """Evaluation from (good, total) per window name and over the SLO window, wherever they came from
+    (`covered_seconds`: how much of the window has data; None takes the whole window where it has events)."""
     rates = {name: burn_rate(total - good, total, objective) for name, (good, total) in windows.items()}
     bad = {name: max(total - good, 0.0) for name, (good, total) in windows.items()}
     verdict = alert_verdict(rates, bad, period, min_bad_events=min_bad_events, pairs=pairs)
@@ -295,6 +357,9 @@ def evaluate_counts(
         pairs=tuple(pairs),
         unexcluded=unexcluded,
         min_bad_events=min_bad_events,
+        covered_seconds=covered_seconds,
+        budget_min_events=budget_min_events,
+        budget_min_coverage=budget_min_coverage,
     )
 
 
@@ -309,11 +374,14 @@ def evaluate(
     pairs: Sequence[BurnPair] = PAIRS,
     windows: Mapping[str, float] = WINDOWS,
     excluded: MinuteRanges = (),
+    budget_min_events: float = DEFAULT_BUDGET_MIN_EVENTS,
+    budget_min_coverage: float = DEFAULT_BUDGET_MIN_COVERAGE,
 ) -> SloEvaluation:
     """Evaluate one SLO's series at `now`. `exact` comes from the caller (the series stores counts
     only): False when the latency threshold sits between histogram buckets. `excluded`: minutes of
     maintenance windows (sorted, merged [first, end) minute numbers), counted neither good nor bad
-    in any window; the SLO window's count with them is kept as `unexcluded`."""
+    in any window; the SLO window's count with them is kept as `unexcluded`. `budget_min_events` and
+    `budget_min_coverage` gate `exhausted` (see DEFAULT_BUDGET_MIN_EVENTS)."""
     names = dict(windows)
     for pair in pairs:
         for name in (pair.long, pair.short):
@@ -330,4 +398,7 @@ def evaluate(
         min_bad_events=min_bad_events,
         pairs=pairs,
         unexcluded=unexcluded if unexcluded != period_counts else None,
+        covered_seconds=series.covered(now, period),
+        budget_min_events=budget_min_events,
+        budget_min_coverage=budget_min_coverage,
     )

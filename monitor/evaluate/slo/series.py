@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from datetime import datetime, timezone
 from typing import Iterable, Sequence
@@ -195,6 +196,30 @@ class EventSeries:
                 good -= share * self._good[start_minute - self._first]
                 total -= share * self._total[start_minute - self._first]
         return max(good, 0.0), max(total, 0.0)
+
+    def covered(self, now: float, seconds: float) -> float:
+        """Seconds of (now - seconds, now] the figures stand on: from the start of the oldest minute
+        in it that holds events up to `now` (0 when none does). What `coverage` reports: a budget
+        read after three minutes of a 30-day window stands on 3m of 30d, however red it looks.
+
+        Counted from the first data on, not minute by minute: a quiet minute of a low-traffic
+        service is no traffic, not missing data. One binary search over the prefix sums (never
+        decreasing: counts are not negative), so a 30-day window costs as little as a 5-minute one.
+        """
+        if not self._good or seconds <= 0:
+            return 0.0
+        start = now - seconds
+        now_minute, start_minute = math.ceil(now / MINUTE) - 1, _minute(start)
+        lo, hi = max(start_minute, self._first), min(now_minute, self._last)
+        if hi < lo:
+            return 0.0
+        base = self._cum_total[lo - self._first]
+        # the first position i (lo..hi) whose minute holds events: _cum_total[i + 1] > base
+        found = bisect.bisect_right(self._cum_total, base + 1e-9, lo - self._first + 1, hi - self._first + 2)
+        if found > hi - self._first + 1:
+            return 0.0
+        first_minute = self._first + found - 1
+        return min(max(now - first_minute * MINUTE, 0.0), seconds)
 
     def _sum(self, lo: int, hi: int) -> tuple[float, float]:
         """(good, total) of minutes lo..hi inclusive, both inside the series."""

@@ -95,6 +95,13 @@ class Model:
         valid = sum(r for r in self.valid_rate[lo:t + 1] if r is not None) * self.clock.step_s
         return bad, valid
 
+    def coverage(self, window_s: float, t: int) -> float:
+        """`slo:period_coverage:ratio`: the 5-minute recording's samples over the window, times the
+        step, over the window (at most 1)."""
+        lo = max(0, t - self.clock.steps(window_s) + 1)
+        samples = sum(1 for r in self.valid_rate[lo:t + 1] if r is not None)
+        return min(samples * self.clock.step_s / window_s, 1.0)
+
     def ratio(self, window_s: float, t: int) -> float | None:
         if window_s == RATE_RANGE_S:
             bad, valid = self.bad_rate[t], self.valid_rate[t]
