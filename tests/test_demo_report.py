@@ -4,11 +4,18 @@ exactly as NGINX's smooth weighted round-robin would."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from monitor.act.nginx import UpstreamServer, render_file
 from monitor.demo.balancer import SmoothWeighted, UpstreamWeights, parse_upstream
 from monitor.demo.report import (
+    MIN_REQUESTS,
+    MIN_SPAN_S,
     Answered,
     Decision,
     Served,
@@ -186,3 +193,156 @@ def test_the_load_generator_follows_the_upstream_file_as_the_service_rewrites_it
                                                  UpstreamServer(C, "healthy")]}))
     replacement.replace(path)
     assert Counter(route(i) for i in range(30)) == {f"http://{A}": 15, f"http://{C}": 15}
+
+
+# --- properties: whatever the timeline and the duration, the summary agrees with itself and the events ---
+
+STATES = ["healthy", "degraded", "ejected", "unknown", "starting"]
+PROPS = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def timelines(draw: st.DrawFn) -> dict:
+    end = draw(st.floats(0.0, 90.0, allow_nan=False))
+    fault_at = draw(st.none() | st.floats(-2.0, 95.0, allow_nan=False))
+    times = st.floats(-2.0, 95.0, allow_nan=False)
+    decisions = draw(st.lists(st.builds(Decision, times, st.sampled_from(["health", "health", "scaling"]),
+                                        st.sampled_from([B, B, B, A]), st.just("?"), st.sampled_from(STATES),
+                                        st.just(())), max_size=8))
+    # traffic: requests at random times; the faulted one's share depends on nothing (any share must be told truly)
+    served = draw(st.lists(st.builds(Served, times, st.sampled_from([A, B, C])), max_size=250))
+    answered = draw(st.lists(st.builds(Answered, times, st.none() | st.floats(0.0, 3.0, allow_nan=False)),
+                             max_size=120))
+    return {"fault_at": fault_at, "decisions": decisions, "end": end, "served": served, "answered": answered,
+            "instances": draw(st.integers(1, 5))}
+
+
+def _story(t: dict):
+    return fault_story(t["fault_at"], t["decisions"], t["end"], t["served"], t["answered"], B, 0.25, t["instances"])
+
+
+def _state_at(t: dict, at: float) -> str:
+    """The faulted instance's state at `at` from the decisions alone: the last health decision on it at or
+    before `at` (those at or before 0 set the state the run started in), `unknown` without one."""
+    mine = sorted((d for d in t["decisions"] if d.kind == "health" and d.instance == B and d.at <= max(at, 0.0)),
+                  key=lambda d: d.at)  # stable: of decisions at the same time, the later one in the log stands
+    return mine[-1].to_state if mine else "unknown"
+
+
+@PROPS
+@given(timelines())
+def test_the_phases_tile_the_run_and_count_every_request_in_it_once(t):
+    phases = _story(t).phases
+    end = max(t["end"], 0.0)
+    assert phases[0].start == 0.0 and phases[-1].end == end
+    assert all(a.end == b.start for a, b in zip(phases, phases[1:], strict=False))
+    assert all(p.start < p.end for p in phases) or len(phases) == 1
+    inside = [s for s in t["served"] if 0.0 <= s.at < end]
+    assert sum(p.served for p in phases) == len(inside)
+    assert sum(p.to_faulted for p in phases) == sum(1 for s in inside if s.instance == B)
+
+
+@PROPS
+@given(timelines())
+def test_every_share_is_a_fraction_and_only_a_measurable_phase_has_one(t):
+    story = _story(t)
+    for p in story.phases:
+        assert (p.faulted_share is not None) == (p.span_s >= MIN_SPAN_S and p.served >= MIN_REQUESTS)
+        assert p.faulted_share is None or 0.0 <= p.faulted_share <= 1.0
+        assert p.ttft_p99_s is None or (p.answered >= MIN_REQUESTS and p.span_s >= MIN_SPAN_S)
+    for s in (story.baseline, story.ejected, *story.stretches):
+        assert s.faulted_share is None or 0.0 <= s.faulted_share <= 1.0
+    text = " ".join(story_sentences(story))
+    assert "nan" not in text and "n/a" not in text
+    share_sentence = story_sentences(story)[2]
+    assert share_sentence.count("%") == sum(1 for p in story.phases if p.measurable)
+    assert share_sentence.count("too short to measure") == sum(1 for p in story.phases if not p.measurable)
+    for p in story.phases:  # each phase with its time span
+        assert f"({round(p.start, 1) + 0.0:.1f}-{round(p.end, 1) + 0.0:.1f} s" in share_sentence
+
+
+@PROPS
+@given(timelines())
+def test_each_phase_has_the_state_the_decisions_give_and_the_ejections_are_its_ejected_stretches(t):
+    story = _story(t)
+    for p in story.phases:
+        for at in (p.start, (p.start + p.end) / 2):
+            if p.start <= at < p.end or p.start == p.end:
+                got = _state_at(t, at)
+                assert p.state == got or {p.state, got} <= {"healthy", "unknown"}
+        assert (p.name == "ejected") == (p.state == "ejected")
+        fault = t["fault_at"]
+        assert p.fault_on == (fault is not None and fault <= t["end"] and p.start >= max(fault, 0.0))
+        if p.name in ("baseline", "fault"):  # no verdict has been made (since the fault, for `fault`)
+            assert p.state in ("healthy", "unknown")
+    ejected = [(p.start, p.end) for p in story.phases if p.state == "ejected"]
+    assert sum(b - a for a, b in story.ejection_periods) == pytest.approx(sum(b - a for a, b in ejected))
+    periods = story.ejection_periods  # one per ejection: apart, in time order
+    assert all(b1 < a2 for (_, b1), (a2, _) in zip(periods, periods[1:], strict=False))
+
+
+@PROPS
+@given(timelines())
+def test_what_moved_is_claimed_only_from_the_ejected_phases_against_the_one_before_the_fault(t):
+    story = _story(t)
+    moved_sentence = story_sentences(story)[3]
+    text = " ".join(story_sentences(story))
+    assert "no traffic moved away" not in text
+    if not story.ejection_periods:
+        assert story.moved is None and "never ejected" in moved_sentence and "moved to" not in moved_sentence
+        return
+    assert "never ejected" not in text and moved_sentence.startswith("It was ejected ")
+    before, after = story.baseline.faulted_share, story.ejected.faulted_share
+    if before is None or after is None:
+        assert story.moved is None and "too short to measure" in moved_sentence
+        return
+    assert story.moved == pytest.approx(before - after)
+    points = round((before - after) * 100)
+    if points >= 1:
+        assert f"so {points} points of the fleet's traffic" in moved_sentence
+    else:
+        assert "moved to" not in moved_sentence and "its share did not fall" in moved_sentence
+
+
+@PROPS
+@given(timelines())
+def test_the_sentence_on_the_end_matches_the_last_event_and_the_fault_window(t):
+    story = _story(t)
+    sentences = story_sentences(story)
+    end_sentence = sentences[4]
+    end = max(t["end"], 0.0)
+    in_run = [d for d in t["decisions"] if d.kind == "health" and d.instance == B and 0.0 < d.at < end]
+    # decisions at the same time: the later one in the audit log stands; none in the run: the state it began in
+    last = sorted(in_run, key=lambda d: d.at)[-1].to_state if in_run else _state_at(t, 0.0)
+    assert story.final_state == last
+    if t["fault_at"] is not None and t["fault_at"] <= end:
+        assert end_sentence.startswith(f"The fault was still on when the run ended at {round(end, 1) + 0.0:.1f} s; ")
+        assert "was still on when the run ended" in sentences[0]
+    else:
+        assert end_sentence.startswith("The run ended at ") and "before the fault" in end_sentence
+    if story.final_state == "ejected":
+        assert f"{B} was ejected (since " in end_sentence
+    elif story.final_state in ("healthy", "unknown"):
+        assert f"{B} was back in rotation" in end_sentence or f"{B} was in rotation" in end_sentence
+        assert (f"{B} was back in rotation" in end_sentence) == (story.phases[-1].name == "returned")
+    else:
+        assert f"{B} was {story.final_state} (since " in end_sentence
+    late = [d for d in t["decisions"] if d.kind == "health" and d.instance == B and d.at >= end]
+    assert ("After the run ended" in end_sentence) == bool(late)
+
+
+@PROPS
+@given(timelines())
+def test_the_times_in_the_summary_add_up_as_printed(t):
+    sentences = story_sentences(_story(t))
+    text = " ".join(sentences)
+    for start, end, length in re.findall(r"began at (\d+\.\d) s and was still on when the run ended at (\d+\.\d) s "
+                                         r"\((\d+\.\d) s with the fault\)", text):
+        assert round(float(end) - float(start), 1) == float(length)
+    ended = re.search(r"[Tt]he run ended at (\d+\.\d) s[ ;]", sentences[4])  # the sentence on the end
+    for since, before_end in re.findall(r"(?:since|let it back at) (\d+\.\d) s, (\d+\.\d) s before the end", text):
+        assert ended is not None and round(float(ended.group(1)) - float(since), 1) == float(before_end)
+    inside = re.search(r"It was ejected \S+(?: times)? \(([^;]*); (\d+\.\d) s in all\)", text)
+    if inside:
+        spans = [tuple(map(float, s.split("-"))) for s in inside.group(1).replace(" s", "").split(", ")]
+        assert round(sum(b - a for a, b in spans), 1) == float(inside.group(2))

@@ -146,7 +146,7 @@ def fault_phases(fault_at: float | None, verdicts: Sequence[Decision], end: floa
     any verdict (degraded, ejected, ...) once the instance is back to healthy, before or after the
     fault; `fault` is only the stretch between the fault and the first verdict after it."""
     end = max(end, 0.0)
-    fault = None if fault_at is None else min(max(fault_at, 0.0), end)
+    fault = None if fault_at is None or fault_at > end else max(fault_at, 0.0)  # after the end: never injected
     initial, changes = state_changes(verdicts, faulted, end)
     cuts = sorted({0.0, end, *(d.at for d in changes), *(() if fault is None else (fault,))})
     out: list[Phase] = []
@@ -163,8 +163,8 @@ def fault_phases(fault_at: float | None, verdicts: Sequence[Decision], end: floa
             start = out.pop().start  # the same phase goes on: a decision that changed nothing, unknown -> healthy
         out.append(phase(name, start, stop, served, answered, faulted, threshold_s, state, after_fault))
     if not out:  # a run of no length
-        out.append(phase("baseline" if fault is None else "fault", 0.0, end, served, answered, faulted, threshold_s,
-                         initial, fault is not None))
+        out.append(phase(_phase_name(initial, fault is not None, initial not in _IN_ROTATION), 0.0, end, served,
+                         answered, faulted, threshold_s, initial, fault is not None))
     return out
 
 
@@ -332,6 +332,15 @@ def _span(start: float, end: float) -> str:
     return f"{_t(start)}-{_t(end)} s"
 
 
+def _dur(start: float, end: float) -> str:
+    """A duration as the difference of the two times as printed, so the sentence adds up."""
+    return f"{round(end, 1) - round(start, 1) + 0.0:.1f}"
+
+
+def _durs(spans: Sequence[tuple[float, float]]) -> str:
+    return f"{sum(round(b, 1) - round(a, 1) for a, b in spans) + 0.0:.1f}"
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
@@ -366,13 +375,13 @@ def story_sentences(story: FaultStory, fault_text: str = "the fault") -> list[st
         out.append(f"The run ended at {_t(end)} s, before the fault was injected: there was no fault to judge.")
     else:
         out.append(f"The fault ({fault_text} on {f}) began at {_t(story.fault_at)} s and was still on when the run "
-                   f"ended at {_t(end)} s ({end - story.fault_at:.1f} s with the fault).")
+                   f"ended at {_t(end)} s ({_dur(story.fault_at, end)} s with the fault).")
 
     total, mine = sum(p.served for p in phases), sum(p.to_faulted for p in phases)
     whole = f"{mine} of {total} requests" + (f" ({_pct(mine / total)})" if measurable(end, total) else
                                              " (too short to measure a share)")
     out.append(f"Over the whole run ({_span(0.0, end)}) {f} served {whole}; an even share among "
-               f"{story.instances} instances is {100 / max(story.instances, 1):.0f}%.")
+               f"{_plural(story.instances, 'instance')} is {100 / max(story.instances, 1):.0f}%.")
 
     parts = []
     for p in phases:
@@ -399,10 +408,10 @@ def _moved_sentence(story: FaultStory) -> str:
         if story.fault_at is None:
             return "It was never ejected: no verdict moved traffic away from it."
         return (f"It was never ejected: no verdict moved traffic away from it in the "
-                f"{story.end - story.fault_at:.1f} s with the fault.")
+                f"{_dur(story.fault_at, story.end)} s with the fault.")
     times = "once" if len(periods) == 1 else f"{len(periods)} times"
     head = (f"It was ejected {times} ({', '.join(_span(a, b) for a, b in periods)}; "
-            f"{ejected.span_s:.1f} s in all)")
+            f"{_durs(ejected.spans)} s in all)")
     points = story.moved_points
     if story.moved is None or points is None:
         if not ejected.measurable:
@@ -425,12 +434,12 @@ def _end_sentence(story: FaultStory) -> str:
             else f"The fault was still on when the run ended at {_t(end)} s")
     since = _since(story.phases)
     if state == "ejected":
-        text = f"{head}; {f} was ejected (since {_t(since)} s, {end - since:.1f} s before the end)."
+        text = f"{head}; {f} was ejected (since {_t(since)} s, {_dur(since, end)} s before the end)."
     elif state == "degraded":
         text = f"{head}; {f} was degraded (since {_t(since)} s): in rotation at a lower weight."
     elif state in _IN_ROTATION and story.phases[-1].name == "returned":
         text = (f"{head}; {f} was back in rotation: the service let it back at {_t(since)} s, "
-                f"{end - since:.1f} s before the end, after it was {_verdict_history(story)}, and made no decision "
+                f"{_dur(since, end)} s before the end, after it was {_verdict_history(story)}, and made no decision "
                 f"on it after that.")
     elif state in _IN_ROTATION:
         text = f"{head}; {f} was in rotation: the service made no verdict on it during the run."
@@ -456,7 +465,7 @@ def _verdict_history(story: FaultStory) -> str:
 def _ttft_sentence(story: FaultStory) -> str:
     parts = []
     for s in story.stretches:
-        size = f"{_plural(s.answered, 'request')} in {s.span_s:.1f} s"
+        size = f"{_plural(s.answered, 'request')} answered in {_durs(s.spans)} s"
         if len(s.spans) > 1:
             size = f"{len(s.spans)} periods, {size}"
         figure = _ms(s.ttft_p99_s) if s.ttft_p99_s is not None else "too short to measure"
