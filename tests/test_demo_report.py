@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from itertools import pairwise
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -235,7 +236,7 @@ def test_the_phases_tile_the_run_and_count_every_request_in_it_once(t):
     phases = _story(t).phases
     end = max(t["end"], 0.0)
     assert phases[0].start == 0.0 and phases[-1].end == end
-    assert all(a.end == b.start for a, b in zip(phases, phases[1:], strict=False))
+    assert all(a.end == b.start for a, b in pairwise(phases))
     assert all(p.start < p.end for p in phases) or len(phases) == 1
     inside = [s for s in t["served"] if 0.0 <= s.at < end]
     assert sum(p.served for p in phases) == len(inside)
@@ -278,7 +279,7 @@ def test_each_phase_has_the_state_the_decisions_give_and_the_ejections_are_its_e
     ejected = [(p.start, p.end) for p in story.phases if p.state == "ejected"]
     assert sum(b - a for a, b in story.ejection_periods) == pytest.approx(sum(b - a for a, b in ejected))
     periods = story.ejection_periods  # one per ejection: apart, in time order
-    assert all(b1 < a2 for (_, b1), (a2, _) in zip(periods, periods[1:], strict=False))
+    assert all(b1 < a2 for (_, b1), (a2, _) in pairwise(periods))
 
 
 @PROPS
@@ -313,7 +314,7 @@ def test_the_sentence_on_the_end_matches_the_last_event_and_the_fault_window(t):
     end = max(t["end"], 0.0)
     in_run = [d for d in t["decisions"] if d.kind == "health" and d.instance == B and 0.0 < d.at < end]
     # decisions at the same time: the later one in the audit log stands; none in the run: the state it began in
-    last = sorted(in_run, key=lambda d: d.at)[-1].to_state if in_run else _state_at(t, 0.0)
+    last = max(reversed(in_run), key=lambda d: d.at).to_state if in_run else _state_at(t, 0.0)
     assert story.final_state == last
     if t["fault_at"] is not None and t["fault_at"] <= end:
         assert end_sentence.startswith(f"The fault was still on when the run ended at {round(end, 1) + 0.0:.1f} s; ")
