@@ -55,14 +55,19 @@ def test_the_default_demo_ends_with_the_faulted_instance_out_of_rotation_and_say
     assert float(against[0]["at"].rstrip("s")) >= float(fault["at"].rstrip("s"))
     assert against[0]["why"] and against[0]["why"] != "-"
 
-    # what it changed: the faulted instance's share of the requests fell after the verdict
+    # what it changed: the faulted instance's share of the requests fell while it was ejected
     shift = _fields(re.search(r"^shift faulted=.*$", out, re.MULTILINE).group(0))
     assert shift["faulted"] == instance and shift["final_state"] == faulted[0]["state"]
     assert shift["balancer"] == ("nginx" if find_nginx() is not None else "weights")
-    assert float(shift["share_after"]) < float(shift["share_before"]), shift
-    assert float(shift["moved"]) > 0 and shift["ttft_p99_before_s"] != "nan" and shift["ttft_p99_after_s"] != "nan"
-    assert re.search(rf"^{re.escape(instance)} served \d+% of the requests while the service judged it healthy",
+    assert shift["fault_on_at_end"] == "yes" and shift["ttft_p99_before_s"] != "nan"
+    if shift["ejections"] != "0":  # degraded only: nothing was ejected, so nothing is said to have moved
+        assert float(shift["share_after"]) < float(shift["share_before"]), shift
+        assert float(shift["moved"]) > 0 and shift["ttft_p99_after_s"] != "nan"
+        assert re.search(r"^It was ejected once \(.*so \d+ points of the fleet's traffic", out, re.MULTILINE)
+    assert re.search(r"^Its share of the requests: before the fault \(0\.0-[\d.]+ s\): \d+%", out, re.MULTILINE)
+    assert re.search(rf"^The fault was still on when the run ended at [\d.]+ s; {re.escape(instance)} was ",
                      out, re.MULTILINE)
+    assert "no traffic moved away" not in out
 
     # the SLOs it configured, with budget, burn and alert
     slos = {s["name"]: s for s in (_fields(line) for line in re.findall(r"^slo name=.*$", out, re.MULTILINE))}
@@ -72,3 +77,4 @@ def test_the_default_demo_ends_with_the_faulted_instance_out_of_rotation_and_say
     assert "TTFT under 250 ms for 99% of requests" in out
     assert "Serving Benchmark Result" in out
     assert "Final view of the service" in out
+    assert out.rstrip().splitlines()[-4] == "Next:", out[-1000:]  # it ends with what to run next

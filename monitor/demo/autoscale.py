@@ -31,6 +31,7 @@ from monitor.demo.report import (
     Steps,
     alert_line,
     decision_line,
+    next_steps,
     percentile,
     served_rows,
     slo_line,
@@ -403,6 +404,9 @@ def _print_summary(console: Console, scenario: AutoscaleScenario, end: float, su
         say(console, f"load: {scenario.base_rate:g} req/s, {3 * scenario.base_rate:g} req/s from "
                      f"{scenario.tripled_at or 0:.0f} s (the rate below is the tripled one)")
         console.print(format_summary(combined), markup=False, highlight=False, soft_wrap=True)
+    console.print()
+    for line in next_steps("autoscale"):
+        say(console, line)
 
 
 def timeline_sentences(steps: Steps, tripled_at: float | None) -> list[str]:

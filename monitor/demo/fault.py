@@ -19,14 +19,14 @@ from monitor.demo.report import (
     Served,
     alert_line,
     decision_line,
-    fault_phases,
+    fault_story,
+    next_steps,
     phase_line,
     phase_table,
     served_rows,
     shift_line,
-    shift_sentences,
     slo_line,
-    traffic_shift,
+    story_sentences,
 )
 from monitor.demo.stack import (
     POOL,
@@ -264,17 +264,15 @@ def _print_fault_summary(console: Console, scenario: FaultScenario, end: float, 
     served: list[Served] = served_rows(scenario.truth.rows, scenario.clock.t0_wall)
     answered = [Answered(o.started - scenario.clock.t0_perf, o.ttft if o.ok else None)
                 for o in scenario.load.outcomes]
-    phases = fault_phases(fault_at, [d for d in watched.decisions if d.kind == "health"], end, served, answered,
-                          faulted, TTFT_THRESHOLD_S)
-    for line in phase_table(phases, faulted, TTFT_THRESHOLD_S):
+    story = fault_story(fault_at, [d for d in watched.decisions if d.kind == "health"], end, served, answered,
+                        faulted, TTFT_THRESHOLD_S, INSTANCES)
+    for line in phase_table(story.phases, faulted, TTFT_THRESHOLD_S):
         say(console, line)
-    for p in phases:
+    for p in story.phases:
         say(console, phase_line(p))
-    shift = traffic_shift(phases, served, faulted)
-    if shift is not None:
-        for line in shift_sentences(shift, phases, INSTANCES - 1):
-            say(console, line)
-        say(console, shift_line(shift, scenario.balancer.kind))
+    for line in story_sentences(story, f"latency x{scenario.options.latency_multiplier:g}"):
+        say(console, line)
+    say(console, shift_line(story, scenario.balancer.kind))
     if scenario.balancer.nginx is not None:
         say(console, f"nginx reloads by the service: {scenario.balancer.nginx.reloads()}")
 
@@ -286,3 +284,6 @@ def _print_fault_summary(console: Console, scenario: FaultScenario, end: float, 
         say(console, slo_line(item))
     if summary is not None:
         console.print(format_summary(summary), markup=False, highlight=False, soft_wrap=True)
+    console.print()
+    for line in next_steps("fault"):
+        say(console, line)
