@@ -349,12 +349,14 @@ def install_ui(app: FastAPI, service: MonitorState, require_token: Callable[...,
         for s in items:
             burn = s.get("burn_rates") or {}
             factors = s.get("burn_factors") or {}
-            burn_rows = [[esc(w), number(rate, "x"), esc(factors.get(w, "")) if w in factors else ""]
-                         for w, rate in burn.items()]
+            burn_rows = [[esc(w), number(rate, "x")] for w, rate in burn.items()]
             facts = [("Objective", percent(s.get("objective"), 3)), ("SLI", percent(s.get("sli"), 3)),
                      ("Budget left", percent(s.get("error_budget_remaining"), 1)),
                      ("Window", esc(s.get("window"))), ("Alert", badge(s.get("alert") or "ok") +
                                                          esc(" " + ", ".join(s.get("fired") or [])))]
+            if factors:
+                facts.append(("Alert factors", esc(", ".join(f"{pair} at {factor:.3g}x" for pair, factor in factors.items()
+                                                             if isinstance(factor, (int, float))))))
             if "coverage" in s:
                 facts.append(("Coverage", percent(s.get("coverage"), 1)))
             if "valid_events" in s:
@@ -376,7 +378,7 @@ def install_ui(app: FastAPI, service: MonitorState, require_token: Callable[...,
                 f'<div class="chart budget" data-history="{esc(history)}" role="img" '
                 f'aria-label="{esc("Error budget left over the SLO window: " + s["name"] + ", pool " + s["pool"])}">'
                 "</div>"
-                + table("Burn rates per window", ("Window", "Burn rate", "Alert factor"), burn_rows)
+                + table("Burn rates per window", ("Window", "Burn rate"), burn_rows)
                 + (table("Per model", ("Model", "SLI", "Budget left", "Alert"), model_rows) if model_rows else "")
                 + "</section>")
         return console("SLOs", "".join(cards), "/ui/slos", charts=True)
