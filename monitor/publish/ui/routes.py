@@ -258,9 +258,9 @@ def install_ui(app: FastAPI, service: MonitorState, require_token: Callable[...,
             parts.append('<dl class="facts">' + "".join(f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>"
                          + table("Figures now", ("Figure", "Value"), figure_rows, "none yet"))
         history = await _instance_history(name)
-        if history is None:
-            parts.append('<p class="muted">No stored history (storage is off or did not answer): '
-                         "the last hour's figures appear once rollups are stored.</p>")
+        if history is None or not history["t"]:
+            parts.append('<h2>The last hour</h2><p class="muted">No stored minute yet (rollups are written each '
+                         "minute once it has settled; none without storage).</p>")
         else:
             parts.append('<h2>The last hour</h2><div class="charts">'
                          '<div class="chart" data-series="ttft_p99_s" data-label="TTFT p99 (s)"></div>'
@@ -502,9 +502,9 @@ def install_ui(app: FastAPI, service: MonitorState, require_token: Callable[...,
                 rows.append(cells)
                 if "page" in status.fired_severities():
                     incidents.append(f"<li>Pool {esc(pool.name)}: {esc(slo.name)} is below its objective "
-                                     f"(since this evaluation, {when(status.evaluated_at)})</li>")
+                                     f"(as of {when(status.evaluated_at)})</li>")
             sections.append(f"<section><h2>{esc(pool.name)}</h2>" + table(
-                f"{pool.name}: share of good events", ("Objective", "Kind", "Target") +
+                f"{pool.name}: share of good events", ("SLO", "Kind", "Objective") +
                 tuple(label for label, _ in STATUS_SPANS), rows, "no availability or latency SLO") + "</section>")
         current = ("<ul class=\"incidents\">" + "".join(incidents) + "</ul>") if incidents else \
             '<p class="ok">All systems operational.</p>'
