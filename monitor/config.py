@@ -24,6 +24,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from monitor.errors import BadInput
 from monitor.settings.discovery import DiscoverySettings
+from monitor.settings.ui import UiConfig
 from monitor.settings.loading import describe, expand_env, name_unset, unique
 from monitor.settings import (  # noqa: F401 - re-exported: `from monitor.config import SloConfig` keeps working
     INDICATOR_TYPES,
@@ -104,6 +105,7 @@ class Config(Section):
     ha: HaConfig = HaConfig()
     discovery: DiscoverySettings = DiscoverySettings()
     alerting: AlertingConfig = AlertingConfig()
+    ui: UiConfig = UiConfig()  # the console and the status page (monitor/publish/ui)
 
     @model_validator(mode="before")
     @classmethod

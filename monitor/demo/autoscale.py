@@ -288,6 +288,7 @@ async def run_autoscale(options: DemoOptions, console: Console, stop: asyncio.Ev
     service_sock = bind_socket("127.0.0.1", 0)
     listen = f"127.0.0.1:{service_sock.getsockname()[1]}"
     rate = options.rate if options.rate is not None else BASE_RATE
+    say(console, f"console: http://{listen}/ui/ (open it in a browser while the demo runs)")
     say(console, f"demo --scenario autoscale: {START_INSTANCES} simulated vLLM instance(s) {', '.join(_address(u) for u in urls)} "
                  f"listed in the file_sd file {sd_path}; load {rate:g} req/s, tripled at {TRIPLE_AT_S:g} s; an "
                  f"autoscaler polls http://{listen}/api/v1/pools/{POOL}/scaling every {AUTOSCALE_INTERVAL_S:g} s "

@@ -154,6 +154,7 @@ async def run_fault(options: DemoOptions, console: Console, stop: asyncio.Event,
     service_sock = bind_socket("127.0.0.1", 0)
     listen = f"127.0.0.1:{service_sock.getsockname()[1]}"
     faulted = fleet.instances[options.fault_instance % INSTANCES].engine.name
+    say(console, f"console: http://{listen}/ui/ (open it in a browser while the demo runs; the table below stays)")
     say(console, f"demo: {INSTANCES} simulated vLLM instances {', '.join(i.engine.name for i in fleet.instances)}; "
                  f"monitor API http://{listen}/api/v1/instances; load {options.fault_rate:g} req/s; "
                  f"latency x{options.latency_multiplier:g} fault on {faulted} at {options.effective_fault_at:g} s")

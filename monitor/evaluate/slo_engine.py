@@ -310,6 +310,13 @@ class SloEngine:
         else:
             self._traces.start(traces, now)
 
+    def minutes(self, slo: str, pool: str, model_name: str = "",
+                since: float | None = None) -> list[tuple[int, float, float]]:
+        """One key's non-empty (minute_start, good, total) rows held in memory, oldest first: what the
+        console's budget chart, status page and monthly report are computed from."""
+        track = self._tracks.get(SloKey(slo, pool, model_name))
+        return [] if track is None else track.series.rows(since)
+
     def _sort_key(self, key: SloKey) -> tuple[int, int, str]:
         return self._slo_order[key.slo], self._pool_order.get(key.pool, 1 << 30), key.model_name
 

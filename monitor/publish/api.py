@@ -24,6 +24,8 @@ from monitor.publish.exclusions import install_exclusion_routes
 from monitor.publish.finite_json import FiniteJSONResponse as JSONResponse
 from monitor.publish.metrics import Collected, FleetCollector, make_registry
 from monitor.publish.state import MonitorState
+from monitor.publish.ui.auth import cookie_reads
+from monitor.publish.ui.routes import install_ui
 from monitor.store import StoreBusy
 from monitor.units import format_duration, parse_duration, redact_url, rfc3339
 
@@ -175,7 +177,7 @@ def install_routes(app: FastAPI, service: MonitorState,
 
     def require_token(request: Request) -> None:
         """Bearer token on the JSON API when `api.token` is set; compared in constant time."""
-        if not token:
+        if not token or cookie_reads(request, token):  # the console's cookie opens reads, never changes
             return
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
@@ -184,6 +186,7 @@ def install_routes(app: FastAPI, service: MonitorState,
                                 headers={"WWW-Authenticate": "Bearer"})
 
     install_exclusion_routes(app, service, require_token)  # maintenance windows: /api/v1/exclusions
+    install_ui(app, service, require_token, instance_json=instance_json, slos_json=slos_json)  # /ui/, /status
     # OTLP/HTTP traces, as vLLM's --otlp-traces-endpoint sends them (token in OTEL_EXPORTER_OTLP_HEADERS)
     app.include_router(service.receiver.router(dependencies=[Depends(require_token)]))
 
