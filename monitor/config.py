@@ -23,6 +23,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from monitor.errors import BadInput
+from monitor.settings.canaries import CanaryConfig, canary_problems, canary_warnings
 from monitor.settings.discovery import DiscoverySettings
 from monitor.settings.loading import describe, expand_env, name_unset, unique
 from monitor.settings import (  # noqa: F401 - re-exported: `from monitor.config import SloConfig` keeps working
@@ -104,6 +105,7 @@ class Config(Section):
     ha: HaConfig = HaConfig()
     discovery: DiscoverySettings = DiscoverySettings()
     alerting: AlertingConfig = AlertingConfig()
+    canaries: list[CanaryConfig] = Field(default_factory=list)  # rollouts judged (monitor/decide/canary.py)
 
     @model_validator(mode="before")
     @classmethod
@@ -128,6 +130,7 @@ class Config(Section):
         problems.extend(reference_problems(*_model_refs(self)))
         problems.extend(check_gpu_config(self.gpu, self.pools))
         problems.extend(alerting_problems(self.slos, [p.name for p in self.pools]))
+        problems.extend(canary_problems(self.canaries, [p.name for p in self.pools]))
         if problems:
             raise ConfigError(problems)
         return self
@@ -491,6 +494,7 @@ def config_warnings(config: Config) -> list[str]:
             f"({config.scrape.interval:g}s each); per-instance rates need two samples (set it to "
             f"{2 * config.scrape.interval:g}s or more)"
         )
+    warnings.extend(canary_warnings(config.canaries, [p.name for p in config.pools if not p.discovery]))
     return warnings
 
 
