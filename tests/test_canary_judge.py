@@ -144,7 +144,7 @@ _counts = st.lists(st.floats(min_value=0, max_value=1e6, allow_nan=False), min_s
 @given(_counts)
 def test_identical_bucket_counts_are_never_significant(counts):
     p, effect = mann_whitney(counts, counts)
-    assert p >= 0.5 - 1e-9
+    assert p >= 0.5 - 1e-6  # z is 0 up to rounding
     assert math.isfinite(effect)
 
 

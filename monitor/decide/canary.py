@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 from typing import Any
 
@@ -350,7 +350,10 @@ def judge(base: GroupData, cand: GroupData, rules: Rules, evidence_s: float | No
     `evidence_s`: how long both groups have had requests (None: not yet)."""
     base, cand = _clean(base), _clean(cand)
     requests = (base.requests, cand.requests)
-    results = {m: judge_metric(m, base, cand, rules) for m in rules.metrics}
+    # the canary's risk is shared among its metrics (Bonferroni): with six metrics each tested at the
+    # full risk, two identical versions would fail a quarter of the time
+    per_metric = replace(rules, confidence=1.0 - (1.0 - rules.confidence) / max(1, len(rules.metrics)))
+    results = {m: judge_metric(m, base, cand, per_metric) for m in rules.metrics}
     counts = f"{_count(cand.requests)} {rules.candidate_name} requests against {_count(base.requests)} " \
              f"{rules.baseline_name}"
     short = [(name, group) for name, group in ((rules.baseline_name, base), (rules.candidate_name, cand))
