@@ -23,6 +23,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from monitor.errors import BadInput
+from monitor.settings.canaries import CanaryConfig, canary_problems, canary_warnings
 from monitor.settings.discovery import DiscoverySettings
 from monitor.settings.ui import UiConfig
 from monitor.settings.loading import describe, expand_env, name_unset, unique
@@ -106,6 +107,7 @@ class Config(Section):
     discovery: DiscoverySettings = DiscoverySettings()
     alerting: AlertingConfig = AlertingConfig()
     ui: UiConfig = UiConfig()  # the console and the status page (monitor/publish/ui)
+    canaries: list[CanaryConfig] = Field(default_factory=list)  # rollouts judged (monitor/decide/canary.py)
 
     @model_validator(mode="before")
     @classmethod
@@ -130,6 +132,7 @@ class Config(Section):
         problems.extend(reference_problems(*_model_refs(self)))
         problems.extend(check_gpu_config(self.gpu, self.pools))
         problems.extend(alerting_problems(self.slos, [p.name for p in self.pools]))
+        problems.extend(canary_problems(self.canaries, [p.name for p in self.pools]))
         if problems:
             raise ConfigError(problems)
         return self
@@ -493,6 +496,7 @@ def config_warnings(config: Config) -> list[str]:
             f"({config.scrape.interval:g}s each); per-instance rates need two samples (set it to "
             f"{2 * config.scrape.interval:g}s or more)"
         )
+    warnings.extend(canary_warnings(config.canaries, [p.name for p in config.pools if not p.discovery]))
     return warnings
 
 

@@ -21,6 +21,7 @@ from monitor.config import Config
 import monitor.generate.configs as configs
 import monitor.generate.dashboards as dashboards
 import monitor.generate.kubernetes as kubernetes
+import monitor.generate.rollouts as rollouts
 import monitor.generate.rules as rules
 import monitor.generate.rules_fleet as rules_fleet
 import monitor.generate.rules_service as rules_service
@@ -124,6 +125,9 @@ def render_operator(config: Config, options: Options = Options()) -> dict[str, s
         config.pools, rule_groups(config, options), {spec.file_stem: dashboards.render(spec) for spec in specs},
         metrics_path=config.scrape.metrics_path, scrape_interval=options.scrape_interval,
         timeout_s=config.scrape.timeout, options=options.kubernetes)
+    for canary in config.canaries:  # Argo Rollouts and Flagger read each canary's verdict (generate/rollouts.py)
+        for name, obj in rollouts.canary_objects(canary, options.kubernetes).items():
+            built.add(name, obj)
     folder = kubernetes.FOLDER
     files = {f"{folder}/{name}": to_yaml(obj) for name, obj in built.files.items()}
     files[f"{folder}/kustomization.yaml"] = to_yaml(built.kustomization())

@@ -19,6 +19,7 @@ from monitor.evaluate.slo import WINDOW_NAMES
 from monitor.evaluate.slo_engine import SloStatus
 from monitor.gpu.publish import gpus_json
 from monitor.otlp.goodput import goodput_report, latency_objectives
+from monitor.publish.canaries import install_canary_routes
 from monitor.publish.cost import service_pool_cost
 from monitor.publish.exclusions import install_exclusion_routes
 from monitor.publish.finite_json import FiniteJSONResponse as JSONResponse
@@ -29,7 +30,7 @@ from monitor.publish.ui.routes import install_ui
 from monitor.store import StoreBusy
 from monitor.units import format_duration, parse_duration, redact_url, rfc3339
 
-AUDIT_KINDS = ("health", "scaling")
+AUDIT_KINDS = ("health", "scaling", "canary")
 
 # the fields docs/api.md promises in `metrics`; more may be added, none removed
 # How long the audit-log endpoint waits for the database before answering from memory: a database
@@ -187,6 +188,7 @@ def install_routes(app: FastAPI, service: MonitorState,
 
     install_exclusion_routes(app, service, require_token)  # maintenance windows: /api/v1/exclusions
     install_ui(app, service, require_token, instance_json=instance_json, slos_json=slos_json)  # /ui/, /status
+    install_canary_routes(app, service, require_token)  # /api/v1/canaries (monitor/publish/canaries.py)
     # OTLP/HTTP traces, as vLLM's --otlp-traces-endpoint sends them (token in OTEL_EXPORTER_OTLP_HEADERS)
     app.include_router(service.receiver.router(dependencies=[Depends(require_token)]))
 

@@ -20,6 +20,7 @@ from monitor.evaluate.slo import WINDOW_NAMES
 from monitor.gpu.publish import GpuMetricsCollector
 from monitor.otlp.publish import TraceMetricsCollector
 from monitor.publish.budgets import BudgetCollector
+from monitor.publish.canaries import CanaryCollector
 from monitor.publish.cost import CostCollector
 from monitor.publish.state import NAMESPACE, MonitorState
 from monitor.samples import BAD_SAMPLE_KINDS
@@ -367,6 +368,7 @@ def make_registry(service: MonitorState, *, fleet: bool = True) -> CollectorRegi
     registry.register(SloCollector(service))
     registry.register(CostCollector(service))
     registry.register(BudgetCollector(service))  # exclusions, absent SLI series, exhausted budgets, spend today
+    registry.register(CanaryCollector(service))  # slo_monitor_canary_verdict, slo_monitor_canary_regression
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

@@ -63,6 +63,7 @@ class MonitorState(Protocol):
     reload_status: Any
     stages: Any  # monitor.service.stages.Stages: errors per stage, what fails now
     last_cycle_success_at: float | None
+    canaries: Any  # monitor.service.canaries.Canaries: each canary's evidence and verdict (publish/canaries.py)
 
     def is_leader(self) -> bool: ...
     def figures_at(self) -> float: ...

@@ -41,6 +41,7 @@ from monitor.otlp.records import Routing
 from monitor.otlp.store import TraceStore
 from monitor.samples import ScrapeResult
 import monitor.service.wiring as wiring
+from monitor.service.canaries import Canaries
 from monitor.service.events import EventLog
 from monitor.service.history import History
 from monitor.publish.api import served
@@ -113,6 +114,7 @@ class Service:
         self.fleet.configure(config.evaluation.window, config.scrape.interval,
                              max(self.decisions.windows(config.evaluation.window).values(), default=0.0))
         self.slo = wiring.slo_engine(config, keep_rows=store is not None)
+        self.canaries = Canaries(config.canaries)  # rollouts judged each cycle (monitor/service/canaries.py)
         self.scraper: Scraper | PrometheusSource | None = None
         self.targets: list[Target] = []
 
@@ -402,6 +404,7 @@ class Service:
         signals, skip = await self._signals(now)
         self.fleet.last_cycle_duration_s = time.perf_counter() - started
         decided = self.decide(now, signals, data_at=self.fleet.last_cycle_at, skip=skip)
+        st.run("canaries", self.judge_canaries, now)
         self.cycles += 1
         if scraped and decided:
             self.last_cycle_success_at = time.time()
@@ -469,6 +472,13 @@ class Service:
         if self.upstreams is not None and leader:
             st.run("outputs", self.upstreams.soon)
         return bool(outcome.health)
+
+    def judge_canaries(self, now: float) -> None:
+        """Each canary's evidence and verdict; a changed verdict goes to the audit log."""
+        audit = self.canaries.update(self.fleet, self.membership, now)
+        self.recent_decisions.extend(audit)
+        if audit and self.history is not None and self.is_leader():
+            self.history.store.queue_decisions(audit)
 
     def _queue_decisions(self, audit: list[AuditEntry], now: float) -> None:
         assert self.history is not None

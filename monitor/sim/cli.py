@@ -71,8 +71,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-model-len", type=int, default=8192)
     p.add_argument("--time-scale", type=float, default=1.0, help="wall seconds per simulated second (default 1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="a label on the instances' file_sd target group (repeatable), e.g. version=v2")
+    p.add_argument("--tpot-factor", type=float, default=1.0, help="decode steps cost this many times more (a canary)")
+    p.add_argument("--ttft-factor", type=float, default=1.0, help="prefill costs this many times more (a canary)")
+    p.add_argument("--mean-output-tokens", type=int, default=200, help="mean natural answer length (default 200)")
     p.add_argument("--status-every", type=float, default=30.0, help="log a status line every N seconds (0: never)")
     p.set_defaults(func=cmd_simulate)
+
+
+def sim_labels(items: list[str]) -> dict[str, str]:
+    """`--label KEY=VALUE` flags as the file_sd group's labels (the monitor's canary groups read them)."""
+    labels = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not (key.strip()[0].isalpha() or key.strip()[0] == "_") \
+                or not all(c.isalnum() or c == "_" for c in key.strip()):
+            raise BadInput(f"--label: {item!r} is not KEY=VALUE with a label name (letters, digits, _)")
+        labels[key.strip()] = value
+    return labels
 
 
 def fleet_params(args: argparse.Namespace):
@@ -110,7 +127,9 @@ def fleet_params(args: argparse.Namespace):
     try:
         changes = {"max_model_len": args.max_model_len, "time_scale": args.time_scale, "seed": args.seed,
                    "spec_decode_acceptance": spec, "num_speculative_tokens": getattr(args, "num_speculative_tokens", 3),
-                   "max_num_queued_reqs": queued}
+                   "max_num_queued_reqs": queued, "tpot_factor": getattr(args, "tpot_factor", 1.0),
+                   "ttft_factor": getattr(args, "ttft_factor", 1.0),
+                   "mean_output_tokens": getattr(args, "mean_output_tokens", 200)}
         if args.model:
             changes["model"] = args.model
         base = InstanceParams(**changes)
@@ -147,7 +166,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     fleet = SimFleet(params, version=args.metrics_version, host=args.host, ground_truth=args.ground_truth,
                      otlp_endpoint=endpoint,
                      otlp_service_name=args.otlp_service_name or os.environ.get("OTEL_SERVICE_NAME"),
-                     file_sd=args.file_sd)
+                     file_sd=args.file_sd, file_sd_labels=sim_labels(args.label))
     ports = [0] * len(params) if args.base_port == 0 else [args.base_port + i for i in range(len(params))]
 
     async def main() -> None:

@@ -342,7 +342,8 @@ class Engine:
         p = self.params
         seqs = len(plan)
         tokens = sum(chunk for _, chunk in plan)
-        cost = p.step_base_s + p.step_s_per_seq * seqs + p.prefill_s_per_token * max(0, tokens - seqs)
+        cost = ((p.step_base_s + p.step_s_per_seq * seqs) * p.tpot_factor
+                + p.prefill_s_per_token * max(0, tokens - seqs) * p.ttft_factor)
         return cost * self.faults.latency_multiplier * p.time_scale / p.speed
 
     def _complete_step(self, plan: list[tuple[SimRequest, int]], preempted: int, queries: int, hits: int) -> None:

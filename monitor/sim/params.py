@@ -34,6 +34,9 @@ class InstanceParams:
     num_speculative_tokens: int = 3
     # vLLM's `--max-num-queued-reqs`: more waiting requests than this are refused with 503 (None: no limit)
     max_num_queued_reqs: int | None = None
+    # per-version behaviour (a canary's candidate): decode steps and prefill cost these many times more
+    tpot_factor: float = 1.0
+    ttft_factor: float = 1.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -41,7 +44,7 @@ class InstanceParams:
                      "mean_output_tokens"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
-        for name in ("speed", "time_scale"):
+        for name in ("speed", "time_scale", "tpot_factor", "ttft_factor"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be positive")
         for name in ("prefill_s_per_token", "step_base_s", "step_s_per_seq"):
