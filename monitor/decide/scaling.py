@@ -132,6 +132,8 @@ def ready_replicas(current: int, ready: int, ratio: float, tolerance: float) -> 
     if abs(ratio - 1.0) <= tolerance:
         return current
     used = ready * ratio if ratio > 1.0 else ready * ratio + missing
+    if not math.isfinite(used):  # a ratio near the float range: nothing known to act on, as hpa_replicas
+        return max(current, 0)
     new_ratio = used / current
     if abs(new_ratio - 1.0) <= tolerance or (new_ratio > 1.0) != (ratio > 1.0):
         return current
