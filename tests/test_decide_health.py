@@ -102,7 +102,7 @@ def test_three_consecutive_scrape_failures_eject():
     d.step()
     d.step({d.names[0]: failing()})
     d.step({d.names[0]: failing()})
-    assert d.state(0) == HEALTHY and "2/3 before ejection" in d.reasons(0)
+    assert d.state(0) == HEALTHY and "the last 2 observations failed (ejected at 3 in a row)" in d.reasons(0)
     decision = d.step({d.names[0]: failing()})
     assert d.state(0) == EJECTED
     verdict = decision.verdicts[d.names[0]]
@@ -424,7 +424,7 @@ def test_degraded_returns_after_n_good_intervals():
     d.step({d.names[0]: {"ttft_p99_s": 0.7}})
     d.step()
     d.step()
-    assert d.state(0) == DEGRADED and "recovering: 2/3 good intervals" in d.reasons(0)
+    assert d.state(0) == DEGRADED and "recovering: 2 of 3 good intervals needed" in d.reasons(0)
     d.step()
     assert d.state(0) == HEALTHY
 
@@ -525,7 +525,7 @@ def test_cap_never_ejects_more_than_max_ejection_percent_and_picks_the_worst():
     assert states.count(EJECTED) == 2
     assert (d.state(1), d.state(2)) == (EJECTED, EJECTED)  # the two slowest
     assert (d.state(0), d.state(3)) == (DEGRADED, DEGRADED)
-    assert "ejection held back: 2 of 4 already ejected (max_ejection_percent 50%)" in d.reasons(0)
+    assert "ejection held back: 2 of 4 instances already ejected (max_ejection_percent 50%)" in d.reasons(0)
     for _ in range(30):  # all stay bad: the cap holds over time, nothing rotates in
         d.step({n: {"ttft_p99_s": 2.0} for n in d.names})
         assert sum(h.state == EJECTED for h in d.pool.instances.values()) <= 2
@@ -616,7 +616,7 @@ def test_outliers_need_enough_hosts_and_requests():
     d = Driver(5)  # enough hosts, too little traffic each
     decision = d.step({n: {"requests": 50.0, "ttft_p99_s": v} for n, v in zip(d.names, (0.2, 0.2, 0.2, 0.2, 0.45))})
     assert d.state(4) == HEALTHY
-    assert any("outlier detection skipped: 0 hosts" in note for note in decision.notes)
+    assert any("outlier detection skipped: 0 of 5 hosts needed" in note for note in decision.notes)
 
 
 def test_identical_peers_do_not_make_a_tiny_difference_an_outlier():
@@ -797,4 +797,4 @@ def test_an_ejected_instance_whose_time_is_served_says_it_is_earning_its_way_bac
     for _ in range(7):  # 35 s: past the 30 s ejection, still slow
         d.step({d.names[0]: {"ttft_p99_s": 3.0}})
     assert d.state(0) == EJECTED
-    assert "ejection #1 ended at" in d.reasons(0) and "ejected until" not in d.reasons(0)
+    assert "ejection time served at" in d.reasons(0) and "ejected until" not in d.reasons(0)

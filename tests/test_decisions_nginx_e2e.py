@@ -293,9 +293,19 @@ def _scenario(s: _Scene, service: _Proc, sim: _Proc, load: _Proc) -> None:
     t_again = _wait(lambda: (again := _arrivals(_truth(s.truth), victim, t_back)) and again[0], 20,
                     "requests to reach the instance again")
 
+    # judged for what it does now (issue 20): back in rotation, it is judged on the requests it serves
+    # from here, not on those it served while slow; it stays healthy while they come in
+    assert "judged only on the requests it serves from now on" in back_body, back_body
+    t_served = time.time()
+    while time.time() < max(t_back + WINDOW, t_served) + 4 * INTERVAL:
+        assert s.check(victim).status_code == 200, s.check(victim).text
+        time.sleep(0.1)
+    assert len(_arrivals(_truth(s.truth), victim, t_back)) >= 4, "too little traffic to judge it on"
+
     audit = s.client.get(f"{s.base}/api/v1/decisions", params={"kind": "health", "instance": victim}).json()
     moves = [(d["from"], d["to"]) for d in reversed(audit)]
     assert ("healthy", "ejected") in moves and ("ejected", "healthy") in moves, moves
+    assert moves.count(("healthy", "ejected")) == 1, f"ejected again after it returned: {moves}"
 
     iv = INTERVAL
     print(f"\n[e2e] scrape interval {iv * 1000:.0f} ms, window {WINDOW:g} s, fault x{MULTIPLIER} on {victim}")

@@ -9,7 +9,7 @@ import statistics
 from typing import Mapping
 
 from monitor.decide.verdicts import LATENCY, OUTLIER, Finding
-from monitor.decide.wording import pct, secs
+from monitor.decide.wording import count, pct, progress, secs
 from monitor.evaluate.signals import InstanceSignals
 from monitor.settings import HealthSettings
 
@@ -23,8 +23,8 @@ def compare_with_pool(eligible: list[str], members: int, sigs: Mapping[str, Inst
     enough = [i for i in eligible if sigs[i].requests >= s.outlier_min_requests]
     if s.outlier_stdev_factor is None or len(enough) < s.outlier_min_hosts:
         if s.outlier_stdev_factor is not None and members >= s.outlier_min_hosts:
-            notes.append(f"outlier detection skipped: {len(enough)} hosts with >= {s.outlier_min_requests} "
-                         f"requests, needs {s.outlier_min_hosts}")
+            notes.append(f"outlier detection skipped: {progress(len(enough), s.outlier_min_hosts, 'host')} "
+                         f"with {count(s.outlier_min_requests, 'request')} or more in the window")
         return relative_slowdown(eligible, sigs, s)
     k = s.outlier_stdev_factor
     latency = {i: sigs[i].ttft_p99_s for i in enough if sigs[i].ttft_p99_s is not None}
@@ -37,7 +37,7 @@ def compare_with_pool(eligible: list[str], members: int, sigs: Mapping[str, Inst
                 out.setdefault(i, []).append(Finding(
                     s.outlier_action, OUTLIER,
                     f"outlier: TTFT p99 {secs(x)} vs rest of pool {secs(mean)} ± {secs(sd)} (k={k:g})",
-                    x / mean if mean > 0 else math.inf))
+                    x / mean if mean > 0 else math.inf, s.outlier_min_requests))
     if len(success) >= s.outlier_min_hosts:
         for i, x in success.items():
             rest = [v for j, v in success.items() if j != i]
@@ -46,7 +46,7 @@ def compare_with_pool(eligible: list[str], members: int, sigs: Mapping[str, Inst
                 out.setdefault(i, []).append(Finding(
                     s.outlier_action, OUTLIER,
                     f"outlier: success rate {pct(x)} vs rest of pool {pct(mean)} ± {pct(sd)} (k={k:g})",
-                    (mean - x) / max(1.0 - mean, 1e-3)))
+                    (mean - x) / max(1.0 - mean, 1e-3), s.outlier_min_requests))
     return out
 
 
@@ -71,5 +71,6 @@ def relative_slowdown(eligible: list[str], sigs: Mapping[str, InstanceSignals],
                 out.setdefault(i, []).append(Finding(
                     "degrade", LATENCY,
                     f"slower than the pool: {label} {secs(x)} is {x / median:.1f}x the median "
-                    f"{secs(median)} of the other {len(rest)} (relative_slowdown {factor:g}x)", x / median))
+                    f"{secs(median)} of the other {count(len(rest), 'instance')} (relative_slowdown {factor:g}x)",
+                    x / median, s.relative_min_requests))
     return out

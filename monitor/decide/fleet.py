@@ -112,6 +112,13 @@ class FleetDecisions:
         """The window each pool's health figures are read over (its own, else the fleet's `default`)."""
         return {name: pool.settings.window or default for name, pool in self.health.items()}
 
+    def judged_since(self) -> dict[str, float]:
+        """Instance -> when its health state last changed: the signals of the next cycle cover only
+        what it did since (monitor/evaluate/signals.py), so an instance that came back is judged on
+        the requests it served after coming back, not on those it served while sick."""
+        return {i: h.since for pool in self.health.values() for i, h in pool.instances.items()
+                if h.since is not None}
+
     def decide(self, signals: Mapping[str, PoolSignals], now: float, *, data_at: float | None,
                cycle_duration_s: float | None = None,
                burn_rates: Mapping[str, float | None] | None = None,

@@ -27,7 +27,7 @@ the time; monitor/decide/fleet.py runs every pool's rules once per cycle.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
 from monitor.decide.verdicts import (
@@ -42,7 +42,7 @@ from monitor.decide.verdicts import (
     UNREACHABLE,
     Finding,
 )
-from monitor.decide.wording import num, pct, secs
+from monitor.decide.wording import count, num, pct, secs
 from monitor.evaluate.signals import InstanceSignals
 from monitor.settings import HealthSettings
 
@@ -80,6 +80,9 @@ class InstanceHealth:
     warm_from: float | None = None  # slow start: when it first turned healthy after starting
     held_state: str | None = None  # the state before leaving or sleeping, resumed on return
     woke_at: float | None = None  # when its engine last woke from sleep (latency then still holds the sleep)
+    # requests it must serve after being degraded by a rule that needs volume (latency, errors,
+    # outliers) before an interval counts toward recovery: its window restarted with the change
+    evidence_needed: float = 0.0
     last_signals: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,6 +137,15 @@ class InstanceHealth:
         else:
             self.stalled_intervals += 1
 
+    def volume(self, sig: InstanceSignals) -> str:
+        """What the window figures rest on, in words: `60s window, 50 requests`, or after a change
+        of state `6 requests in the 22s since it turned healthy` (the window restarted with it)."""
+        if sig.judged_since is not None and sig.observed_at is not None:
+            span = max(0.0, sig.observed_at - sig.judged_since)
+            return f"{count(sig.requests, 'request')} in the {secs(span)} since it turned {self.state}"
+        window = f"{secs(sig.window_s)} window, " if sig.window_s else ""
+        return f"{window}{count(sig.requests, 'request')}"
+
     def findings(self, sig: InstanceSignals, s: HealthSettings) -> list[Finding]:
         """The rules that look at this instance alone."""
         out: list[Finding] = []
@@ -155,17 +167,19 @@ class InstanceHealth:
             out.append(Finding(
                 "eject", HANG, f"hung: /metrics answers but /health timed out {self.health_timeouts}x in a row",
                 600.0 + self.health_timeouts))
-        window = f"{secs(sig.window_s)} window, " if sig.window_s else ""
-        if sig.requests >= max(s.min_requests, 1):
-            volume = f"({window}{num(sig.requests)} requests)"
+        needed = max(s.min_requests, 1)
+        if sig.requests >= needed:
+            volume = f"({self.volume(sig)})"
+            found: list[Finding] = []
             for label, value, degraded, eject in (
                 ("TTFT p99", sig.ttft_p99_s, s.ttft_p99_degraded, s.ttft_p99_eject),
                 ("TPOT p99", sig.tpot_p99_s, s.tpot_p99_degraded, s.tpot_p99_eject),
                 ("e2e p99", sig.e2e_p99_s, s.e2e_p99_degraded, s.e2e_p99_eject),
             ):
-                out.extend(_threshold_findings(LATENCY, label, value, degraded, eject, secs, volume))
-            out.extend(_threshold_findings(ERRORS, "error ratio", sig.error_ratio, s.error_ratio_degraded,
-                                           s.error_ratio_eject, pct, volume))
+                found.extend(_threshold_findings(LATENCY, label, value, degraded, eject, secs, volume))
+            found.extend(_threshold_findings(ERRORS, "error ratio", sig.error_ratio, s.error_ratio_degraded,
+                                             s.error_ratio_eject, pct, volume))
+            out.extend(replace(f, min_requests=float(needed)) for f in found)
         if (s.kv_cache_threshold is not None and sig.kv_cache_usage is not None
                 and sig.kv_cache_usage >= s.kv_cache_threshold
                 and (sig.requests_waiting or 0) >= s.kv_cache_min_waiting):

@@ -32,7 +32,7 @@ from monitor.decide.verdicts import (
     Transition,
 )
 from monitor.decide.comparison import compare_with_pool
-from monitor.decide.wording import clock, main_kind, secs
+from monitor.decide.wording import clock, count, main_kind, ordinal, progress, secs
 from monitor.evaluate.signals import InstanceSignals
 from monitor.settings import HealthSettings
 
@@ -177,9 +177,13 @@ class PoolHealth:
         for i, h in judged.items():
             sig, found = sigs[i], findings[i]
             good = new[i] and not sig.failed and not found
-            if new[i]:
+            # degraded by a rule that needs volume, and too few requests since to let it speak: the
+            # interval says nothing either way (the window restarted with the state; judged on what
+            # it does now, it is not judged on too little of it)
+            unproven = good and h.state == DEGRADED and sig.requests < h.evidence_needed
+            if new[i] and not unproven:
                 h.good_intervals = h.good_intervals + 1 if good else 0
-            self._decide_one(h, sig, found, good, new[i], now, candidates)
+            self._decide_one(h, sig, found, good and not unproven, new[i], now, candidates)
         for i, h in members.items():
             if i not in judged and i not in asleep:  # still starting, within its grace
                 self._starting_reasons(h, now)
@@ -197,13 +201,13 @@ class PoolHealth:
             elif not h.seen:  # never served: held back by the cap, it still gets no traffic
                 self._starting_reasons(h, now)
             elif ejected >= len(judged) - 1:
-                held = (f"ejection held back: {ejected} of {len(judged)} already ejected, and the last server "
-                        "in rotation is never ejected")
-                self._set(h, DEGRADED, tuple(f.reason for f in found) + (held,), eject_level[0].kind, now)
+                held = (f"ejection held back: {ejected} of {count(len(judged), 'instance')} already ejected, "
+                        "and the last server in rotation is never ejected")
+                self._degrade(h, found, tuple(f.reason for f in found) + (held,), eject_level[0].kind, now)
             else:
-                held = (f"ejection held back: {ejected} of {len(judged)} already ejected "
+                held = (f"ejection held back: {ejected} of {count(len(judged), 'instance')} already ejected "
                         f"(max_ejection_percent {s.max_ejection_percent:g}%)")
-                self._set(h, DEGRADED, tuple(f.reason for f in found) + (held,), eject_level[0].kind, now)
+                self._degrade(h, found, tuple(f.reason for f in found) + (held,), eject_level[0].kind, now)
 
         for i, h in members.items():
             if h.state != before[i]:
@@ -231,17 +235,18 @@ class PoolHealth:
         if h.state == EJECTED:
             until = h.ejected_until or now
             if now >= until and h.good_intervals >= s.recovery_intervals:
-                self._set(h, HEALTHY, (f"returned after {h.good_intervals} good intervals (was ejected: "
-                                       f"{'; '.join(h.ejection_reasons) or 'no reason kept'})",), None, now)
+                self._set(h, HEALTHY, (f"returned after {count(h.good_intervals, 'good interval')} in a row "
+                                       f"(was ejected: {'; '.join(h.ejection_reasons) or 'no reason kept'}); "
+                                       "judged only on the requests it serves from now on",), None, now)
                 h.ejected_until = None
                 h.decay_from = now
                 return
             if now < until:
-                waiting = (f"ejected until {clock(until)} (ejection #{h.ejections}); "
-                           f"{h.good_intervals}/{s.recovery_intervals} good intervals")
+                waiting = (f"ejected until {clock(until)} ({_nth_ejection(h.ejections)}); "
+                           f"{progress(h.good_intervals, s.recovery_intervals, 'good interval')}")
             else:  # the time is served: what is left is earning the way back
-                waiting = (f"ejection #{h.ejections} ended at {clock(until)}; returns after "
-                           f"{s.recovery_intervals} good intervals in a row ({h.good_intervals} so far)")
+                waiting = (f"ejection time served at {clock(until)} ({_nth_ejection(h.ejections)}); returns after "
+                           f"{count(s.recovery_intervals, 'good interval')} in a row, {h.good_intervals} so far")
             current = tuple(f.reason for f in found)
             # the same rule firing again says so once, with today's figures (`TPOT p99 66ms > ...`)
             fresh = {_rule(r) for r in current}
@@ -266,11 +271,15 @@ class PoolHealth:
             self._starting_reasons(h, now)
             return
         if degrade:
-            self._set(h, DEGRADED, tuple(f.reason for f in degrade), main_kind(degrade), now)
+            self._degrade(h, degrade, tuple(f.reason for f in degrade), main_kind(degrade), now)
             return
         if h.state == DEGRADED and h.good_intervals < s.recovery_intervals:
             core = tuple(r for r in h.reasons if not r.startswith(("recovering:", FAIL_OPEN_PREFIX)))
-            h.reasons = core + (f"recovering: {h.good_intervals}/{s.recovery_intervals} good intervals",)
+            recovering = f"recovering: {progress(h.good_intervals, s.recovery_intervals, 'good interval')}"
+            if sig.requests < h.evidence_needed:
+                recovering += (f"; an interval counts once {progress(sig.requests, h.evidence_needed, 'request')} "
+                               f"since it turned degraded at {clock(h.since or now)} are in")
+            h.reasons = core + (recovering,)
             return
         if h.state == STARTING and s.slow_start:
             h.warm_from = now
@@ -278,9 +287,10 @@ class PoolHealth:
         if h.state == SLEEPING:
             notes = ("engine awake again",)
         elif h.failures:
-            notes = (f"last {h.failures} observation(s) failed ({h.failures}/{s.failure_threshold} before "
-                     f"ejection): {h.last_failure}",)
+            notes = (f"the last {count(h.failures, 'observation')} failed (ejected at "
+                     f"{s.failure_threshold} in a row): {h.last_failure}",)
         self._set(h, HEALTHY, notes, None, now)
+        h.evidence_needed = 0.0
         if good and h.ejections > 0:
             if h.decay_from is None:
                 h.decay_from = now
@@ -296,8 +306,15 @@ class PoolHealth:
         h.good_intervals = 0
         h.ejection_reasons = tuple(f.reason for f in found)
         self._set(h, EJECTED, h.ejection_reasons + (
-            f"ejected for {secs(duration)} (ejection #{h.ejections}, until {clock(h.ejected_until)})",),
+            f"ejected for {secs(duration)} until {clock(h.ejected_until)} ({_nth_ejection(h.ejections)})",),
             main_kind(found), now)
+
+    def _degrade(self, h: InstanceHealth, found: list[Finding], reasons: tuple[str, ...], kind: str | None,
+                 now: float) -> None:
+        """Degraded by `found`: to return it must serve as many requests as those rules need, since
+        (fewer would not let them fire, so their silence would prove nothing)."""
+        self._set(h, DEGRADED, reasons, kind, now)
+        h.evidence_needed = max((f.min_requests for f in found), default=0.0)
 
     @staticmethod
     def _set(h: InstanceHealth, state: str, reasons: tuple[str, ...], kind: str | None, now: float) -> None:
@@ -383,6 +400,12 @@ class PoolHealth:
                 if h.state in (LEAVING, STARTING):
                     h.state = UNKNOWN
                 self.instances[i] = h
+
+
+def _nth_ejection(n: int) -> str:
+    """`first ejection`, `2nd ejection in a row`: the backoff step an ejection's length follows
+    (in a row: not parted by `backoff_decay` of healthy time)."""
+    return "first ejection" if n <= 1 else f"{ordinal(n)} ejection in a row"
 
 
 def _rule(reason: str) -> str:

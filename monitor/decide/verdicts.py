@@ -38,12 +38,17 @@ STALE_SERVES = frozenset({HEALTHY, DEGRADED, EJECTED, UNKNOWN})
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One rule that fired: `degrade` or `eject`, what about, why, and how bad (orders candidates)."""
+    """One rule that fired: `degrade` or `eject`, what about, why, and how bad (orders candidates).
+
+    `min_requests`: the requests the rule needs before it speaks (0 for rules that need none). An
+    instance it degrades earns its way back only on as many requests served since: fewer say
+    nothing either way, as they did not let the rule fire in the first place."""
 
     level: Literal["degrade", "eject"]
     kind: str
     reason: str
     severity: float
+    min_requests: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

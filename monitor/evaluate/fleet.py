@@ -107,7 +107,8 @@ class FleetView:
             self.set_members(members)
         self.last_cycle_at: float | None = None
         self.last_cycle_duration_s: float | None = None
-        self._stats_cache: dict[tuple[str, float], tuple[float, tuple, dict[str, WindowStats]]] = {}
+        self._stats_cache: dict[tuple[str, float, float | None], tuple[float, tuple, dict[str, WindowStats]]] = {}
+        self._cut_since: dict[tuple[str, float], float] = {}  # (instance, window) -> the since cached for it
 
     def configure(self, window_s: float, scrape_interval_s: float, longest_window_s: float = 0.0) -> None:
         """The API's window, and how much history to keep: enough for the longest window anyone
@@ -126,6 +127,8 @@ class FleetView:
             del self.tracks[track.instance]
             for key in [k for k in self._stats_cache if k[0] == track.instance]:
                 del self._stats_cache[key]
+            for cut in [k for k in self._cut_since if k[0] == track.instance]:
+                del self._cut_since[cut]
         joined = []
         for address, (pool, url) in wanted.items():
             track = self.tracks.get(address)
@@ -157,24 +160,33 @@ class FleetView:
                 while len(series) > 2 and series[1][0] <= horizon:
                     series.popleft()
 
-    def stats(self, track: InstanceTrack, now: float, window: float | None = None) -> dict[str, WindowStats]:
-        """Per-model figures over the window ending at `now`.
+    def stats(self, track: InstanceTrack, now: float, window: float | None = None,
+              since: float | None = None) -> dict[str, WindowStats]:
+        """Per-model figures over the window ending at `now` (starting no earlier than `since`:
+        health judges an instance on what it did since its state last changed).
 
         Health, scaling and the API each ask for every instance in the same cycle; the answer is
         kept until `now`, the window or the instance's samples change (at 1,000 targets the
         repeated arithmetic was a tenth of the service's CPU).
         """
         window = self.window if window is None else window
+        if since is not None and since <= now - window:
+            since = None  # the state is older than the window: the whole window, and its cache entry
         tails = tuple((model, len(series), series[-1][0]) for model, series in track.samples.items() if series)
-        key = (track.instance, window)
+        key = (track.instance, window, since)
         cached = self._stats_cache.get(key)
         if cached is not None and cached[0] == now and cached[1] == tails:
             return cached[2]
         out: dict[str, WindowStats] = {}
         for model, series in track.samples.items():
-            s = window_stats(list(series), now, window)
+            s = window_stats(list(series), now, window, since)
             if s is not None:
                 out[model] = s
+        if since is not None:  # a state change replaces the last: one cut window per instance and window
+            previous = self._cut_since.get(key[:2])
+            if previous is not None and previous != since:
+                self._stats_cache.pop((track.instance, window, previous), None)
+            self._cut_since[key[:2]] = since
         self._stats_cache[key] = (now, tails, out)
         return out
 

@@ -45,6 +45,9 @@ class InstanceSignals:
     tpot_p99_s: float | None = None
     sleep_level: float | None = None  # 0 awake, 1 weights offloaded, 2 discarded; None when not reported
     window_s: float | None = None
+    # when the figures start later than `window_s` back: the instance's last change of state (health
+    # judges it on what it did since: requests served while ejected or sick are not held against it)
+    judged_since: float | None = None
     # reasons from outside the metrics page (GPU memory, XID events): they degrade, never eject,
     # because a GPU reading alone cannot tell a fault from vLLM's normal 90% memory reservation
     external_reasons: tuple[str, ...] = ()
@@ -59,7 +62,8 @@ class InstanceSignals:
         return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
 
 
-def instance_signals(track: InstanceTrack, stats: WindowStats | None, window_s: float | None = None) -> InstanceSignals:
+def instance_signals(track: InstanceTrack, stats: WindowStats | None, window_s: float | None = None,
+                     judged_since: float | None = None) -> InstanceSignals:
     """One instance's signals from its track and its merged window stats.
 
     Gauges and the generation-token counter come from the latest successful sample (the hang rule
@@ -109,6 +113,7 @@ def instance_signals(track: InstanceTrack, stats: WindowStats | None, window_s: 
         tpot_p99_s=figures["tpot_p99_s"],
         sleep_level=sleep,
         window_s=window_s,
+        judged_since=judged_since,
     )
 
 
@@ -123,9 +128,12 @@ class PoolSignals:
     scraped_ok: frozenset[str] = frozenset()  # members whose last scrape succeeded
 
 
-def pool_signals(fleet: FleetView, pool: str, members: list[str], now: float, window_s: float) -> PoolSignals:
-    """The snapshot of one pool's members (instances without a track yet are left out: not scraped)."""
-    building = _Building(pool, window_s)
+def pool_signals(fleet: FleetView, pool: str, members: list[str], now: float, window_s: float,
+                 since: Mapping[str, float] | None = None) -> PoolSignals:
+    """The snapshot of one pool's members (instances without a track yet are left out: not scraped).
+    `since`: instance -> when its health state last changed (the decide stage's); its health
+    signals cover only what came after, the scaling stats the whole window."""
+    building = _Building(pool, window_s, since)
     building.add(fleet, members, now)
     return building.done()
 
@@ -133,8 +141,9 @@ def pool_signals(fleet: FleetView, pool: str, members: list[str], now: float, wi
 class _Building:
     """A pool's snapshot while its members are added (in one go, or in batches between awaits)."""
 
-    def __init__(self, pool: str, window_s: float) -> None:
+    def __init__(self, pool: str, window_s: float, since: Mapping[str, float] | None = None) -> None:
         self.pool, self.window_s = pool, window_s
+        self.since = since or {}
         self.signals: dict[str, InstanceSignals] = {}
         self.stats: dict[str, WindowStats | None] = {}
         self.ok: set[str] = set()
@@ -144,9 +153,10 @@ class _Building:
             track = fleet.tracks.get(instance)
             if track is None:
                 continue
-            merged = merge_stats(list(fleet.stats(track, now, self.window_s).values()))
-            self.signals[instance] = instance_signals(track, merged, self.window_s)
-            self.stats[instance] = (merged if self.window_s == fleet.window
+            since = judged_since(self.since.get(instance), now, self.window_s)
+            merged = merge_stats(list(fleet.stats(track, now, self.window_s, since).values()))
+            self.signals[instance] = instance_signals(track, merged, self.window_s, since)
+            self.stats[instance] = (merged if self.window_s == fleet.window and since is None
                                     else merge_stats(list(fleet.stats(track, now).values())))
             if track.last is not None and track.last.ok:
                 self.ok.add(instance)
@@ -155,14 +165,23 @@ class _Building:
         return PoolSignals(self.pool, self.window_s, self.signals, self.stats, frozenset(self.ok))
 
 
+def judged_since(since: float | None, now: float, window_s: float) -> float | None:
+    """The start of an instance's health figures when its last change of state cuts its window
+    short (None: the whole window). A since not finite or in the future (a clock step, a bad
+    restore) cuts nothing: the window is the fallback, never an empty one."""
+    if since is None or not math.isfinite(since) or since <= now - window_s or since > now:
+        return None
+    return since
+
+
 async def fleet_signals(fleet: FleetView, members: Mapping[str, list[str]], windows: Mapping[str, float],
-                        now: float, batch: int = 100) -> dict[str, PoolSignals]:
+                        now: float, batch: int = 100, since: Mapping[str, float] | None = None) -> dict[str, PoolSignals]:
     """Every pool's signals for one cycle, built in batches that let the API answer in between (at
     1,000 instances the window figures cost a few hundred ms in one block); health, scaling and
-    the API then read the same figures from the fleet's per-cycle cache."""
+    the API then read the same figures from the fleet's per-cycle cache. `since`: as `pool_signals`."""
     out: dict[str, PoolSignals] = {}
     for pool, instances in members.items():
-        building = _Building(pool, windows[pool])
+        building = _Building(pool, windows[pool], since)
         for start in range(0, len(instances), batch):
             building.add(fleet, instances[start:start + batch], now)
             await asyncio.sleep(0)

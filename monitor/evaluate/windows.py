@@ -185,20 +185,32 @@ class WindowStats:
         return self.finished.get("error", 0.0) + self.increases.get("admission_rejections", 0.0)
 
 
-def select_window(times: Sequence[float], now: float, window: float) -> tuple[int, int] | None:
-    """Indices [first, last] of the scrapes covering (now - window, now], with the last scrape at or
-    before the window's start as the baseline so the first interval is not lost."""
+def window_start(now: float, window: float, since: float | None = None) -> float:
+    """Where a window ending at `now` begins: `window` back, or at `since` when that is later (the
+    health rules judge an instance only on what it did since its state last changed, so requests it
+    served before an ejection cannot eject it again after it returned)."""
+    start = now - window
+    return start if since is None or since <= start else since
+
+
+def select_window(times: Sequence[float], now: float, window: float,
+                  since: float | None = None) -> tuple[int, int] | None:
+    """Indices [first, last] of the scrapes covering (start, now], with the last scrape at or
+    before the window's start as the baseline so the first interval is not lost (`window_start`:
+    the start is `since` when that is later than `now - window`)."""
     last = max((i for i, t in enumerate(times) if t <= now), default=None)
     if last is None:
         return None
-    start = now - window
+    start = window_start(now, window, since)
     first = max((i for i, t in enumerate(times[: last + 1]) if t <= start), default=0)
     return (first, last) if last > first else None
 
 
-def window_stats(points: Sequence[tuple[float, ModelSample]], now: float, window: float) -> WindowStats | None:
-    """Stats of one instance and model over (now - window, now]; None with fewer than two scrapes."""
-    chosen = select_window([t for t, _ in points], now, window)
+def window_stats(points: Sequence[tuple[float, ModelSample]], now: float, window: float,
+                 since: float | None = None) -> WindowStats | None:
+    """Stats of one instance and model over (now - window, now], or (since, now] when `since` is
+    later; None with fewer than two scrapes."""
+    chosen = select_window([t for t, _ in points], now, window, since)
     if chosen is None:
         return None
     first, last = chosen

@@ -420,12 +420,13 @@ class Service:
         members = {pool: [i for i, h in health.instances.items() if h.state != LEAVING]
                    for pool, health in self.decisions.health.items()}
         windows = self.decisions.windows(self.fleet.window)
-        signals = await st.arun("signals", fleet_signals(self.fleet, members, windows, now))
+        since = self.decisions.judged_since()  # each instance judged on what it did since its state changed
+        signals = await st.arun("signals", fleet_signals(self.fleet, members, windows, now, since=since))
         if signals is not None:
             return signals, set()
         signals, skip = {}, set()
         for pool, instances in members.items():
-            got = await st.arun(f"signals/{pool}", fleet_signals(self.fleet, {pool: instances}, windows, now))
+            got = await st.arun(f"signals/{pool}", fleet_signals(self.fleet, {pool: instances}, windows, now, since=since))
             if got is None:
                 skip.add(pool)
             else:
@@ -444,7 +445,8 @@ class Service:
         st = self.stages
         if signals is None:  # outside a cycle (tests, a takeover): every member's signals now
             windows = self.decisions.windows(self.fleet.window)
-            signals = {p: pool_signals(self.fleet, p, list(h.instances), now, windows[p])
+            since = self.decisions.judged_since()
+            signals = {p: pool_signals(self.fleet, p, list(h.instances), now, windows[p], since)
                        for p, h in self.decisions.health.items()}
         external = None
         if self.gpu_scraper is not None:
