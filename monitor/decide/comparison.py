@@ -95,13 +95,20 @@ def pool_wide_slowness(eligible: list[str], sigs: Mapping[str, InstanceSignals],
     out: dict[str, dict[str, str]] = {}
     if len(busy) < 2:
         return out
+
+    def start(i: str) -> float:  # where the instance's figures begin (its last change of state, else the window)
+        return sigs[i].judged_since if sigs[i].judged_since is not None else -math.inf
+
     for label, attr, threshold_key in LATENCY_FIGURES:
         threshold = getattr(s, threshold_key)
         if threshold is None:
             continue
         values = {i: getattr(sigs[i], attr) for i in busy}
         for i in busy:
-            rest = [v for j, v in values.items() if j != i]
+            # only peers judged over about the same stretch compare: replicas that joined (or came back)
+            # after the load began are fast because they missed it, which says nothing of this one
+            tolerance = (sigs[i].window_s or 0.0) / 2
+            rest = [v for j, v in values.items() if j != i and start(j) <= start(i) + tolerance]
             if rest and all(v is not None and v > threshold for v in rest):
                 median = statistics.median(rest)  # type: ignore[type-var]
                 out.setdefault(i, {})[label] = (
