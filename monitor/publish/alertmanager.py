@@ -32,7 +32,7 @@ from typing import Any, Iterable
 import httpx
 
 from monitor.evaluate.slo import WINDOW_NAMES, CostBudgetStatus
-from monitor.evaluate.slo_engine import SloStatus
+from monitor.evaluate.slo.engine import SloStatus
 from monitor.settings import SloConfig
 from monitor.units import format_duration, redact_url, rfc3339
 

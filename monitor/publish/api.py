@@ -16,7 +16,7 @@ from monitor.act.nginx import UpstreamServer, render_upstream
 from monitor.decide.verdicts import STALE_SERVES, UNKNOWN, InstanceVerdict
 from monitor.evaluate.fleet import InstanceView
 from monitor.evaluate.slo import WINDOW_NAMES
-from monitor.evaluate.slo_engine import SloStatus
+from monitor.evaluate.slo.engine import SloStatus
 from monitor.gpu.publish import gpus_json
 from monitor.otlp.goodput import goodput_report, latency_objectives
 from monitor.publish.canaries import install_canary_routes

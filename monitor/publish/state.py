@@ -12,7 +12,7 @@ from monitor.decide.scaling import ScalingRecommendation
 from monitor.decide.verdicts import InstanceVerdict
 from monitor.evaluate.fleet import FleetView
 from monitor.evaluate.slo import CostBudgetStatus, Exclusion
-from monitor.evaluate.slo_engine import SloStatus
+from monitor.evaluate.slo.engine import SloStatus
 from monitor.gpu.health import GpuTracker
 from monitor.otlp.receiver import TraceReceiver
 from monitor.otlp.store import TraceStore

@@ -14,7 +14,7 @@ from monitor.collect.promql import PrometheusSource
 from monitor.collect.scraper import Scraper, Target
 from monitor.config import Config
 from monitor.decide.fleet import PoolPolicy
-from monitor.evaluate.slo_engine import PROMETHEUS_LAG_S, SloEngine
+from monitor.evaluate.slo.engine import PROMETHEUS_LAG_S, SloEngine
 from monitor.gpu.collect import GpuScraper
 from monitor.gpu.mapping import GpuMapper
 from monitor.publish.alertmanager import AlertmanagerNotifier

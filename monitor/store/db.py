@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from monitor.evaluate.fleet import OutcomeTally, Rollup
-from monitor.evaluate.slo_engine import SloEventRow
+from monitor.evaluate.slo.engine import SloEventRow
 from monitor.evaluate.windows import instance_figures
 from monitor.gpu.rollup import GpuRollup
 from monitor.store.audit import AuditEntry

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
-from monitor.evaluate.slo_engine import SloEventRow
+from monitor.evaluate.slo.engine import SloEventRow
 from monitor.store.audit import AuditEntry
 from monitor.store.models import (
     DecisionRecord,

@@ -1,6 +1,8 @@
 """SLO arithmetic: events per indicator (`events`), the per-minute series (`series`), budgets, burn
 rates and the alert verdict (`burn`). Pure: no I/O, no clock; the engine that keeps state is
-`monitor.evaluate.slo_engine`."""
+`monitor.evaluate.slo.engine`, beside it with its parts (`track`, `traces`, `presence`, `maintenance`).
+Those are not re-exported here: they import settings, samples and traces, and the arithmetic stays
+importable without them (and without an import cycle through this package)."""
 
 from monitor.evaluate.slo.periods import (  # noqa: F401
     MINUTE,
