@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from monitor.collect.vllm import threshold_warning
-from monitor.evaluate.slo import MINUTE, EventSeries, Events, retention_for, slo_pairs
+from monitor.evaluate.slo import MINUTE, Events, EventSeries, retention_for, slo_pairs
 from monitor.otlp.goodput import LatencyObjective, latency_counts
 from monitor.otlp.records import RequestRecord
 from monitor.settings import LatencyIndicator, SloConfig

@@ -28,7 +28,7 @@ def _is_excluded(minute: int, excluded: MinuteRanges) -> bool:
 
 
 def _usable(good: float, total: float) -> bool:
-    return math.isfinite(good) and math.isfinite(total) and total >= 0 and 0 <= good
+    return math.isfinite(good) and math.isfinite(total) and total >= 0 and good >= 0
 
 
 def counts(rows: Rows, since: float, until: float, excluded: MinuteRanges = ()) -> tuple[float, float]:
