@@ -27,8 +27,8 @@ def compare_with_pool(eligible: list[str], members: int, sigs: Mapping[str, Inst
                          f"with {count(s.outlier_min_requests, 'request')} or more in the window")
         return relative_slowdown(eligible, sigs, s)
     k = s.outlier_stdev_factor
-    latency = {i: sigs[i].ttft_p99_s for i in enough if sigs[i].ttft_p99_s is not None}
-    success = {i: 1.0 - sigs[i].error_ratio for i in enough if sigs[i].error_ratio is not None}
+    latency = {i: p99 for i in enough if (p99 := sigs[i].ttft_p99_s) is not None}
+    success = {i: 1.0 - ratio for i in enough if (ratio := sigs[i].error_ratio) is not None}
     if len(latency) >= s.outlier_min_hosts:
         for i, x in latency.items():
             rest = [v for j, v in latency.items() if j != i]

@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
+from monitor.decide.comparison import compare_with_pool, pool_wide_slowness
 from monitor.decide.health import InstanceHealth
 from monitor.decide.verdicts import (
-    FAIL_OPEN_PREFIX,
     DEGRADED,
     EJECTED,
+    FAIL_OPEN_PREFIX,
     HEALTHY,
     LATENCY,
     LEAVING,
@@ -31,7 +32,6 @@ from monitor.decide.verdicts import (
     PoolVerdicts,
     Transition,
 )
-from monitor.decide.comparison import compare_with_pool, pool_wide_slowness
 from monitor.decide.wording import clock, count, main_kind, ordinal, progress, secs
 from monitor.evaluate.signals import InstanceSignals
 from monitor.settings import HealthSettings

@@ -41,8 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from monitor.errors import BadInput
     from monitor.demo.runner import DemoOptions, run_demo
+    from monitor.errors import BadInput
     from monitor.loadgen.cli import seconds
 
     problems = []
