@@ -1,0 +1,37 @@
+"""Hostile-review findings on config loading (issue 19, "config loading that cannot crash"): values
+`check` passed that then broke `serve` every cycle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from monitor.cli import main
+
+POOL = "pools:\n  - name: chat\n    targets: [http://127.0.0.1:8000]\n"
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("scaling", "scale_up_max_percent", ".inf"),
+    ("scaling", "target_waiting_per_replica", ".inf"),
+    ("scaling", "target_ttft_burn_rate", ".inf"),
+    ("health", "outlier_stdev_factor", ".inf"),
+    ("health", "outlier_min_latency_ratio", ".nan"),
+    ("cost", "gpu_hour", ".inf"),
+])
+def test_a_yaml_infinity_or_nan_in_a_number_setting_is_refused_with_exit_2(
+        tmp_path: Path, capsys, section: str, key: str, value: str) -> None:
+    # `.inf` passed `gt=0`; `serve` then failed the pool's decisions on every cycle
+    # (OverflowError in ceil) or published `+Inf` costs on /metrics
+    extra = f"    {section}: {{{key}: {value}}}\n"
+    if section == "cost":
+        extra = f"    cost: {{gpu_hour: {value}}}\n"
+    path = tmp_path / "monitor.yaml"
+    path.write_text(POOL + extra)
+    code = main(["check", "--config", str(path)])
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert code == 2, text
+    assert f"pools[0].{section}.{key}" in text
+    assert "finite" in text
