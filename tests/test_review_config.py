@@ -35,3 +35,14 @@ def test_a_yaml_infinity_or_nan_in_a_number_setting_is_refused_with_exit_2(
     assert code == 2, text
     assert f"pools[0].{section}.{key}" in text
     assert "finite" in text
+
+
+@pytest.mark.parametrize("key", ["min_replicas", "max_replicas"])
+def test_a_replica_bound_past_kubernetes_int32_is_refused(tmp_path: Path, capsys, key: str) -> None:
+    # 10**29 passed and was served as desired_replicas, a number no ScaledObject or HPA can hold
+    path = tmp_path / "monitor.yaml"
+    path.write_text(POOL + f"    scaling: {{{key}: 100000000000000000000000000000}}\n")
+    code = main(["check", "--config", str(path)])
+    out = capsys.readouterr()
+    assert code == 2, out.out + out.err
+    assert f"pools[0].scaling.{key}" in out.out + out.err
