@@ -46,3 +46,14 @@ def test_a_replica_bound_past_kubernetes_int32_is_refused(tmp_path: Path, capsys
     out = capsys.readouterr()
     assert code == 2, out.out + out.err
     assert f"pools[0].scaling.{key}" in out.out + out.err
+
+
+@pytest.mark.parametrize("size", ['"0.5"', '"0.5B"', '"0.9B"'])
+def test_a_size_under_one_byte_is_refused_not_rounded_to_zero(tmp_path: Path, capsys, size: str) -> None:
+    # "0.5" read as int(0.5) = 0 bytes: every vLLM page would then be refused as too large
+    path = tmp_path / "monitor.yaml"
+    path.write_text(f"scrape: {{max_body_size: {size}}}\n" + POOL)
+    code = main(["check", "--config", str(path)])
+    out = capsys.readouterr()
+    assert code == 2, out.out + out.err
+    assert "scrape.max_body_size" in out.out + out.err and "at least 1 byte" in out.out + out.err
