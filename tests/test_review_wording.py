@@ -12,9 +12,9 @@ NAME = "10.0.0.1:8000"
 
 
 def signals(t: float, **overrides) -> InstanceSignals:
-    values = dict(observed_at=t, ttft_p99_s=0.2, e2e_p99_s=2.0, error_ratio=0.0, requests=50.0,
-                  kv_cache_usage=0.3, requests_running=4.0, requests_waiting=0.0,
-                  generation_tokens_total=(t - T0) * 100.0, window_s=60.0)
+    values = {"observed_at": t, "ttft_p99_s": 0.2, "e2e_p99_s": 2.0, "error_ratio": 0.0, "requests": 50.0,
+                  "kv_cache_usage": 0.3, "requests_running": 4.0, "requests_waiting": 0.0,
+                  "generation_tokens_total": (t - T0) * 100.0, "window_s": 60.0}
     values.update(overrides)
     return InstanceSignals(**values)
 
