@@ -303,8 +303,9 @@ def install_routes(app: FastAPI, service: MonitorState,
         decision = service.decisions.recommendation(pool)
         if decision is None:
             targets = len(service.decisions.pool_verdicts(pool))
-            return JSONResponse({"pool": pool, "current_replicas": targets, "desired_replicas": targets,
-                                 "reason": "no evaluation yet", "signals": {}})
+            bound = service.config.pool(pool).scaling.max_replicas_for(targets)  # never above it, even now
+            return JSONResponse({"pool": pool, "current_replicas": targets, "desired_replicas": min(targets, bound),
+                                 "max_replicas": bound, "reason": "no evaluation yet", "signals": {}})
         body = decision.to_json()
         body["at"] = rfc3339(decision.at)
         body["stale"] = decision.reason.startswith("holding the current replicas: failing open")
