@@ -114,7 +114,7 @@ class Service:
         self.fleet.configure(config.evaluation.window, config.scrape.interval,
                              max(self.decisions.windows(config.evaluation.window).values(), default=0.0))
         self.slo = wiring.slo_engine(config, keep_rows=store is not None)
-        self.canaries = Canaries(config.canaries)  # rollouts judged each cycle (monitor/service/canaries.py)
+        self.canaries = Canaries(config.canaries, config.slos)  # rollouts judged each cycle (monitor/service/canaries.py)
         self.scraper: Scraper | PrometheusSource | None = None
         self.targets: list[Target] = []
 
