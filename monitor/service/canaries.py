@@ -133,6 +133,11 @@ class CanaryState:
     judged_at: float | None = None
 
 
+def _definition(config: CanaryConfig) -> dict[str, Any]:
+    """What the evidence and verdict depend on: everything but whether a failure is notified."""
+    return config.model_dump(exclude={"notify"})
+
+
 def group_members(group: CanaryGroup, default_pool: str,
                   membership: Mapping[str, Mapping[str, DiscoveredTarget]]) -> set[str]:
     """Addresses of the group's pool whose discovery labels include every label the group names."""
@@ -177,7 +182,10 @@ class Canaries:
         """A reload: a canary whose definition is unchanged keeps its evidence and verdict (changed
         SLO thresholds apply to the evidence held: goodput is read off its histograms when judged)."""
         kept = {c.name: self.states[c.name] for c in canaries
-                if c.name in self.states and self.states[c.name].config == c}
+                if c.name in self.states and _definition(self.states[c.name].config) == _definition(c)}
+        for c in canaries:
+            if c.name in kept:
+                kept[c.name].config = c  # `notify` may have changed: not the comparison's definition
         self.states = {c.name: kept.get(c.name) or CanaryState(c) for c in canaries}
         self.thresholds = {c.name: goodput_thresholds(c, slos) for c in canaries}
 

@@ -45,6 +45,7 @@ from monitor.service.canaries import Canaries
 from monitor.service.events import EventLog
 from monitor.service.history import History
 from monitor.publish.api import served
+from monitor.publish.canary_alerts import canary_alerts
 from monitor.publish.exclusions import refresh_exclusions
 from monitor.service.outputs import AlertDelivery, UpstreamPublisher
 from monitor.service.stages import Stages, cause_of
@@ -530,7 +531,8 @@ class Service:
         if self.alerts is not None:
             try:
                 # followers keep the alert set, for a takeover; cost budgets alert too
-                self.alerts.notifier.update(statuses, now, self.slo.cost_budgets)
+                self.alerts.notifier.update(statuses, now, self.slo.cost_budgets,
+                                            canary_alerts(self.canaries.states.values()))  # canaries[].notify
                 if self.is_leader():
                     self.alerts.soon()
             except Exception as exc:  # noqa: BLE001

@@ -101,6 +101,8 @@ class CanaryConfig(Section):
     confidence: Confidence = 0.95
     normalize: bool = Field(True, description="TTFT per prompt token, e2e per output token, where the "
                                               "candidate's requests are larger than the baseline's")
+    notify: bool = Field(False, description="a `CanaryFailed` alert (ticket) to `alertmanager` while the verdict "
+                                            "is fail")
 
     @field_validator("metrics")
     @classmethod
