@@ -23,11 +23,11 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.helpers.am_server import Alertmanager, alertmanager_config  # noqa: E402
-from tests.helpers.nginx_server import NginxServer  # noqa: E402
-from tests.helpers.ports import free_range  # noqa: E402
-from tests.helpers.prom_server import Prometheus  # noqa: E402
-from tests.helpers.waiting import wait_until  # noqa: E402
+from tests.helpers.am_server import Alertmanager, alertmanager_config
+from tests.helpers.nginx_server import NginxServer
+from tests.helpers.ports import free_range
+from tests.helpers.prom_server import Prometheus
+from tests.helpers.waiting import wait_until
 
 __all__ = ["HERE", "ROOT", "PYTHON", "Alertmanager", "NginxServer", "Prometheus", "Proc", "ProcStat", "Sampler",
            "alertmanager_config", "free_range", "load_average", "percentile", "python_module", "ratio", "ready",
@@ -78,7 +78,7 @@ class Proc:
                 self.proc.wait(timeout=5)
 
 
-python_module = lambda *args: [PYTHON, "-m", "monitor", *args]  # noqa: E731
+python_module = lambda *args: [PYTHON, "-m", "monitor", *args]
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, procs: Iterable[Any] = (), poll: float = 0.1) -> Any:

@@ -124,7 +124,7 @@ def score(scenario: Scenario, interval: float) -> dict:
         truth_changes.setdefault(f.instance, []).append(f.start)
         if f.end is not None:
             truth_changes[f.instance].append(f.end)
-    detected = [d for d in detection_times(run.faults, run.changes)]
+    detected = list(detection_times(run.faults, run.changes))
     if run.faults:
         detect = None if any(d is None for d in detected) else max(d for d in detected if d is not None)
     else:

@@ -35,8 +35,20 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (BENCH_NGINX_LOCATION, Alertmanager, NginxServer, Prometheus, Proc, alertmanager_config,  # noqa: E402
-                     free_range, load_average, python_module, ready, table, wait_for)
+from _common import (
+    BENCH_NGINX_LOCATION,
+    Alertmanager,
+    NginxServer,
+    Proc,
+    Prometheus,
+    alertmanager_config,
+    free_range,
+    load_average,
+    python_module,
+    ready,
+    table,
+    wait_for,
+)
 
 FAULTS = {"errors": {"error_rate": 1.0}, "latency": {"latency_multiplier": 50}}
 

@@ -43,10 +43,10 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (PYTHON, Proc, ProcStat, Sampler, free_range, load_average, ratio, ready, table,  # noqa: E402
-                     wait_for)
-from fleet_1000 import CycleTracker, start_fleet  # noqa: E402
-from tests.helpers.realistic_page import build  # noqa: E402
+from _common import PYTHON, Proc, ProcStat, Sampler, free_range, load_average, ratio, ready, table, wait_for
+from fleet_1000 import CycleTracker, start_fleet
+
+from tests.helpers.realistic_page import build
 
 INTERVAL_S = 5.0
 STATE_EVERY_S = 5.0

@@ -32,9 +32,24 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (HERE, PYTHON, Prometheus, Proc, ProcStat, Sampler, free_range, load_average,  # noqa: E402
-                     percentile, python_module, ratio, ready, table, wait_for)
-from tests.helpers.realistic_page import build  # noqa: E402
+from _common import (
+    HERE,
+    PYTHON,
+    Proc,
+    ProcStat,
+    Prometheus,
+    Sampler,
+    free_range,
+    load_average,
+    percentile,
+    python_module,
+    ratio,
+    ready,
+    table,
+    wait_for,
+)
+
+from tests.helpers.realistic_page import build
 
 
 def start_fleet(n: int, base: int, page_file: Path, per_process: int = 500) -> list[Proc]:
@@ -50,7 +65,7 @@ def start_fleet(n: int, base: int, page_file: Path, per_process: int = 500) -> l
 
 def gauge(text: str, name: str) -> float | None:
     for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
+        if line.startswith((name + " ", name + "{")):
             return float(line.rsplit(" ", 1)[1])
     return None
 
@@ -75,7 +90,7 @@ class CycleTracker:
                 if not self.marks or cycles != self.marks[-1][1]:
                     self.marks.append((time.monotonic(), cycles, self.stat.cpu_s()))
 
-    def start(self) -> "CycleTracker":
+    def start(self) -> CycleTracker:
         self._thread.start()
         return self
 

@@ -32,10 +32,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_average, table  # noqa: E402
+from _common import load_average, table
 
-from monitor.units import parse_duration  # noqa: E402
-from tests.helpers.engine_stack import EngineStack  # noqa: E402
+from monitor.units import parse_duration
+from tests.helpers.engine_stack import EngineStack
 
 SHAPES = {
     "engine_dead": {"engine_dead": True},

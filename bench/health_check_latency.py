@@ -32,9 +32,22 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (HERE, PYTHON, Prometheus, Proc, ProcStat, free_range, load_average, percentile,  # noqa: E402
-                     python_module, ready, table, wait_for)
-from tests.helpers.realistic_page import build  # noqa: E402
+from _common import (
+    HERE,
+    PYTHON,
+    Proc,
+    ProcStat,
+    Prometheus,
+    free_range,
+    load_average,
+    percentile,
+    python_module,
+    ready,
+    table,
+    wait_for,
+)
+
+from tests.helpers.realistic_page import build
 
 
 async def _read_response(reader: asyncio.StreamReader) -> int:

@@ -38,11 +38,10 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Prometheus, Proc, free_range, load_average, python_module, ready, table, wait_for  # noqa: E402
+from _common import Proc, Prometheus, free_range, load_average, python_module, ready, table, wait_for
 
-from tests.helpers.times import parse_rfc3339  # noqa: E402
-
-from monitor.sim.metrics import REQUEST_LATENCY_BUCKETS, TPOT_BUCKETS, TTFT_BUCKETS  # noqa: E402
+from monitor.sim.metrics import REQUEST_LATENCY_BUCKETS, TPOT_BUCKETS, TTFT_BUCKETS
+from tests.helpers.times import parse_rfc3339
 
 METRICS = {  # API field -> (histogram name per version, buckets)
     "ttft_p99_s": ({"v1": "vllm:time_to_first_token_seconds", "v0": "vllm:time_to_first_token_seconds"}, TTFT_BUCKETS),

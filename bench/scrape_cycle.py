@@ -32,14 +32,13 @@ from prometheus_client.parser import text_string_to_metric_families
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from _common import ROOT as _ROOT  # noqa: E402,F401  (puts the repository root on sys.path)
+from _common import ROOT as _ROOT  # noqa: F401  (puts the repository root on sys.path)
 
-from tests.helpers.exposition_pages import baseline_parse_page, pages  # noqa: E402
-from tests.helpers.realistic_page import build  # noqa: E402
-
-from monitor.collect.exposition import samples  # noqa: E402
-from monitor.collect.scraper import Scraper, Target  # noqa: E402
-from monitor.collect.vllm import parse_page  # noqa: E402
+from monitor.collect.exposition import samples
+from monitor.collect.scraper import Scraper, Target
+from monitor.collect.vllm import parse_page
+from tests.helpers.exposition_pages import baseline_parse_page, pages
+from tests.helpers.realistic_page import build
 
 
 def simulator_page(version: str, requests: int = 400) -> str:

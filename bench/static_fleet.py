@@ -30,4 +30,4 @@ async def serve(n: int, base_port: int, page: bytes) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(int(sys.argv[1]), int(sys.argv[2]), open(sys.argv[3], "rb").read()))
+    asyncio.run(serve(int(sys.argv[1]), int(sys.argv[2]), open(sys.argv[3], "rb").read()))  # noqa: SIM115 (read once, the process is short-lived)

@@ -23,15 +23,9 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from monitor.errors import BadInput
-from monitor.settings.canaries import CanaryConfig, canary_problems, canary_warnings
-from monitor.settings.discovery import DiscoverySettings
-from monitor.settings.ui import UiConfig
-from monitor.settings.loading import describe, expand_env, name_unset, unique
 from monitor.settings import (  # noqa: F401 - re-exported: `from monitor.config import SloConfig` keeps working
     INDICATOR_TYPES,
     AlertingConfig,
-    alerting_problems,
-    resolve_window_sets,
     AlertmanagerConfig,
     ApiConfig,
     AvailabilityIndicator,
@@ -57,8 +51,14 @@ from monitor.settings import (  # noqa: F401 - re-exported: `from monitor.config
     SourceConfig,
     StorageConfig,
     TracesConfig,
+    alerting_problems,
     check_gpu_config,
+    resolve_window_sets,
 )
+from monitor.settings.canaries import CanaryConfig, canary_problems, canary_warnings
+from monitor.settings.discovery import DiscoverySettings
+from monitor.settings.loading import describe, expand_env, name_unset, unique
+from monitor.settings.ui import UiConfig
 from monitor.units import (  # noqa: F401 - re-exported: the config's value types
     Duration,
     HttpUrl,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -260,7 +260,7 @@ def check_path(path: Any) -> str:
     out = []
     for i, c in enumerate(path):
         escape = path[i + 1:i + 3]
-        if c in _PATH_SAFE or c == "%" and len(escape) == 2 and set(escape) <= _HEX:
+        if c in _PATH_SAFE or (c == "%" and len(escape) == 2 and set(escape) <= _HEX):
             out.append(c)
             continue
         try:
@@ -347,7 +347,7 @@ def parse_target_url(value: Any) -> str:
 
 
 def parse_listen(value: Any) -> str:
-    if isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str) and value.strip().isdigit():
+    if (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.strip().isdigit()):
         raise ValueError(f"not HOST:PORT: {value!r} (did you mean 127.0.0.1:{value}, or 0.0.0.0:{value} "
                          "for every interface?)")
     if not isinstance(value, str) or not re.fullmatch(r"\[?[\w.:-]*\]?:\d{1,5}", value.strip()):
@@ -396,4 +396,4 @@ def rfc3339(t: float | None) -> str | None:
     """Unix seconds as RFC 3339 UTC with milliseconds (`2026-12-04T22:53:14.000Z`); None stays None."""
     if t is None:
         return None
-    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -28,8 +28,8 @@ from monitor.evaluate.slo import (
     slo_windows,
 )
 from monitor.evaluate.slo.exclusions import weekly_occurrences
-from monitor.evaluate.slo_engine import SPEND_ROW, SloEngine, SloStatus
-from monitor.evaluate.slo_track import SloKey
+from monitor.evaluate.slo.engine import SPEND_ROW, SloEngine, SloStatus
+from monitor.evaluate.slo.track import SloKey
 from monitor.publish.alertmanager import wanted_alerts
 from monitor.service.wiring import slo_engine
 from monitor.settings import LatencyIndicator, SaturationIndicator

@@ -16,8 +16,8 @@ import pytest
 
 from monitor.config import validate
 from monitor.evaluate.slo import WINDOWS, evaluate_counts
-from monitor.evaluate.slo_engine import SloStatus
-from monitor.evaluate.slo_track import SloKey
+from monitor.evaluate.slo.engine import SloStatus
+from monitor.evaluate.slo.track import SloKey
 from monitor.publish.alertmanager import AlertmanagerNotifier
 
 from tests.helpers.am_server import Alertmanager, require_alertmanager

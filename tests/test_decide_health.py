@@ -519,23 +519,43 @@ def test_backoff_decays_with_healthy_time():
 def test_cap_never_ejects_more_than_max_ejection_percent_and_picks_the_worst():
     d = Driver(4)
     d.step()
-    decision = d.step({d.names[0]: {"ttft_p99_s": 1.2}, d.names[1]: {"ttft_p99_s": 3.0},
-                       d.names[2]: {"ttft_p99_s": 2.0}, d.names[3]: {"ttft_p99_s": 1.1}})
+    decision = d.step({d.names[0]: {"error_ratio": 0.3}, d.names[1]: {"error_ratio": 0.9},
+                       d.names[2]: {"error_ratio": 0.6}, d.names[3]: {"error_ratio": 0.28}})
     states = [v.state for v in decision.verdicts.values()]
     assert states.count(EJECTED) == 2
-    assert (d.state(1), d.state(2)) == (EJECTED, EJECTED)  # the two slowest
+    assert (d.state(1), d.state(2)) == (EJECTED, EJECTED)  # the two worst
     assert (d.state(0), d.state(3)) == (DEGRADED, DEGRADED)
     assert "ejection held back: 2 of 4 instances already ejected (max_ejection_percent 50%)" in d.reasons(0)
     for _ in range(30):  # all stay bad: the cap holds over time, nothing rotates in
-        d.step({n: {"ttft_p99_s": 2.0} for n in d.names})
+        d.step({n: {"error_ratio": 0.6} for n in d.names})
         assert sum(h.state == EJECTED for h in d.pool.instances.values()) <= 2
 
 
 def test_cap_with_three_instances_all_faulty_ejects_one():
     d = Driver(3)
     d.step()
-    d.step({n: {"ttft_p99_s": 1.5} for n in d.names})
+    d.step({n: {"error_ratio": 0.5} for n in d.names})
     assert sorted(h.state for h in d.pool.instances.values()) == [DEGRADED, DEGRADED, EJECTED]
+
+
+def test_a_whole_pool_slow_together_is_degraded_never_ejected_capacity_not_sickness():
+    d = Driver(4)
+    d.step()
+    d.step({n: {"ttft_p99_s": 1.5 + 0.5 * k} for k, n in enumerate(d.names)})  # overload: every server slow
+    assert [d.state(i) for i in range(4)] == [DEGRADED] * 4
+    assert "the whole pool is slow" in d.reasons(3) and "capacity, not this instance" in d.reasons(3)
+    assert "TTFT p99 3s > eject threshold 1s" in d.reasons(3)
+
+
+def test_a_sick_node_among_fast_ones_is_still_ejected_and_two_sick_of_four_too():
+    d = Driver(4)
+    d.step()
+    d.step({d.names[0]: {"ttft_p99_s": 3.0}})
+    assert d.state(0) == EJECTED and "whole pool" not in d.reasons(0)
+    d = Driver(4)
+    d.step()
+    d.step({d.names[0]: {"ttft_p99_s": 3.0}, d.names[1]: {"ttft_p99_s": 2.5}})
+    assert (d.state(0), d.state(1)) == (EJECTED, EJECTED)
 
 
 def test_a_one_instance_pool_is_never_emptied_and_zero_percent_ejects_none():

@@ -26,7 +26,7 @@ from monitor.collect.exposition import ExpositionError, samples
 from monitor.collect.vllm import PageError, parse_page
 from monitor.decide.scaling import PoolScaler, scaling_signals
 from monitor.evaluate.slo import EventSeries, count_events
-from monitor.evaluate.slo_track import SloKey, SloTrack
+from monitor.evaluate.slo.track import SloKey, SloTrack
 from monitor.evaluate.windows import instance_figures, merge_stats, stats_over
 from monitor.settings import ScalingSettings, SloConfig
 from tests.helpers.exposition_pages import openmetrics_pages

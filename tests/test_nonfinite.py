@@ -24,7 +24,7 @@ from monitor.decide.scaling import (
 )
 from monitor.evaluate.slo import EventSeries, count_events
 from monitor.evaluate.slo.events import Events
-from monitor.evaluate.slo_track import SloKey, SloTrack
+from monitor.evaluate.slo.track import SloKey, SloTrack
 from monitor.evaluate.windows import instance_figures, stats_over
 from monitor.publish.finite_json import FiniteJSONResponse
 from monitor.samples import DUPLICATE, NON_FINITE, Histogram, ModelSample

@@ -8,8 +8,8 @@ import pytest
 
 from monitor.config import ConfigError, validate
 from monitor.evaluate.slo import EventSeries, coverage_text, evaluate
-from monitor.evaluate.slo_engine import SloEngine, SloStatus
-from monitor.evaluate.slo_track import SloKey
+from monitor.evaluate.slo.engine import SloEngine, SloStatus
+from monitor.evaluate.slo.track import SloKey
 from monitor.publish.alertmanager import wanted_alerts
 from monitor.service import create_app
 from monitor.service.wiring import slo_engine

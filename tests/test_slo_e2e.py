@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from monitor.config import parse_ratio
-from monitor.evaluate.slo_engine import SloEventRow
+from monitor.evaluate.slo.engine import SloEventRow
 from monitor.store import Store, upgrade
 
 from tests.helpers.am_server import Alertmanager

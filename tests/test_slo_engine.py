@@ -13,8 +13,8 @@ import pytest
 
 from monitor.evaluate.slo import DAY, PAIRS
 from monitor.service.wiring import slo_engine
-from monitor.evaluate.slo_engine import SloEngine, SloEventRow
-from monitor.evaluate.slo_track import SloKey, predicted_exact
+from monitor.evaluate.slo.engine import SloEngine, SloEventRow
+from monitor.evaluate.slo.track import SloKey, predicted_exact
 from monitor.units import format_duration
 from monitor.store import Store, upgrade
 

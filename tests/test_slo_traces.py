@@ -10,8 +10,8 @@ import time
 import pytest
 
 from monitor.service.wiring import slo_engine
-from monitor.evaluate.slo_engine import SloEngine
-from monitor.evaluate.slo_track import SloKey
+from monitor.evaluate.slo.engine import SloEngine
+from monitor.evaluate.slo.track import SloKey
 from monitor.otlp.records import RequestRecord
 from monitor.otlp.store import TraceStore
 from monitor.service import create_app

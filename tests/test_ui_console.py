@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime
 
 from monitor.config import validate
-from monitor.evaluate.slo_engine import SloEventRow
+from monitor.evaluate.slo.engine import SloEventRow
 from monitor.samples import ScrapeResult
 from monitor.service import create_app
 from tests.helpers.asgi_client import AUTH

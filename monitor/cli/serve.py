@@ -115,7 +115,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             # exit 1, not a traceback from inside the ASGI lifespan
             upgrade(store.engine)
         except SQLAlchemyError as exc:
-            print(f"error: database {safe_url(cfg.storage.url)}: {str(exc.orig or exc).splitlines()[0]}",
+            print(f"error: database {safe_url(cfg.storage.url)}: {str(getattr(exc, 'orig', None) or exc).splitlines()[0]}",
                   file=sys.stderr)
             store.close()
             return EXIT_ERROR

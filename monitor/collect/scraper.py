@@ -22,9 +22,8 @@ import httpx
 
 from monitor.collect.vllm import PageError, read_page
 from monitor.http1 import BadUrl, ConnectionPool, Exchange, RawHttpError, split_url
-from monitor.units import instance_address
-from monitor.units import redact_url
 from monitor.samples import ScrapeResult
+from monitor.units import instance_address, redact_url
 
 log = logging.getLogger("monitor.scraper")
 
@@ -121,7 +120,7 @@ class BoundedDecoder:
             self._head += data
         try:
             return self._inflate(data)
-        except zlib.error as exc:
+        except zlib.error:
             if guessing:
                 self._wbits = -zlib.MAX_WBITS
                 self._inflater = zlib.decompressobj(self._wbits)

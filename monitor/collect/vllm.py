@@ -322,13 +322,13 @@ def _model_sample(values: Mapping[str, Mapping[str, list]], model: str, bad: lis
                 continue
             if len(rows) > 1:
                 rows = _unique(family, rows, bad)
-            read = {k: 0.0 for k in keys.values()}  # every known value present, 0 until seen
+            read = dict.fromkeys(keys.values(), 0.0)  # every known value present, 0 until seen
             if other is not None:
                 read[other] = 0.0
             for labels, value in rows:
-                key = keys.get(labels.get(label, ""), other)
-                if key is not None:
-                    read[key] += value
+                slot = keys.get(labels.get(label, "")) or other
+                if slot is not None:
+                    read[slot] += value
             if not _finite(sum(read.values())):
                 refused.update(read)
                 bad.append(_non_finite([(family, [r for r in rows if keys.get(r[0].get(label, ""), other)])]))

@@ -27,8 +27,8 @@ def compare_with_pool(eligible: list[str], members: int, sigs: Mapping[str, Inst
                          f"with {count(s.outlier_min_requests, 'request')} or more in the window")
         return relative_slowdown(eligible, sigs, s)
     k = s.outlier_stdev_factor
-    latency = {i: sigs[i].ttft_p99_s for i in enough if sigs[i].ttft_p99_s is not None}
-    success = {i: 1.0 - sigs[i].error_ratio for i in enough if sigs[i].error_ratio is not None}
+    latency = {i: p99 for i in enough if (p99 := sigs[i].ttft_p99_s) is not None}
+    success = {i: 1.0 - ratio for i in enough if (ratio := sigs[i].error_ratio) is not None}
     if len(latency) >= s.outlier_min_hosts:
         for i, x in latency.items():
             rest = [v for j, v in latency.items() if j != i]
@@ -73,4 +73,45 @@ def relative_slowdown(eligible: list[str], sigs: Mapping[str, InstanceSignals],
                     f"slower than the pool: {label} {secs(x)} is {x / median:.1f}x the median "
                     f"{secs(median)} of the other {count(len(rest), 'instance')} (relative_slowdown {factor:g}x)",
                     x / median, s.relative_min_requests))
+    return out
+
+
+LATENCY_FIGURES = (("TTFT p99", "ttft_p99_s", "ttft_p99_degraded"), ("TPOT p99", "tpot_p99_s", "tpot_p99_degraded"),
+                   ("e2e p99", "e2e_p99_s", "e2e_p99_degraded"))
+
+
+def pool_wide_slowness(eligible: list[str], sigs: Mapping[str, InstanceSignals],
+                       s: HealthSettings) -> dict[str, dict[str, str]]:
+    """instance -> {figure label: why} where every other instance in rotation is slow on that figure too.
+
+    A latency threshold says an instance is slow; it does not say why. When every other server of
+    the pool (at least one, each with `relative_min_requests` requests) is past the same figure's
+    degraded threshold, the slowness is the pool's: load, a long prompt mix, a slow release. An
+    ejection then moves the load onto the others and makes them slower still (the overload cascade
+    the decision-quality benchmark shows), so such a finding degrades and never ejects: capacity is
+    the scaler's business, not the health path's. A sick node among fast ones is unaffected.
+    """
+    busy = [i for i in eligible if sigs[i].requests >= s.relative_min_requests]
+    out: dict[str, dict[str, str]] = {}
+    if len(busy) < 2:
+        return out
+
+    def start(i: str) -> float:  # where the instance's figures begin (its last change of state, else the window)
+        return sigs[i].judged_since if sigs[i].judged_since is not None else -math.inf
+
+    for label, attr, threshold_key in LATENCY_FIGURES:
+        threshold = getattr(s, threshold_key)
+        if threshold is None:
+            continue
+        values = {i: getattr(sigs[i], attr) for i in busy}
+        for i in busy:
+            # only peers judged over about the same stretch compare: replicas that joined (or came back)
+            # after the load began are fast because they missed it, which says nothing of this one
+            tolerance = (sigs[i].window_s or 0.0) / 2
+            rest = [v for j, v in values.items() if j != i and start(j) <= start(i) + tolerance]
+            if rest and all(v is not None and v > threshold for v in rest):
+                median = statistics.median(rest)  # type: ignore[type-var]
+                out.setdefault(i, {})[label] = (
+                    f"ejection held back: the whole pool is slow ({label} median {secs(median)} of the other "
+                    f"{count(len(rest), 'instance')}, all past {secs(threshold)}): capacity, not this instance")
     return out

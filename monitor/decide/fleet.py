@@ -93,12 +93,12 @@ class FleetDecisions:
         for name in [p for p in self.health if p not in policies]:
             del self.health[name], self.scalers[name]
         for name, policy in policies.items():
-            pool = self.health.get(name)
-            if pool is None:
+            health = self.health.get(name)
+            if health is None:
                 self.health[name] = PoolHealth(name, (), policy.health, self.interval_s)
                 self.scalers[name] = PoolScaler(name, policy.scaling)
             else:
-                pool.settings = policy.health
+                health.settings = policy.health
                 self.scalers[name].settings = policy.scaling
         self.set_members(members)
 
@@ -173,8 +173,8 @@ class FleetDecisions:
         if "/" in name:
             pool, _, instance = name.partition("/")
             return self.verdict(pool, instance)
-        pool = self.pool_of.get(name)
-        return self.verdict(pool, name) if pool else None
+        owner = self.pool_of.get(name)
+        return self.verdict(owner, name) if owner else None
 
     def pool_verdicts(self, pool: str, now: float | None = None) -> list[InstanceVerdict]:
         health = self.health.get(pool)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
+from monitor.decide.comparison import compare_with_pool, pool_wide_slowness
 from monitor.decide.health import InstanceHealth
 from monitor.decide.verdicts import (
-    FAIL_OPEN_PREFIX,
     DEGRADED,
     EJECTED,
+    FAIL_OPEN_PREFIX,
     HEALTHY,
     LATENCY,
     LEAVING,
@@ -31,7 +32,6 @@ from monitor.decide.verdicts import (
     PoolVerdicts,
     Transition,
 )
-from monitor.decide.comparison import compare_with_pool
 from monitor.decide.wording import clock, count, main_kind, ordinal, progress, secs
 from monitor.evaluate.signals import InstanceSignals
 from monitor.settings import HealthSettings
@@ -165,6 +165,8 @@ class PoolHealth:
         eligible = [i for i, h in judged.items() if h.state != EJECTED and h.seen and not sigs[i].failed]
         for i, found in compare_with_pool(eligible, len(judged), sigs, s, notes).items():
             findings[i].extend(found)
+        for i, slow in pool_wide_slowness(eligible, sigs, s).items():
+            findings[i] = [_held_back(f, slow) for f in findings[i]]
         for i, h in judged.items():
             # requests queued while the engine slept finish with the sleep in their latency: until the
             # window holds only requests served awake, latency says nothing about the instance
@@ -400,6 +402,16 @@ class PoolHealth:
                 if h.state in (LEAVING, STARTING):
                     h.state = UNKNOWN
                 self.instances[i] = h
+
+
+def _held_back(finding: Finding, slow: Mapping[str, str]) -> Finding:
+    """An eject-level latency finding on a figure the whole pool shares degrades instead, saying why."""
+    if finding.level != "eject" or finding.kind != LATENCY:
+        return finding
+    why = next((w for label, w in slow.items() if finding.reason.startswith(label)), None)
+    if why is None:
+        return finding
+    return Finding("degrade", finding.kind, f"{finding.reason}; {why}", finding.severity, finding.min_requests)
 
 
 def _nth_ejection(n: int) -> str:

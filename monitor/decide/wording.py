@@ -3,7 +3,7 @@ health-check body, the API and the logs, so every rule says `1.2s`, `5%` and `12
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Sequence
 
 from monitor.decide.verdicts import Finding
@@ -50,4 +50,4 @@ def main_kind(found: Sequence[Finding]) -> str | None:
 
 
 def clock(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%H:%M:%SZ")
+    return datetime.fromtimestamp(t, tz=UTC).strftime("%H:%M:%SZ")

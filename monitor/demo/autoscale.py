@@ -69,7 +69,7 @@ HOLD_S = 5.0  # the story goes on this long after TTFT recovered, to show it sta
 CAP_S = 100.0  # without --duration, the scenario ends here even if TTFT never recovered
 TTFT_SLO_S = 0.5
 WINDOW = "10s"
-INSTANCE = {"speed": 0.5, "max_num_seqs": 4, "num_gpu_blocks": 1024}
+INSTANCE: dict[str, Any] = {"speed": 0.5, "max_num_seqs": 4, "num_gpu_blocks": 1024}
 HEALTH = {"ttft_p99_degraded": None, "ttft_p99_eject": None, "startup_grace": "60s", "drain_time": "10s"}
 # TTFT p99 drives the recommendation, over at least 20 requests (more than the steady load brings into
 # the window, so one slow request before the load triples cannot scale the pool); the SLO's burn rate

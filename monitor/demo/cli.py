@@ -17,10 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "service ejects it and the load moves away; runs until Ctrl-C or "
                                           "--duration. Scenario `autoscale`: load triples, the service's desired "
                                           "replicas rise, new instances load their model, join through file "
-                                          "discovery and take traffic until TTFT recovers; ends by itself. Scenario `canary`: 3 "
-                                          "v1 instances and one v2 whose TPOT is 1.5x; the canary judge collects "
-                                          "evidence, fails v2, the demo rolls it back and deploys a fixed v2 that "
-                                          "passes; ends by itself. The "
+                                          "discovery and take traffic until TTFT recovers; ends by itself. "
+                                          "Scenario `canary`: 3 v1 instances and one v2 whose TPOT is 1.5x; the "
+                                          "canary judge collects evidence, fails v2, the demo rolls it back and "
+                                          "deploys a fixed v2 that passes; ends by itself. The "
                                           "summary lists each decision and step with its time, the traffic "
                                           "shift and the SLOs.")
     p.add_argument("--scenario", choices=["fault", "autoscale", "canary"], default="fault",
@@ -45,8 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from monitor.errors import BadInput
     from monitor.demo.runner import DemoOptions, run_demo
+    from monitor.errors import BadInput
     from monitor.loadgen.cli import seconds
 
     problems = []

@@ -69,7 +69,7 @@ def table(rows: list[InstanceRow], title: str, width: int = 200) -> Table:
     t.add_column("fault", no_wrap=True)
     t.add_column("reasons")
     for r in rows:
-        cells = [r.instance, Text(r.state, style=STATE_STYLE.get(r.state, "")), _ms(r.ttft_p99_s), _ms(r.tpot_p99_s)]
+        cells: list[str | Text] = [r.instance, Text(r.state, style=STATE_STYLE.get(r.state, "")), _ms(r.ttft_p99_s), _ms(r.tpot_p99_s)]
         if wide:
             cells.append(_s(r.e2e_p99_s))
         cells += [_pct(r.kv_cache_usage), f"{_n(r.running)}/{_n(r.waiting)}"]

@@ -11,7 +11,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from monitor.evaluate.windows import WindowStats, figure_sources, instance_figures, merge_stats, stats_over, window_stats
+from monitor.evaluate.windows import (
+    WindowStats,
+    figure_sources,
+    instance_figures,
+    merge_stats,
+    stats_over,
+    window_stats,
+)
 from monitor.samples import ModelSample, ScrapeResult
 
 
@@ -123,13 +130,13 @@ class FleetView:
         history is in the database), so churn cannot grow memory."""
         wanted = {address: (pool, url) for pool, instances in members.items() for address, url in instances.items()}
         left = [t for a, t in self.tracks.items() if a not in wanted or wanted[a][0] != t.pool]
-        for track in left:
-            del self.tracks[track.instance]
-            for key in [k for k in self._stats_cache if k[0] == track.instance]:
+        for gone in left:
+            del self.tracks[gone.instance]
+            for key in [k for k in self._stats_cache if k[0] == gone.instance]:
                 del self._stats_cache[key]
-            for cut in [k for k in self._cut_since if k[0] == track.instance]:
+            for cut in [k for k in self._cut_since if k[0] == gone.instance]:
                 del self._cut_since[cut]
-        joined = []
+        joined: list[InstanceTrack] = []
         for address, (pool, url) in wanted.items():
             track = self.tracks.get(address)
             if track is None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Iterable, Mapping
 
 from monitor.evaluate.fleet import FleetView, InstanceTrack, health_failure
-from monitor.evaluate.slo_engine import SloStatus
+from monitor.evaluate.slo.engine import SloStatus
 from monitor.evaluate.windows import WindowStats, instance_figures, merge_stats, sum_known
 from monitor.settings import LatencyIndicator
 

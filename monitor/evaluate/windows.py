@@ -19,8 +19,8 @@ Quantiles follow `histogram_quantile()`: linear interpolation inside the bucket 
 from __future__ import annotations
 
 import math
-from math import isfinite
 from dataclasses import dataclass, field
+from math import isfinite
 from operator import le, sub
 from typing import Iterable, Mapping, Sequence
 
@@ -72,6 +72,7 @@ def histogram_increase(readings: Sequence[Histogram]) -> Histogram | None:
     bounds = readings[0].bounds
     cumulative = [0.0] * len(bounds)
     total_sum = total_count = 0.0
+    delta_cum: Sequence[float]
     for previous, current in zip(readings, readings[1:]):
         if _is_reset(previous, current):
             if current.bounds != bounds:
@@ -278,8 +279,8 @@ def merge_stats(stats: Sequence[WindowStats]) -> WindowStats | None:
             finished[key] = finished.get(key, 0.0) + value
         for key, value in s.gauges.items():
             gauges[key] = gauges.get(key, 0.0) + value
-        for key, value in s.sources.items():
-            sources.setdefault(key, value)
+        for key, source in s.sources.items():
+            sources.setdefault(key, source)
     for key in ("kv_cache_usage", "prefix_cache_hit_rate"):
         present = [s.gauges[key] for s in stats if key in s.gauges]
         if present:
@@ -390,7 +391,7 @@ def figure_sources(stats: WindowStats | None) -> dict[str, str]:
     (per token, pages before 0.11), `prefix_cache_hit_rate` -> the counters or the by-source family."""
     if stats is None:
         return {}
-    out = {key: stats.sources[key] for key in ("ttft", "tpot", "itl", "e2e", "queue", "kv_cache_usage")
+    out: dict[str, str] = {key: stats.sources[key] for key in ("ttft", "tpot", "itl", "e2e", "queue", "kv_cache_usage")
            if key in stats.sources and key in (*stats.histograms, *stats.gauges)}
     source = _prefix_cache_hit_rate(stats)[1]
     if source is not None:

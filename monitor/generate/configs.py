@@ -12,8 +12,8 @@ from collections import defaultdict
 from typing import Any
 from urllib.parse import urlsplit
 
-from monitor.config import Config, instance_address, parse_duration
 import monitor.generate.expressions as q
+from monitor.config import Config, instance_address, parse_duration
 from monitor.generate.rules import BURN_ALERT
 from monitor.generate.scrape_discovery import mirror
 

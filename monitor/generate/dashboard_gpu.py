@@ -6,7 +6,6 @@ from __future__ import annotations
 import monitor.generate.expressions as q
 from monitor.generate.panels import GPU, NS, DashboardSpec, PanelSpec, Variable, query
 
-
 GPU_METRICS = "DCGM_FI_DEV_GPU_UTIL"
 
 

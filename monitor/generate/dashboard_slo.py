@@ -3,8 +3,8 @@ windows, from the recording rules and the service's own series."""
 
 from __future__ import annotations
 
-from monitor.evaluate.slo import WINDOW_NAMES
 import monitor.generate.expressions as q
+from monitor.evaluate.slo import WINDOW_NAMES
 from monitor.generate.panels import (
     NS,
     SERVICE_SLO,

@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import monitor.generate.expressions as q
-from monitor.config import Config
 import monitor.generate.configs as configs
 import monitor.generate.dashboards as dashboards
+import monitor.generate.expressions as q
 import monitor.generate.kubernetes as kubernetes
 import monitor.generate.rollouts as rollouts
 import monitor.generate.rules as rules
 import monitor.generate.rules_fleet as rules_fleet
 import monitor.generate.rules_service as rules_service
+from monitor.config import Config
 from monitor.generate.docs import alerts_readme, dashboards_readme, operator_readme
 from monitor.generate.rule_tests import fleet_test_file, service_test_file, slo_test_file
 from monitor.generate.scrape_discovery import warnings as discovery_warnings
@@ -173,8 +173,10 @@ def _ours(path: Path) -> bool:
 
 
 # format -> folder -> the patterns of files in it that `generate` may have written (and so may remove)
-OWNED = {PLAIN: {"alerts": ("*.rules.yml", "*.test.yml"), "dashboards": ("*.json",)},
-         OPERATOR: {kubernetes.FOLDER: ("*.yaml",)}}
+OWNED: dict[str, dict[str, tuple[str, ...]]] = {
+    PLAIN: {"alerts": ("*.rules.yml", "*.test.yml"), "dashboards": ("*.json",)},
+    OPERATOR: {kubernetes.FOLDER: ("*.yaml",)},
+}
 
 
 def write(files: dict[str, str], out: str | Path, owned: dict[str, tuple[str, ...]]) -> list[Path]:

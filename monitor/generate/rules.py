@@ -43,9 +43,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import monitor.generate.expressions as q
 from monitor.config import AvailabilityIndicator, SloConfig, parse_duration
 from monitor.evaluate.slo import WINDOW_NAMES, WINDOWS, BurnPair, error_budget, never_firing_pairs, slo_pairs
-import monitor.generate.expressions as q
 from monitor.generate.sli import Sli, pool_matcher, sli_for, slo_pools
 
 # The labels slo-monitor's own Alertmanager client sends for a burn (`monitor.publish.alertmanager`'s
@@ -273,7 +273,7 @@ def slo_rules(pools: Sequence[str], slo: SloConfig, interval_s: float = 60.0) ->
             "annotations": slo_annotations(slo, {
                 "summary": f"SLO {slo.name} cannot be evaluated for pool {pool}: its metrics are absent",
                 "description": (
-                    f"None of {', '.join(sorted(set(s.split('{')[0] for s in pinned)))} has had a series with "
+                    f"None of {', '.join(sorted({s.split('{')[0] for s in pinned}))} has had a series with "
                     f'pool="{pool}" for {absent_for} while the pool\'s targets are up: a renamed or disabled vLLM '
                     "metric reads as no events, which would look like a perfect SLO. Without them the SLI, the "
                     "burn rates and every burn-rate alert of this SLO are silent. Check the vLLM version's metric "

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import monitor.generate.expressions as q
 from monitor.config import (
     AvailabilityIndicator,
     ErrorRatioIndicator,
@@ -18,7 +19,6 @@ from monitor.config import (
     SaturationIndicator,
     SloConfig,
 )
-import monitor.generate.expressions as q
 
 
 @dataclass(frozen=True)

@@ -53,12 +53,12 @@ class GpuPageSource:
 class _Handler(BaseHTTPRequestHandler):
     server: ExporterServer
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             try:
                 body, status, ctype = self.server.source.page().encode(), 200, CONTENT_TYPE
-            except Exception as exc:  # noqa: BLE001 - a reader bug must answer 500, not kill the thread
+            except Exception as exc:
                 log.exception("rendering the GPU page failed")
                 body, status, ctype = f"error: {exc}\n".encode(), 500, "text/plain; charset=utf-8"
         elif path in ("/health", "/healthz"):
@@ -71,8 +71,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - a line per scrape is noise
-        log.debug("%s " + format, self.address_string(), *args)
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s " + format, self.address_string(), *args)  # noqa: G003 (http.server's own %-format, filled lazily)
 
 
 class ExporterServer(ThreadingHTTPServer):
@@ -90,7 +90,9 @@ class ExporterServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
+        if isinstance(host, bytes):  # socketserver's hint allows bytes (AF_UNIX); an HTTP server has text
+            host = host.decode()
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def serve_in_thread(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, args=(0.1,), name="gpu-exporter", daemon=True)

@@ -39,7 +39,7 @@ def new_xid_events(previous: GpuReading | None, current: GpuReading, at: float) 
     """XID events that happened between `previous` and `current` readings of one GPU."""
     if current.xid_recent is not None:
         before = previous.xid_recent if previous is not None and previous.xid_recent is not None else {}
-        events = []
+        events: list[XidEvent] = []
         for xid, count in sorted(current.xid_recent.items()):
             events.extend(XidEvent(at, xid) for _ in range(max(0, count - before.get(xid, 0))))
         return events

@@ -29,7 +29,6 @@ import threading
 import time
 from contextlib import suppress
 from dataclasses import replace
-from types import ModuleType
 from typing import Any, Callable
 
 from monitor.gpu.nvml_device import (
@@ -73,7 +72,8 @@ class NvmlReader:
         self.clock = clock
         self.problem: str | None = "not started"  # why no GPU can be read, None while NVML works
         self.driver_version: str | None = None
-        self._nvml: ModuleType | None = None
+        # the pynvml module once nvmlInit succeeded (None before): imported at start, so Any to the checker
+        self._nvml: Any = None
         self._gpus: list[GpuState] = []
         self._event_set: Any = None
         self._next_init = 0.0
@@ -293,8 +293,10 @@ class NvmlReader:
             ("ecc_sbe_aggregate", "NVML_MEMORY_ERROR_TYPE_CORRECTED", "NVML_AGGREGATE_ECC"),
             ("ecc_dbe_aggregate", "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", "NVML_AGGREGATE_ECC"),
         ):
-            out[attr] = _float(get(attr, lambda k=kind, c=counter: nvml.nvmlDeviceGetTotalEccErrors(
-                h, getattr(nvml, k), getattr(nvml, c))))
+            def ecc(k: str = kind, c: str = counter) -> Any:  # the constants are looked up inside `get`'s guard
+                return nvml.nvmlDeviceGetTotalEccErrors(h, getattr(nvml, k), getattr(nvml, c))
+
+            out[attr] = _float(get(attr, ecc))
         return {k: v for k, v in out.items() if v is not None}
 
     def _drain_xid_events(self) -> None:

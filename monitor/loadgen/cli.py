@@ -109,7 +109,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 
     try:
         summary = asyncio.run(main())
-    except Exception as exc:  # noqa: BLE001 - unreachable target, bad model: one line, exit 1
+    except Exception as exc:
         import httpx
 
         if isinstance(exc, (httpx.HTTPError, OSError, KeyError, ValueError)):

@@ -132,7 +132,7 @@ def summarize(outcomes: Sequence[Outcome], rate: float, duration_s: float, incom
 
 def _meets(o: Outcome, limits: dict[str, float]) -> bool:
     values = {"ttft": o.ttft, "tpot": o.tpot or 0.0, "e2el": o.e2e}
-    return all(values[k] is not None and values[k] <= limit for k, limit in limits.items())
+    return all((v := values[k]) is not None and v <= limit for k, limit in limits.items())
 
 
 def format_summary(s: Summary) -> str:

@@ -17,8 +17,8 @@ from typing import Callable, Sequence
 
 import httpx
 
-from monitor.loadgen.client import Outcome, send
 from monitor.http1 import ConnectionPool
+from monitor.loadgen.client import Outcome, send
 from monitor.loadgen.report import Summary, percentile, summarize
 from monitor.loadgen.workload import Workload
 

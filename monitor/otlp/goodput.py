@@ -24,9 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Sequence
 
+from monitor.otlp.records import RequestRecord
 from monitor.settings import LatencyIndicator, SloConfig
 from monitor.units import format_duration
-from monitor.otlp.records import RequestRecord
 
 Metric = Literal["ttft", "tpot", "e2e", "queue", "itl"]
 _ATTR = {"ttft": "ttft_s", "tpot": "tpot_s", "e2e": "e2e_s", "queue": "queue_s"}

@@ -32,7 +32,7 @@ from typing import Any, Iterable
 import httpx
 
 from monitor.evaluate.slo import WINDOW_NAMES, CostBudgetStatus
-from monitor.evaluate.slo_engine import SloStatus
+from monitor.evaluate.slo.engine import SloStatus
 from monitor.settings import SloConfig
 from monitor.units import format_duration, redact_url, rfc3339
 
@@ -233,16 +233,16 @@ class AlertmanagerNotifier:
         (labels, annotations): failing canaries, monitor/publish/canary_alerts.py): new alerts fire,
         missing ones resolve."""
         wanted: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], dict[str, str]]] = {}
-        for labels, annotations in [*wanted_alerts(statuses, budgets), *extra]:
-            wanted[tuple(sorted(labels.items()))] = (labels, annotations)
-        for key, (labels, annotations) in wanted.items():
+        for labels, notes in [*wanted_alerts(statuses, budgets), *extra]:
+            wanted[tuple(sorted(labels.items()))] = (labels, notes)
+        for key, (labels, notes) in wanted.items():
             alert = self._alerts.get(key)
             if alert is None or alert.resolved_at is not None:
-                self._alerts[key] = _Alert(labels, annotations, starts_at=now)
+                self._alerts[key] = _Alert(labels, notes, starts_at=now)
                 self._changed = True
-                log.warning("alert firing: %s", annotations["summary"])
+                log.warning("alert firing: %s", notes["summary"])
             else:
-                alert.annotations = annotations  # the numbers go out with the next resend
+                alert.annotations = notes  # the numbers go out with the next resend
         for key, alert in list(self._alerts.items()):
             if key not in wanted and alert.resolved_at is None:
                 alert.resolved_at = now

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import PlainTextResponse, Response
@@ -16,7 +16,7 @@ from monitor.act.nginx import UpstreamServer, render_upstream
 from monitor.decide.verdicts import STALE_SERVES, UNKNOWN, InstanceVerdict
 from monitor.evaluate.fleet import InstanceView
 from monitor.evaluate.slo import WINDOW_NAMES
-from monitor.evaluate.slo_engine import SloStatus
+from monitor.evaluate.slo.engine import SloStatus
 from monitor.gpu.publish import gpus_json
 from monitor.otlp.goodput import goodput_report, latency_objectives
 from monitor.publish.canaries import install_canary_routes
@@ -126,7 +126,7 @@ def _evaluation_json(status: SloStatus) -> dict[str, Any]:
     }
 
 
-def slo_json(status: SloStatus, models: list[SloStatus] = ()) -> dict[str, Any]:
+def slo_json(status: SloStatus, models: Sequence[SloStatus] = ()) -> dict[str, Any]:
     """One `/api/v1/slos` object per SLO and pool. docs/api.md fixes `name`, `pool`, `objective`,
     `sli`, `error_budget_remaining`, `burn_rates` (5m..3d) and `alert`; the rest is added context.
 

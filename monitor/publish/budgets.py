@@ -10,8 +10,8 @@ from typing import Iterator
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from monitor.settings import AvailabilityIndicator
 from monitor.publish.state import NAMESPACE, MonitorState
+from monitor.settings import AvailabilityIndicator
 
 
 class BudgetCollector(Collector):

@@ -23,7 +23,7 @@ import json
 import logging
 import math
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Callable
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -56,7 +56,7 @@ def _time(value: Any, key: str) -> float:
         raise ValueError(f"{key}: not an RFC 3339 time: {value!r} (e.g. 2026-05-01T02:00:00Z)") from None
     if parsed.tzinfo is None:
         raise ValueError(f"{key}: {value!r} has no time zone (append Z for UTC, or +02:00)")
-    return parsed.astimezone(timezone.utc).timestamp()
+    return parsed.astimezone(UTC).timestamp()
 
 
 def parse_request(body: Any, slos: dict[str, list[str]], pools: list[str], now: float) -> dict[str, Any]:
@@ -110,7 +110,7 @@ def parse_request_id(body: dict[str, Any]) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ValueError("id: expected a string, your own id for the window "  # noqa: TRY004 - a 400 like any key
+        raise ValueError("id: expected a string, your own id for the window "
                          "(a retry with the same id is one window)")
     text = str(value).strip()
     if not text or len(text) > MAX_REQUEST_ID or not text.isprintable():
@@ -227,7 +227,7 @@ def install_exclusion_routes(app: FastAPI, service: MonitorState, require_token:
         return JSONResponse({**exclusion_json(new, time.time()), "request_id": request_id}, status_code=201)
 
     @app.get("/api/v1/exclusions", dependencies=[Depends(require_token)])
-    async def list_exclusions(all: bool = False) -> JSONResponse:  # noqa: A002 - the query parameter's name
+    async def list_exclusions(all: bool = False) -> JSONResponse:
         now = time.time()
         adhoc = [exclusion_json(e, now) for e in service.slo.adhoc_exclusions
                  if all or state_of(e, now) in ("scheduled", "active")]

@@ -12,7 +12,7 @@ from monitor.decide.scaling import ScalingRecommendation
 from monitor.decide.verdicts import InstanceVerdict
 from monitor.evaluate.fleet import FleetView
 from monitor.evaluate.slo import CostBudgetStatus, Exclusion
-from monitor.evaluate.slo_engine import SloStatus
+from monitor.evaluate.slo.engine import SloStatus
 from monitor.gpu.health import GpuTracker
 from monitor.otlp.receiver import TraceReceiver
 from monitor.otlp.store import TraceStore
@@ -32,7 +32,8 @@ class Verdicts(Protocol):
 class Slos(Protocol):
     statuses: list[SloStatus]
     cost_budgets: list[CostBudgetStatus]  # each pool's spend today (monitor.publish.budgets)
-    adhoc_exclusions: tuple[Exclusion, ...]  # maintenance windows posted to the API (monitor.publish.exclusions)
+    @property
+    def adhoc_exclusions(self) -> tuple[Exclusion, ...]: ...  # windows posted to the API (monitor.publish.exclusions)
 
     def set_exclusions(self, exclusions: Iterable[Exclusion]) -> None: ...
     def horizon(self) -> float: ...
@@ -45,8 +46,10 @@ class MonitorState(Protocol):
 
     config: Config
     fleet: FleetView
-    decisions: Verdicts
-    slo: Slos
+    @property  # read-only here: outputs read the decisions, and a property lets the service hold a richer type
+    def decisions(self) -> Verdicts: ...
+    @property
+    def slo(self) -> Slos: ...
     store: Store | None
     recent_decisions: deque[AuditEntry]
     traces: TraceStore
@@ -55,11 +58,14 @@ class MonitorState(Protocol):
     cycles: int
     slo_errors: int
     decide_errors: int
-    fail_open: Mapping[str, str | None]
+    @property
+    def fail_open(self) -> Mapping[str, str | None]: ...
     leadership: Any
-    notifier: Any
+    @property
+    def notifier(self) -> Any: ...
     nginx: Any
-    discovery_statuses: Sequence[Any]
+    @property
+    def discovery_statuses(self) -> Sequence[Any]: ...
     reload_status: Any
     stages: Any  # monitor.service.stages.Stages: errors per stage, what fails now
     last_cycle_success_at: float | None

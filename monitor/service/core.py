@@ -23,6 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+import monitor.service.wiring as wiring
 from monitor.act.haproxy import AgentCheckServer
 from monitor.act.nginx import UpstreamWriter, render_file
 from monitor.collect.discovery import Discovery
@@ -39,14 +40,13 @@ from monitor.gpu.rollup import GpuRollups
 from monitor.otlp.receiver import TraceReceiver
 from monitor.otlp.records import Routing
 from monitor.otlp.store import TraceStore
-from monitor.samples import ScrapeResult
-import monitor.service.wiring as wiring
-from monitor.service.canaries import Canaries
-from monitor.service.events import EventLog
-from monitor.service.history import History
 from monitor.publish.api import served
 from monitor.publish.canary_alerts import canary_alerts
 from monitor.publish.exclusions import refresh_exclusions
+from monitor.samples import ScrapeResult
+from monitor.service.canaries import Canaries
+from monitor.service.events import EventLog
+from monitor.service.history import History
 from monitor.service.outputs import AlertDelivery, UpstreamPublisher
 from monitor.service.stages import Stages, cause_of
 from monitor.store import AuditEntry, Store, StoreBusy

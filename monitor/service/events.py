@@ -9,7 +9,7 @@ import logging
 
 from monitor.decide.fleet import CycleDecisions
 from monitor.decide.verdicts import LEAVING, REMOVED, STARTING
-from monitor.evaluate.slo_engine import SloStatus
+from monitor.evaluate.slo.engine import SloStatus
 from monitor.store import AuditEntry
 
 log = logging.getLogger("monitor.service")

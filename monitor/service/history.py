@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from monitor.evaluate.fleet import FleetView, InstanceTrack, minute_floor, take_outcomes
 from monitor.evaluate.slo import MINUTE
-from monitor.evaluate.slo_engine import SloEngine, SloEventRow
+from monitor.evaluate.slo.engine import SloEngine, SloEventRow
 from monitor.gpu.rollup import GpuRollups
 from monitor.store import Store, StoreBusy
 from monitor.units import counted

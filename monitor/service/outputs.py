@@ -81,7 +81,7 @@ class AlertDelivery:
     async def _notify(self) -> None:
         try:
             await self.notifier.tick(time.time())
-        except Exception:  # noqa: BLE001 - delivery must never take the loop down
+        except Exception:
             log.exception("alert delivery failed")
 
     async def close(self, timeout: float) -> None:

@@ -84,11 +84,11 @@ class Reloader:
             try:
                 async with self.service.cycle_lock:  # between cycles: no cycle sees half a config
                     notes = await apply_config(self.service, config)
-            except Exception as exc:  # noqa: BLE001 - a bug must not take the running service down
+            except Exception as exc:
                 log.debug("applying the reloaded config failed", exc_info=True)
                 try:
                     await apply_config(self.service, running)  # back to the config that was serving
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.debug("restoring the previous config failed", exc_info=True)
                 return self._refuse([(f"applying the config failed ({type(exc).__name__}: {exc}); the previous "
                                      "config was put back")])

@@ -6,7 +6,7 @@ that a stage never takes the whole `Config` and a config change touches one plac
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 from monitor.collect.discovery import Discovery, PoolSpec
 from monitor.collect.discovery.targets import DiscoveredTarget
@@ -14,7 +14,7 @@ from monitor.collect.promql import PrometheusSource
 from monitor.collect.scraper import Scraper, Target
 from monitor.config import Config
 from monitor.decide.fleet import PoolPolicy
-from monitor.evaluate.slo_engine import PROMETHEUS_LAG_S, SloEngine
+from monitor.evaluate.slo.engine import PROMETHEUS_LAG_S, SloEngine
 from monitor.gpu.collect import GpuScraper
 from monitor.gpu.mapping import GpuMapper
 from monitor.publish.alertmanager import AlertmanagerNotifier
@@ -95,7 +95,7 @@ def gpu_mapper(config: Config, members: Mapping[str, Sequence[str]]) -> GpuMappe
     return GpuMapper(config.gpu.mappings, members, auto_map=config.gpu.auto_map)
 
 
-def scrape_targets(membership: Membership, judged_leaving: set[str] = frozenset()) -> list[Target]:
+def scrape_targets(membership: Membership, judged_leaving: Collection[str] = frozenset()) -> list[Target]:
     """Every current member to scrape (leaving ones are drained and no longer scraped)."""
     return [Target(pool, t.url, t.metrics_path) for pool, members in membership.items()
             for address, t in members.items() if address not in judged_leaving]

@@ -10,7 +10,6 @@ from pydantic import BeforeValidator, Field, model_validator
 from monitor.settings.base import OptionalStr, Section
 from monitor.units import Name, SloPeriod, format_duration, parse_duration
 
-
 # --- burn-rate window sets ----------------------------------------------------------------------
 
 

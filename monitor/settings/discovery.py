@@ -39,7 +39,7 @@ def _unquote(literal: str) -> str:
         except (ValueError, SyntaxError):
             raise ValueError(f"bad string literal {literal}") from None
         if not isinstance(value, str):
-            raise ValueError(f"bad string literal {literal}")
+            raise ValueError(f"bad string literal {literal}") from None
         return value
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -11,7 +11,6 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from monitor.settings.base import Section
 from monitor.units import Name, Week
-
 
 # --- maintenance windows ------------------------------------------------------------------------
 
@@ -101,4 +100,4 @@ class ExclusionConfig(Section):
         """(start, end) in Unix seconds for a one-off window; None for a weekly one."""
         if self.start is None or self.end is None:
             return None
-        return self.start.astimezone(timezone.utc).timestamp(), self.end.astimezone(timezone.utc).timestamp()
+        return self.start.astimezone(UTC).timestamp(), self.end.astimezone(UTC).timestamp()

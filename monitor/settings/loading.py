@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Any
+from typing import Any, Mapping
 
 from pydantic import BaseModel
 
@@ -102,7 +102,7 @@ _MISSING_HINTS = {
 }
 
 
-def describe(error: dict[str, Any], root: type[BaseModel]) -> str:
+def describe(error: Mapping[str, Any], root: type[BaseModel]) -> str:
     """One pydantic error as the operator reads it: key path, what was wrong, the value seen, and
     for an unknown key the spelling `root` (the whole config's model) most likely meant."""
     loc = tuple(error["loc"])
@@ -113,8 +113,8 @@ def describe(error: dict[str, Any], root: type[BaseModel]) -> str:
         hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(keys)})" if keys else ""
         return f"{loc_path(loc)}: unknown key{hint}"
     if kind == "missing":
-        hint = _MISSING_HINTS.get(str(loc[-1])) if loc else None
-        return f"{loc_path(loc)}: required key is missing" + (f" ({hint})" if hint else "")
+        why = _MISSING_HINTS.get(str(loc[-1])) if loc else None
+        return f"{loc_path(loc)}: required key is missing" + (f" ({why})" if why else "")
     message = error["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         if message.startswith(prefix):

@@ -20,8 +20,8 @@ from monitor.units import (
     Name,
     Percent,
     Ratio,
-    Window,
     TargetUrl,
+    Window,
 )
 
 

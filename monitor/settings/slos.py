@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal, Sequence
 
 from pydantic import Field, field_validator
 
-from monitor.settings.base import OptionalUrl, Section
 from monitor.settings.alert_windows import BUILTIN_WINDOW_SETS, BurnWindow, SloAlerting, default_window_set
+from monitor.settings.base import OptionalUrl, Section
 from monitor.settings.exclusions import ExclusionConfig
 from monitor.units import Latency, Name, Ratio, SloPeriod
 

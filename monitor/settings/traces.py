@@ -15,7 +15,7 @@ Every key has a default, so a config without `traces:` runs the receiver with th
 Exact SLIs: each latency SLO minute of a pool is recounted from the pool's trace records once it has
 settled, if the records number at least `min_coverage` of the requests the histograms counted in it
 (spans are lost when a sender's queue overflows or tracing is off on some instances; then the
-histograms' interpolated count stays). See monitor/evaluate/slo_engine.py.
+histograms' interpolated count stays). See monitor/evaluate/slo/engine.py.
 """
 
 from __future__ import annotations

@@ -137,6 +137,7 @@ def fleet_params(args: argparse.Namespace):
         problems.append(str(exc))
     if problems:
         raise BadInput("\n".join(problems))
+    assert base is not None  # built above unless a problem was found
     spec = FleetSpec(args.instances, base, args.speed, args.kv_blocks, args.max_num_seqs)
     return [spec.params(i) for i in range(args.instances)]
 

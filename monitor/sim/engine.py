@@ -27,9 +27,9 @@ from typing import Any, Callable, Sequence
 from monitor.sim.groundtruth import GroundTruth
 from monitor.sim.kv import KvCache
 from monitor.sim.metrics import VllmMetrics
-from monitor.sim.stats import FinishedStats, StepStats
 from monitor.sim.params import Faults, InstanceParams
 from monitor.sim.request import FinishedObserver, SimRequest
+from monitor.sim.stats import FinishedStats, StepStats
 from monitor.sim.tokens import block_hashes
 
 
@@ -170,11 +170,11 @@ class Engine:
             max_tokens=budget, max_tokens_param=max_tokens, target=max(1, target),
             stop_reason="length" if target >= budget else "stop", arrival=now, seed=self.params.seed * 7919 + number,
         )
-        limit = self.faults.max_num_queued_reqs or self.params.max_num_queued_reqs
-        if limit is not None and len(self.waiting) + len(self.deferred) >= limit:
+        queue_limit = self.faults.max_num_queued_reqs or self.params.max_num_queued_reqs
+        if queue_limit is not None and len(self.waiting) + len(self.deferred) >= queue_limit:
             self.rejections += 1
             self.metrics.rejected("max_num_queued_reqs")
-            raise AdmissionRejected(f"The server is at its limit of {limit} queued requests "
+            raise AdmissionRejected(f"The server is at its limit of {queue_limit} queued requests "
                                     "(--max-num-queued-reqs); try again later.")
         if self.faults.error_rate > 0 and self.rng.random() < self.faults.error_rate:
             self._finish(req, "error", now)

@@ -25,7 +25,7 @@ class GroundTruth:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: TextIO | None = open(self.path, "w", buffering=1, encoding="utf-8")
+        self._file: TextIO | None = open(self.path, "w", buffering=1, encoding="utf-8")  # noqa: SIM115 (closed by close())
         self._lock = threading.Lock()
 
     def write(self, row: dict[str, Any]) -> None:

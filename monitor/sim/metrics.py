@@ -113,7 +113,7 @@ class VllmMetrics:
         token_buckets = build_1_2_5_buckets(max_model_len)
         if version in ("v1", "latest"):
             self._declare_v1(model_name, token_buckets, cache_info)
-            self._exposed = self.registry
+            self._exposed: CollectorRegistry | _WithoutCreated = self.registry
         else:
             self._declare_v0(model_name, token_buckets, cache_info)
             self._exposed = _WithoutCreated(self.registry)
@@ -380,4 +380,4 @@ class VllmMetrics:
                 self.num_preemptions_hist.observe(f.preemptions)
 
     def render(self) -> bytes:
-        return generate_latest(self._exposed)  # type: ignore[arg-type]
+        return generate_latest(self._exposed)

@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from monitor.evaluate.fleet import OutcomeTally, Rollup
-from monitor.evaluate.slo_engine import SloEventRow
+from monitor.evaluate.slo.engine import SloEventRow
 from monitor.evaluate.windows import instance_figures
 from monitor.gpu.rollup import GpuRollup
 from monitor.store.audit import AuditEntry
@@ -281,16 +281,17 @@ class Store(StoreReads, ExclusionStore):
                         tuple_(ScrapeOutcome.instance_id, ScrapeOutcome.minute).in_(chunk)))
                 session.add_all(outcome_rows)
                 last_seen: dict[int, datetime] = {}
-                for row in outcome_rows:
-                    if row.failures < row.scrapes:
-                        last_seen[row.instance_id] = max(last_seen.get(row.instance_id, row.minute), row.minute)
+                for outcome in outcome_rows:
+                    if outcome.failures < outcome.scrapes:
+                        last_seen[outcome.instance_id] = max(last_seen.get(outcome.instance_id, outcome.minute),
+                                                             outcome.minute)
                 # one UPDATE per distinct minute (usually one for the whole fleet), not a SELECT and
                 # an UPDATE per instance: 1,000 round trips a minute at 1,000 targets
                 by_minute: dict[datetime, list[int]] = {}
                 for instance_id, seen in last_seen.items():
                     by_minute.setdefault(seen, []).append(instance_id)
-                for seen, ids in by_minute.items():
-                    for chunk in chunks(ids, 500):
+                for seen, seen_ids in by_minute.items():
+                    for chunk in chunks(seen_ids, 500):
                         session.execute(
                             update(Instance)
                             .where(Instance.id.in_(chunk), or_(Instance.last_seen.is_(None), Instance.last_seen < seen))

@@ -7,12 +7,12 @@ go straight to the database, never through the queue, so they live apart from it
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import CursorResult, Engine, Result, delete, select
 from sqlalchemy.orm import Session
 
-from monitor.evaluate.slo_engine import SloEventRow
+from monitor.evaluate.slo.engine import SloEventRow
 from monitor.store.audit import AuditEntry
 from monitor.store.models import (
     DecisionRecord,
@@ -75,16 +75,16 @@ class StoreReads:
         """Delete SLO minutes older than the longest SLO window needs (kept apart from `cleanup`:
         a 90d SLO must keep its events past a 30d `storage.retention`)."""
         with Session(self.engine) as session, session.begin():
-            return session.execute(delete(SloEvent).where(SloEvent.minute < utc(older_than))).rowcount
+            return _rowcount(session.execute(delete(SloEvent).where(SloEvent.minute < utc(older_than))))
 
     def cleanup(self, older_than: float) -> int:
         """Delete history older than the retention horizon; returns rows deleted."""
         cutoff = utc(older_than)
         with Session(self.engine) as session, session.begin():
-            deleted = session.execute(delete(InstanceRollup).where(InstanceRollup.minute < cutoff)).rowcount
-            deleted += session.execute(delete(ScrapeOutcome).where(ScrapeOutcome.minute < cutoff)).rowcount
-            deleted += session.execute(delete(DecisionRecord).where(DecisionRecord.at < cutoff)).rowcount
-            deleted += session.execute(delete(GpuRollupRecord).where(GpuRollupRecord.minute < cutoff)).rowcount
+            deleted = _rowcount(session.execute(delete(InstanceRollup).where(InstanceRollup.minute < cutoff)))
+            deleted += _rowcount(session.execute(delete(ScrapeOutcome).where(ScrapeOutcome.minute < cutoff)))
+            deleted += _rowcount(session.execute(delete(DecisionRecord).where(DecisionRecord.at < cutoff)))
+            deleted += _rowcount(session.execute(delete(GpuRollupRecord).where(GpuRollupRecord.minute < cutoff)))
         return deleted
 
     def decisions(self, *, pool: str | None = None, instance: str | None = None, kind: str | None = None,
@@ -107,3 +107,8 @@ class StoreReads:
         with Session(self.engine) as session:
             row = session.get(ServiceState, key)
             return dict(row.value) if row is not None else None
+
+
+def _rowcount(result: Result[Any]) -> int:
+    """Rows a DELETE removed: `Session.execute` is typed to answer a `Result`; for DML it is a `CursorResult`."""
+    return cast("CursorResult[Any]", result).rowcount

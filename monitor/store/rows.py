@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Mapping
 
 
 def utc(t: float) -> datetime:
-    return datetime.fromtimestamp(t, tz=timezone.utc)
+    return datetime.fromtimestamp(t, tz=UTC)
 
 
 def histogram_json(stats) -> dict[str, Any]:
@@ -36,7 +36,7 @@ def jsonable(value: Any) -> Any:
 
 def aware(dt: datetime) -> datetime:
     """SQLite returns naive datetimes; they were stored as UTC."""
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def chunks(items: list, size: int):

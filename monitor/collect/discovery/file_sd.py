@@ -13,7 +13,13 @@ import stat
 from dataclasses import dataclass, field
 
 from monitor.collect.discovery.source import Source, dedupe
-from monitor.collect.discovery.targets import DiscoveredTarget, DiscoveryError, Parsed, load_document, read_target_groups
+from monitor.collect.discovery.targets import (
+    DiscoveredTarget,
+    DiscoveryError,
+    Parsed,
+    load_document,
+    read_target_groups,
+)
 from monitor.settings.discovery import DiscoverySettings, FileDiscovery
 
 

@@ -104,7 +104,11 @@ class Discovery:
             if source not in self._tasks and source.due(now):
                 task = asyncio.create_task(source.refresh(now), name=f"discovery {source.name}")
                 self._tasks[source] = task
-                task.add_done_callback(lambda _t, s=source: self._tasks.pop(s, None))
+
+                def forget(_task: asyncio.Task[None], s: Source = source) -> None:
+                    self._tasks.pop(s, None)
+
+                task.add_done_callback(forget)
         return self.membership
 
     async def poll_briefly(self, timeout: float, now: float | None = None) -> Membership:

@@ -320,8 +320,8 @@ def _scrape_url_target(scrape_url: Any, labels: Mapping[str, Any]) -> Discovered
 
 
 def _kind(value: Any) -> str:
-    return "null" if value is None else {dict: "a mapping", list: "a list", str: "a string"}.get(
-        type(value), type(value).__name__)
+    kinds: dict[type, str] = {dict: "a mapping", list: "a list", str: "a string"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
 
 
 def _show(value: Any) -> str:

@@ -10,14 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import isfinite
 
+from monitor.evaluate.windows import WindowStats, fraction_at_or_below
+from monitor.samples import ModelSample, ScrapeResult
 from monitor.settings import (
     AvailabilityIndicator,
     ErrorRatioIndicator,
     LatencyIndicator,
     SaturationIndicator,
 )
-from monitor.evaluate.windows import WindowStats, fraction_at_or_below
-from monitor.samples import ModelSample, ScrapeResult
 
 # --- events per indicator -----------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Iterable, Sequence
 
 from monitor.evaluate.slo.events import Events
@@ -32,7 +32,7 @@ def _epoch_seconds(value: float | int | datetime) -> float:
     """Unix seconds; a naive datetime is taken as UTC, as databases hand back what was stored in UTC."""
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value.timestamp()
     return float(value)
 

@@ -248,7 +248,7 @@ def slo_test_file(rules: SloRules, rules_file: str) -> dict[str, Any]:
     paging = next(((c, i) for c, i in built if any(_outcome(rules, i.model, c.evals[-1]).values())), None)
     if paging is not None:
         case, inputs = paging
-        at = clock.at(clock.steps(case.evals[-1]))
+        eval_at = clock.at(clock.steps(case.evals[-1]))
         window = {"series": labels_text(EXCLUSION_SERIES, {"job": q.SERVICE_JOB, "instance": "monitor:9470",
                                                            "slo": rules.slo.name, "pool": pool}),
                   "values": f"1+0x{clock.steps(case.evals[-1])}"}
@@ -256,7 +256,7 @@ def slo_test_file(rules: SloRules, rules_file: str) -> dict[str, Any]:
             "name": f"{rules.slo.name}: {case.name.split(':')[0]} inside a maintenance window: nothing fires",
             "interval": interval,
             "input_series": [*inputs.series, window],
-            "alert_rule_test": [{"eval_time": at, "alertname": name, "exp_alerts": []}
+            "alert_rule_test": [{"eval_time": eval_at, "alertname": name, "exp_alerts": []}
                                 for name in (BURN_ALERT, EXHAUSTED_ALERT, ABSENT_ALERT)],
         })
     if rules.absent:

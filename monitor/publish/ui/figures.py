@@ -1,7 +1,7 @@
 """The console's arithmetic over per-minute SLO rows, as pure functions: the budget burn-down, the
 attainment over a span, the incidents of a month, the month a report covers.
 
-Rows are the SLO engine's `(minute_start, good, total)` (monitor.evaluate.slo_engine.SloEngine.minutes);
+Rows are the SLO engine's `(minute_start, good, total)` (monitor.evaluate.slo.engine.SloEngine.minutes);
 `excluded` are merged `[first, end)` minute numbers of maintenance windows
 (monitor.evaluate.slo.minute_ranges): those minutes count neither good nor bad, as in the evaluation.
 """
@@ -28,7 +28,7 @@ def _is_excluded(minute: int, excluded: MinuteRanges) -> bool:
 
 
 def _usable(good: float, total: float) -> bool:
-    return math.isfinite(good) and math.isfinite(total) and total >= 0 and 0 <= good
+    return math.isfinite(good) and math.isfinite(total) and total >= 0 and good >= 0
 
 
 def counts(rows: Rows, since: float, until: float, excluded: MinuteRanges = ()) -> tuple[float, float]:

@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 
 from monitor.evaluate.slo import minute_ranges, slo_pairs, slo_windows
-from monitor.evaluate.slo_engine import SloStatus
+from monitor.evaluate.slo.engine import SloStatus
 from monitor.gpu.publish import gpus_json
 from monitor.publish.cost import service_pool_cost
 from monitor.publish.finite_json import FiniteJSONResponse

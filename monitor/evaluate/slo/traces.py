@@ -1,5 +1,5 @@
 """Exact latency SLIs from traces: which settled minutes of a pool the trace records cover, and
-recounting those minutes from them (see `monitor.evaluate.slo_engine`'s module doc).
+recounting those minutes from them (see `monitor.evaluate.slo.engine`'s module doc).
 
 Apart from the engine because it keeps its own state (the requests the histograms counted per
 minute, the newest minute already compared) that only the trace recount reads.
@@ -11,7 +11,7 @@ import math
 from typing import Iterable, Protocol
 
 from monitor.evaluate.slo import MINUTE
-from monitor.evaluate.slo_track import POOL_WIDE, SloTrack, portions
+from monitor.evaluate.slo.track import POOL_WIDE, SloTrack, portions
 from monitor.evaluate.windows import WindowStats
 from monitor.otlp.records import RequestRecord
 from monitor.settings import LatencyIndicator

@@ -1,7 +1,7 @@
 """One SLO key's event series as the engine keeps it: which minutes it counted, from where, and
 which minutes the store has not seen yet.
 
-Apart from `slo_engine` so that the engine module holds the counting loop and the evaluation only;
+Apart from `engine` so that the engine module holds the counting loop and the evaluation only;
 the per-key bookkeeping (filing an interval's events into minutes, recounting a minute from traces,
 exactness) is the same whichever engine drives it.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from monitor.collect.vllm import threshold_warning
-from monitor.evaluate.slo import MINUTE, EventSeries, Events, retention_for, slo_pairs
+from monitor.evaluate.slo import MINUTE, Events, EventSeries, retention_for, slo_pairs
 from monitor.otlp.goodput import LatencyObjective, latency_counts
 from monitor.otlp.records import RequestRecord
 from monitor.settings import LatencyIndicator, SloConfig

@@ -1,7 +1,7 @@
 """The SLO engine: each scrape cycle's events per SLO and pool (and model), kept per minute, evaluated.
 
-`slo.py` holds the arithmetic and knows nothing about scrapes; this module is the stateful part
-between them. After every cycle it turns each instance's last scrape interval into good/valid
+The package's arithmetic modules (`events`, `series`, `burn`, ...) know nothing about scrapes; this
+module is the stateful part between them. After every cycle it turns each instance's last scrape interval into good/valid
 events for every SLO that covers the instance's pool, adds them to one `EventSeries` per
 (SLO, pool) and, where a pool serves several `model_name`s, per (SLO, pool, model). It then
 evaluates budgets and burn-rate alerts for all of them at once, so the API, /metrics and
@@ -62,10 +62,10 @@ from monitor.evaluate.slo import (
     retention_for,
     slo_pairs,
 )
-from monitor.evaluate.slo_maintenance import MaintenanceWindows
-from monitor.evaluate.slo_presence import MetricPresence
-from monitor.evaluate.slo_track import SloKey, SloTrack
-from monitor.evaluate.slo_traces import TraceRecords, TraceRecount
+from monitor.evaluate.slo.maintenance import MaintenanceWindows
+from monitor.evaluate.slo.presence import MetricPresence
+from monitor.evaluate.slo.traces import TraceRecords, TraceRecount
+from monitor.evaluate.slo.track import SloKey, SloTrack
 from monitor.evaluate.windows import stats_over
 from monitor.samples import ModelSample, ScrapeResult
 from monitor.settings import AvailabilityIndicator, CostConfig, SloConfig
@@ -173,9 +173,9 @@ class SloEngine:
                 if pool in self._by_pool:
                     self._by_pool[pool].append(slo)
         for key, track in old.items():
-            slo = self._by_name.get(key.slo)
-            if slo is not None and slo in self._by_pool.get(key.pool, ()):
-                self._tracks[key] = SloTrack.carried(track, slo, self.keep_rows)
+            kept = self._by_name.get(key.slo)
+            if kept is not None and kept in self._by_pool.get(key.pool, ()):
+                self._tracks[key] = SloTrack.carried(track, kept, self.keep_rows)
         for slo in self.slos:
             for pool in slo.pools or pool_names:
                 key = SloKey(slo.name, pool)
