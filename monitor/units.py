@@ -168,8 +168,8 @@ def parse_size(value: Any) -> int:
         number = float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
     else:
         raise ValueError(f"not a size: {_short(value)} (use e.g. 16MiB, 512KiB or a number of bytes)")
-    if number <= 0:
-        raise ValueError(f"size must be positive: {_short(value)}")
+    if number < 1:  # "0.5" would be 0 bytes: every page or answer refused as too large
+        raise ValueError(f"size must be at least 1 byte: {_short(value)}")
     if not number <= MAX_SIZE:
         raise ValueError(f"size too large: {_short(value)} (at most 1GiB)")
     return int(number)

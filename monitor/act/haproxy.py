@@ -111,7 +111,7 @@ class AgentCheckServer:
             name = await self._read_name(reader)
             try:
                 verdict = self.lookup(name) if name else None
-            except Exception:
+            except Exception:  # a lookup bug must not take the listener down
                 log.exception("agent-check lookup failed for %r", name)
                 verdict = None
             if verdict is None and name not in self._warned and len(self._warned) < 1000:

@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return EXIT_OK
-    except Exception as exc:
+    except Exception as exc:  # the last line of defence; named, not a traceback wall
         logging.getLogger("monitor").exception("failed: %s", exc)
         return EXIT_ERROR
 

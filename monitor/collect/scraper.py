@@ -120,15 +120,16 @@ class BoundedDecoder:
             self._head += data
         try:
             return self._inflate(data)
-        except zlib.error:
+        except zlib.error as first:
+            failure = first
             if guessing:
                 self._wbits = -zlib.MAX_WBITS
                 self._inflater = zlib.decompressobj(self._wbits)
                 try:
                     return self._inflate(self._head)
                 except zlib.error as again:
-                    exc = again
-            raise BodyUndecodable(f"body does not decode as its Content-Encoding: {exc}") from None
+                    failure = again
+            raise BodyUndecodable(f"body does not decode as its Content-Encoding: {failure}") from None
 
     def _inflate(self, data: bytes) -> bytes:
         assert self._inflater is not None and self._wbits is not None

@@ -97,7 +97,8 @@ def pool_wide_slowness(eligible: list[str], sigs: Mapping[str, InstanceSignals],
         return out
 
     def start(i: str) -> float:  # where the instance's figures begin (its last change of state, else the window)
-        return sigs[i].judged_since if sigs[i].judged_since is not None else -math.inf
+        since = sigs[i].judged_since
+        return since if since is not None else -math.inf
 
     for label, attr, threshold_key in LATENCY_FIGURES:
         threshold = getattr(s, threshold_key)
@@ -108,9 +109,10 @@ def pool_wide_slowness(eligible: list[str], sigs: Mapping[str, InstanceSignals],
             # only peers judged over about the same stretch compare: replicas that joined (or came back)
             # after the load began are fast because they missed it, which says nothing of this one
             tolerance = (sigs[i].window_s or 0.0) / 2
-            rest = [v for j, v in values.items() if j != i and start(j) <= start(i) + tolerance]
-            if rest and all(v is not None and v > threshold for v in rest):
-                median = statistics.median(rest)  # type: ignore[type-var]
+            peers = [v for j, v in values.items() if j != i and start(j) <= start(i) + tolerance]
+            rest = [float(v) for v in peers if v is not None]
+            if rest and len(rest) == len(peers) and all(v > threshold for v in rest):
+                median = statistics.median(rest)
                 out.setdefault(i, {})[label] = (
                     f"ejection held back: the whole pool is slow ({label} median {secs(median)} of the other "
                     f"{count(len(rest), 'instance')}, all past {secs(threshold)}): capacity, not this instance")

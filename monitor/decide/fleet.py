@@ -194,7 +194,10 @@ class FleetDecisions:
         if last is None or why is None:
             return last
         current = health.current_replicas() if health is not None else last.current_replicas
-        return replace(last, current_replicas=current, desired_replicas=current,
+        # held, but never above max_replicas (a pool discovered larger than its bound): the promise
+        # an autoscaler relies on holds whether or not the figure is fresh
+        held = min(current, scaler.settings.max_replicas_for(current)) if scaler else current
+        return replace(last, current_replicas=current, desired_replicas=held,
                        reason=f"holding the current replicas: {why}")
 
     def snapshot(self) -> dict[str, dict[str, dict[str, Any]]]:

@@ -341,6 +341,9 @@ class PoolHealth:
         observed = [sig for sig in sigs.values() if sig.observed_at is not None]
         if len(sigs) > 0 and len(observed) == len(sigs) and all(sig.failed for sig in observed):
             kinds = sorted({(sig.scrape_error or sig.health_error or "")[:80] for sig in observed})
+            if len(sigs) == 1:  # not "all 1 targets ... than every instance"
+                return (FAIL_OPEN_PREFIX + f"the only target of pool {self.pool} failed ({'; '.join(kinds)}); "
+                        "the last server in rotation is never ejected"), False
             return (FAIL_OPEN_PREFIX + f"all {len(sigs)} targets of pool {self.pool} failed at once "
                     f"({'; '.join(kinds)}): more likely the monitor's side than every instance"), False
         return None, False

@@ -53,12 +53,12 @@ class GpuPageSource:
 class _Handler(BaseHTTPRequestHandler):
     server: ExporterServer
 
-    def do_GET(self) -> None:
+    def do_GET(self) -> None:  # http.server's naming
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             try:
                 body, status, ctype = self.server.source.page().encode(), 200, CONTENT_TYPE
-            except Exception as exc:
+            except Exception as exc:  # a reader bug must answer 500, not kill the thread
                 log.exception("rendering the GPU page failed")
                 body, status, ctype = f"error: {exc}\n".encode(), 500, "text/plain; charset=utf-8"
         elif path in ("/health", "/healthz"):
@@ -71,7 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:
+    def log_message(self, format: str, *args: object) -> None:  # a line per scrape is noise
         log.debug("%s " + format, self.address_string(), *args)  # noqa: G003 (http.server's own %-format, filled lazily)
 
 

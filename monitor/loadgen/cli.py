@@ -109,7 +109,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 
     try:
         summary = asyncio.run(main())
-    except Exception as exc:
+    except Exception as exc:  # unreachable target, bad model: one line, exit 1
         import httpx
 
         if isinstance(exc, (httpx.HTTPError, OSError, KeyError, ValueError)):

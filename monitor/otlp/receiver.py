@@ -107,7 +107,7 @@ class TraceReceiver:
         if outcome.records:
             try:
                 self.sink(outcome.records)
-            except Exception as exc:
+            except Exception as exc:  # the sender must retry, not lose the batch
                 log.exception("trace records could not be stored")
                 message = f"spans could not be stored: {type(exc).__name__}: {exc}"
                 fmt = outcome.media_type

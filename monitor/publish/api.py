@@ -298,13 +298,15 @@ def install_routes(app: FastAPI, service: MonitorState,
 
     @app.get("/api/v1/pools/{pool}/scaling", dependencies=[Depends(require_token)])
     async def scaling(pool: str) -> JSONResponse:
-        if service.config.pool(pool) is None:
+        settings = service.config.pool(pool)
+        if settings is None:
             raise HTTPException(status_code=404, detail=f"no pool named {pool!r}")
         decision = service.decisions.recommendation(pool)
         if decision is None:
             targets = len(service.decisions.pool_verdicts(pool))
-            return JSONResponse({"pool": pool, "current_replicas": targets, "desired_replicas": targets,
-                                 "reason": "no evaluation yet", "signals": {}})
+            bound = settings.scaling.max_replicas_for(targets)  # never above it, even now
+            return JSONResponse({"pool": pool, "current_replicas": targets, "desired_replicas": min(targets, bound),
+                                 "max_replicas": bound, "reason": "no evaluation yet", "signals": {}})
         body = decision.to_json()
         body["at"] = rfc3339(decision.at)
         body["stale"] = decision.reason.startswith("holding the current replicas: failing open")

@@ -110,7 +110,7 @@ def parse_request_id(body: dict[str, Any]) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ValueError("id: expected a string, your own id for the window "
+        raise ValueError("id: expected a string, your own id for the window "  # a 400 like any key
                          "(a retry with the same id is one window)")
     text = str(value).strip()
     if not text or len(text) > MAX_REQUEST_ID or not text.isprintable():
@@ -227,7 +227,7 @@ def install_exclusion_routes(app: FastAPI, service: MonitorState, require_token:
         return JSONResponse({**exclusion_json(new, time.time()), "request_id": request_id}, status_code=201)
 
     @app.get("/api/v1/exclusions", dependencies=[Depends(require_token)])
-    async def list_exclusions(all: bool = False) -> JSONResponse:
+    async def list_exclusions(all: bool = False) -> JSONResponse:  # the query parameter's name
         now = time.time()
         adhoc = [exclusion_json(e, now) for e in service.slo.adhoc_exclusions
                  if all or state_of(e, now) in ("scheduled", "active")]

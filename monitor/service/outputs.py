@@ -81,7 +81,7 @@ class AlertDelivery:
     async def _notify(self) -> None:
         try:
             await self.notifier.tick(time.time())
-        except Exception:
+        except Exception:  # delivery must never take the loop down
             log.exception("alert delivery failed")
 
     async def close(self, timeout: float) -> None:

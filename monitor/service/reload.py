@@ -84,7 +84,7 @@ class Reloader:
             try:
                 async with self.service.cycle_lock:  # between cycles: no cycle sees half a config
                     notes = await apply_config(self.service, config)
-            except Exception as exc:
+            except Exception as exc:  # a bug must not take the running service down
                 log.debug("applying the reloaded config failed", exc_info=True)
                 try:
                     await apply_config(self.service, running)  # back to the config that was serving

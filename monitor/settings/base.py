@@ -12,9 +12,10 @@ from monitor.units import HttpUrl
 
 class Section(BaseModel):
     """A section of the YAML. `extra="forbid"`: a typo such as `intervall` would otherwise leave the
-    default in force without a word."""
+    default in force without a word. `allow_inf_nan=False`: YAML's `.inf`/`.nan` as a target, factor or
+    price passes `gt=0` and then fails every cycle (`ceil(inf)`) or publishes `+Inf` costs."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def none_if_empty(value: Any) -> Any:

@@ -31,7 +31,7 @@ def parse_tolerance(value: Any) -> float:
     Relative for latencies and preemptions (+10% on the quantile), absolute for `errors` (+0.1 point
     of error ratio), `goodput` (-1 point) and `kv_usage` (+10 points)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"not a tolerance: {value!r:.80} (use e.g. 10% or 0.1)")
+        raise ValueError(f"not a tolerance: {value!r:.80} (use e.g. 10% or 0.1)")  # pydantic reads ValueError
     text = str(value).strip()
     try:
         number = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
@@ -45,7 +45,7 @@ def parse_tolerance(value: Any) -> float:
 def parse_confidence(value: Any) -> float:
     """`95%` or `0.95`: one minus the risk of failing a good canary; from 50% to 99.99%."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"not a confidence: {value!r:.80} (use e.g. 95% or 0.95)")
+        raise ValueError(f"not a confidence: {value!r:.80} (use e.g. 95% or 0.95)")  # pydantic reads ValueError
     text = str(value).strip()
     try:
         number = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)

@@ -110,8 +110,8 @@ DEFAULT_MAX_REPLICAS = 100
 class ScalingSettings(Section):
     """`pools[].scaling`: targets per metric (null switches a metric off), tolerance, windows, bounds."""
 
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int | None = Field(None, ge=1, description=f"upper bound; unset: {DEFAULT_MAX_REPLICAS} (or the "
+    min_replicas: int = Field(1, ge=0, le=2**31 - 1)  # Kubernetes replica counts are int32
+    max_replicas: int | None = Field(None, ge=1, le=2**31 - 1, description=f"upper bound; unset: {DEFAULT_MAX_REPLICAS} (or the "
                                                               "pool's current replicas when more), and `check` warns")
     target_waiting_per_replica: float | None = Field(5.0, gt=0)
     target_kv_cache_usage: Ratio | None = 0.8

@@ -233,7 +233,7 @@ class SimFleet:
             try:
                 await self._serve(member)
                 log.info("instance %s serving", member.name)
-            except Exception:
+            except Exception:  # one instance failing to start must not end the fleet
                 log.exception("instance %s failed to start", member.name)
                 member.state = "stopped"
 

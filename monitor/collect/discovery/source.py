@@ -86,7 +86,7 @@ class Source:
             await self._refresh(now)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # a bug here must not stop collection either
             log.exception("discovery %s: refresh failed", self.name)
             self._fail("*", f"{type(exc).__name__}: {exc}")
         else:

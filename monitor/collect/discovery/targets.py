@@ -304,6 +304,9 @@ def _scrape_url_target(scrape_url: Any, labels: Mapping[str, Any]) -> Discovered
         port_text = rest[1:] if rest.startswith(":") else ("" if not rest else None)
     else:
         host, _, port_text = netloc.rpartition(":") if ":" in netloc else (netloc, "", "")
+        if ":" in host:  # `http://fd00::1:80/`: which colon ends the address? RFC 3986 wants brackets
+            raise TargetRefused("bad_host", f"{_show(scrape_url)}: an IPv6 address goes in brackets "
+                                            "(http://[fd00::1]:8000/metrics)")
     try:
         host = check_host(host)
     except TargetRefused as exc:
