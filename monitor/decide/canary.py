@@ -23,6 +23,16 @@ bench feeds simulated histograms). Why these statistics (docs/canaries.md has th
   token already.
 - Per-token histograms (ITL) hold one observation per output event: those are not independent
   requests, so their counts are scaled down to the group's request count before testing.
+- KV cache usage is a gauge: the evidence is its value at each scrape of each member. Mann-Whitney
+  on those values (exact ranks, ties handled as blocks), the effect the difference of the means in
+  absolute points with a Welch interval. Scrapes a second apart are not independent draws, so the
+  interval is narrower than it should be; the absolute tolerance (10 points by default) is what keeps
+  that from failing a good canary, and the test guards against a difference that is only noise.
+- Goodput is the share of requests within the pool's latency objectives (the thresholds of its
+  latency SLOs), read from each histogram at the threshold (linear within the bucket, as the SLOs
+  read it). The histograms are separate, so whether one request met every objective is unknown: a
+  group's goodput is the share meeting its tightest objective (the smallest share). Compared as two
+  proportions, like errors: a drop in points.
 """
 
 from __future__ import annotations
@@ -40,7 +50,9 @@ VERDICTS = (PASS, FAIL, INCONCLUSIVE)
 _SEVERITY = {PASS: 0, INCONCLUSIVE: 1, FAIL: 2}
 LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e")
 LABELS = {"ttft": "TTFT", "tpot": "TPOT", "itl": "ITL", "e2e": "e2e latency", "errors": "errors",
-          "preemptions": "preemptions per request"}
+          "preemptions": "preemptions per request", "kv_usage": "KV cache usage", "goodput": "goodput"}
+POINTS = frozenset({"errors", "kv_usage", "goodput"})  # changes in absolute points, not relative
+LOWER_IS_WORSE = frozenset({"goodput"})  # a regression is a drop: its change is negative
 # the shape each latency is normalised by: (counter, what the normalised figure is per)
 SHAPE = {"ttft": ("prompt_tokens", "prompt token"), "e2e": ("generation_tokens", "output token")}
 _STD = NormalDist()
@@ -55,6 +67,7 @@ class GroupData:
     histograms: Mapping[str, Histogram] = field(default_factory=dict)  # ttft, tpot, itl, e2e deltas
     counters: Mapping[str, float] = field(default_factory=dict)  # prompt_tokens, generation_tokens, preemptions
     instances: int = 0
+    samples: Mapping[str, Sequence[float]] = field(default_factory=dict)  # kv_usage: the gauge at each scrape
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,18 +83,22 @@ class Rules:
     required: frozenset[str] = frozenset()  # metrics that must have data (listed explicitly)
     baseline_name: str = "baseline"
     candidate_name: str = "candidate"
+    # goodput's objectives: histogram (ttft, tpot, itl, e2e) -> latency threshold in seconds, from the
+    # latency SLOs covering the canary's pool; empty: goodput has nothing to judge
+    goodput_thresholds: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class MetricResult:
     metric: str
     verdict: str
-    baseline: float | None = None  # the quantile (seconds), error ratio or preemptions per request
+    baseline: float | None = None  # the quantile (seconds), error ratio, preemptions per request, mean KV
+    # usage or goodput (a share)
     candidate: float | None = None
-    change: float | None = None  # relative (latencies, preemptions) or absolute points (errors)
+    change: float | None = None  # relative (latencies, preemptions) or absolute (errors, kv_usage, goodput)
     interval: tuple[float, float] | None = None
     p_value: float | None = None
-    quantile: str | None = None  # "p99", "p50" for latencies
+    quantile: str | None = None  # "p99", "p50" for latencies; "mean" for kv_usage
     tolerance: float = 0.0
     normalized: str | None = None  # "per prompt token" when the candidate's values were rescaled
     note: str = ""  # why inconclusive, when it is
@@ -289,24 +306,107 @@ def wilson(successes: float, n: float, z: float) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def two_proportions(eb: float, nb: float, ec: float, nc: float, confidence: float
+                    ) -> tuple[float, float, tuple[float, float]]:
+    """(one-sided p-value that the candidate's proportion is not larger, the difference pc − pb, its
+    interval): pooled z-test; Newcombe's hybrid score interval from Wilson scores."""
+    eb, ec = min(max(eb, 0.0), nb), min(max(ec, 0.0), nc)
+    pb, pc = eb / nb, ec / nc
+    pooled = (eb + ec) / (nb + nc)
+    p_value = _upper_tail(pc - pb, pooled * (1 - pooled) * (1 / nb + 1 / nc))
+    z = _STD.inv_cdf(1.0 - (1.0 - confidence) / 2.0)
+    lb, ub = wilson(eb, nb, z)
+    lc, uc = wilson(ec, nc, z)
+    diff = pc - pb
+    interval = (diff - math.sqrt((pc - lc) ** 2 + (ub - pb) ** 2), diff + math.sqrt((uc - pc) ** 2 + (pb - lb) ** 2))
+    return p_value, diff, interval
+
+
 def judge_errors(base: GroupData, cand: GroupData, rules: Rules) -> MetricResult:
     """Two proportions: one-sided pooled z-test; Newcombe's hybrid score interval of the difference."""
     tolerance = rules.tolerance.get("errors", 0.001)
     nb, nc = base.requests, cand.requests
     if nb <= 0 or nc <= 0:
         return MetricResult("errors", INCONCLUSIVE, tolerance=tolerance, note="no requests")
-    eb, ec = min(base.errors, nb), min(cand.errors, nc)
-    pb, pc = eb / nb, ec / nc
-    pooled = (eb + ec) / (nb + nc)
-    p_value = _upper_tail(pc - pb, pooled * (1 - pooled) * (1 / nb + 1 / nc))
+    p_value, diff, interval = two_proportions(base.errors, nb, cand.errors, nc, rules.confidence)
     alpha = 1.0 - rules.confidence
-    z = _STD.inv_cdf(1.0 - alpha / 2.0)
-    lb, ub = wilson(eb, nb, z)
-    lc, uc = wilson(ec, nc, z)
-    diff = pc - pb
-    interval = (diff - math.sqrt((pc - lc) ** 2 + (ub - pb) ** 2), diff + math.sqrt((uc - pc) ** 2 + (pb - lb) ** 2))
     verdict = FAIL if p_value < alpha and diff > tolerance else PASS
+    pb, pc = min(base.errors, nb) / nb, min(cand.errors, nc) / nc
     return MetricResult("errors", verdict, pb, pc, diff, interval, p_value, None, tolerance)
+
+
+def share_under(hist: Histogram, threshold: float) -> float | None:
+    """The share of a histogram's observations at or under `threshold`: the cumulative count at it,
+    linear within its bucket (how histogram_quantile and the SLOs read buckets); None when empty."""
+    counts = bucket_counts(hist)
+    total = sum(counts)
+    if total <= 0 or not threshold > 0:
+        return None
+    under, lower = 0.0, 0.0
+    for upper, count in zip(hist.bounds, counts):
+        if threshold >= upper:
+            under += count
+        elif threshold > lower and not math.isinf(upper):
+            under += count * (threshold - lower) / (upper - lower)
+            break
+        else:
+            break
+        lower = upper
+    return min(1.0, under / total)
+
+
+def judge_goodput(base: GroupData, cand: GroupData, rules: Rules) -> MetricResult:
+    """The share of requests within the latency objectives, as two proportions (of requests missing
+    them): the candidate fails when its goodput is lower by more than the tolerance, significantly."""
+    tolerance = rules.tolerance.get("goodput", 0.01)
+    if not rules.goodput_thresholds:
+        return MetricResult("goodput", INCONCLUSIVE, tolerance=tolerance,
+                            note="no latency SLO covers the pool (goodput is the share within its objectives)")
+    shares: list[tuple[float, float]] = []
+    for metric, threshold in sorted(rules.goodput_thresholds.items()):
+        hb, hc = base.histograms.get(metric), cand.histograms.get(metric)
+        if hb is None or hc is None:
+            continue
+        sb, sc = share_under(hb, threshold), share_under(hc, threshold)
+        if sb is not None and sc is not None:
+            shares.append((sb, sc))
+    nb, nc = base.requests, cand.requests
+    if not shares or nb <= 0 or nc <= 0:
+        return MetricResult("goodput", INCONCLUSIVE, tolerance=tolerance,
+                            note="no observations at the latency objectives from both groups")
+    gb, gc = min(b for b, _ in shares), min(c for _, c in shares)  # the tightest objective of each group
+    p_value, diff, (lo, hi) = two_proportions(nb * (1 - gb), nb, nc * (1 - gc), nc, rules.confidence)
+    alpha = 1.0 - rules.confidence
+    verdict = FAIL if p_value < alpha and diff > tolerance else PASS
+    return MetricResult("goodput", verdict, gb, gc, -diff, (-hi, -lo), p_value, None, tolerance)
+
+
+def judge_kv_usage(base: GroupData, cand: GroupData, rules: Rules) -> MetricResult:
+    """The gauge at each scrape: Mann-Whitney on the values (each distinct value a block of ties),
+    the difference of the means in points with a Welch interval."""
+    tolerance = rules.tolerance.get("kv_usage", 0.10)
+    xb, xc = base.samples.get("kv_usage") or (), cand.samples.get("kv_usage") or ()
+    if len(xb) < 2 or len(xc) < 2:
+        missing = rules.baseline_name if len(xb) < 2 else rules.candidate_name
+        return MetricResult("kv_usage", INCONCLUSIVE, tolerance=tolerance,
+                            note=f"fewer than 2 KV cache usage samples from {missing}")
+    grid = sorted(set(xb) | set(xc))
+    index = {v: i for i, v in enumerate(grid)}
+    counts_b, counts_c = [0.0] * len(grid), [0.0] * len(grid)
+    for v in xb:
+        counts_b[index[v]] += 1
+    for v in xc:
+        counts_c[index[v]] += 1
+    p_value, _ = mann_whitney(counts_b, counts_c)
+    mb, mc = math.fsum(xb) / len(xb), math.fsum(xc) / len(xc)
+    var_b = math.fsum((v - mb) ** 2 for v in xb) / (len(xb) - 1)
+    var_c = math.fsum((v - mc) ** 2 for v in xc) / (len(xc) - 1)
+    z = _STD.inv_cdf(1.0 - (1.0 - rules.confidence) / 2.0)
+    spread = z * math.sqrt(var_b / len(xb) + var_c / len(xc))
+    diff = mc - mb
+    alpha = 1.0 - rules.confidence
+    verdict = FAIL if p_value < alpha and diff > tolerance else PASS
+    return MetricResult("kv_usage", verdict, mb, mc, diff, (diff - spread, diff + spread), p_value, "mean", tolerance)
 
 
 def judge_preemptions(base: GroupData, cand: GroupData, rules: Rules) -> MetricResult:
@@ -337,6 +437,10 @@ def judge_metric(metric: str, base: GroupData, cand: GroupData, rules: Rules) ->
         return judge_errors(base, cand, rules)
     if metric == "preemptions":
         return judge_preemptions(base, cand, rules)
+    if metric == "goodput":
+        return judge_goodput(base, cand, rules)
+    if metric == "kv_usage":
+        return judge_kv_usage(base, cand, rules)
     return judge_latency(metric, base, cand, rules)
 
 
@@ -351,8 +455,11 @@ def judge(base: GroupData, cand: GroupData, rules: Rules, evidence_s: float | No
     base, cand = _clean(base), _clean(cand)
     requests = (base.requests, cand.requests)
     # the canary's risk is shared among its metrics (Bonferroni): with six metrics each tested at the
-    # full risk, two identical versions would fail a quarter of the time
-    per_metric = replace(rules, confidence=1.0 - (1.0 - rules.confidence) / max(1, len(rules.metrics)))
+    # full risk, two identical versions would fail a quarter of the time. Shared among those that can
+    # be judged: a metric neither side reports (no KV gauge, no latency SLO for goodput) is left out
+    # and takes no share
+    judged = [m for m in rules.metrics if m in rules.required or has_data(m, base, cand, rules)]
+    per_metric = replace(rules, confidence=1.0 - (1.0 - rules.confidence) / max(1, len(judged)))
     results = {m: judge_metric(m, base, cand, per_metric) for m in rules.metrics}
     counts = f"{_count(cand.requests)} {rules.candidate_name} requests against {_count(base.requests)} " \
              f"{rules.baseline_name}"
@@ -386,6 +493,20 @@ def judge(base: GroupData, cand: GroupData, rules: Rules, evidence_s: float | No
     return CanaryVerdict(verdict, f"{describe(named)} on {counts}: {verdict}", results, requests)
 
 
+def has_data(metric: str, base: GroupData, cand: GroupData, rules: Rules) -> bool:
+    """Whether both groups carry what `metric` is judged on (requests aside: while they are short
+    the canary is inconclusive anyway)."""
+    if metric == "errors":
+        return True
+    if metric == "preemptions":
+        return "preemptions" in base.counters and "preemptions" in cand.counters
+    if metric == "kv_usage":
+        return bool(base.samples.get("kv_usage")) and bool(cand.samples.get("kv_usage"))
+    if metric == "goodput":
+        return any(m in base.histograms and m in cand.histograms for m in rules.goodput_thresholds)
+    return metric in base.histograms and metric in cand.histograms
+
+
 def _clean(group: GroupData) -> GroupData:
     """Counts as the judge may trust them: finite and not negative (a hostile page's sums are
     refused upstream; this holds the judge to it whatever it is handed)."""
@@ -397,15 +518,18 @@ def _clean(group: GroupData) -> GroupData:
                   if all(0 <= c <= 1e15 for c in h.cumulative) and 0 <= h.count <= 1e15 and h.bounds
                   and len(h.bounds) == len(h.cumulative) and all(b > 0 for b in h.bounds)
                   and all(x < y for x, y in zip(h.bounds, h.bounds[1:]))}
+    samples = {k: [v for v in values if math.isfinite(v) and 0.0 <= v <= 1.0]  # a usage is a share
+               for k, values in group.samples.items()}
     return GroupData(ok(group.requests), min(ok(group.errors), ok(group.requests)), histograms,
-                     {k: ok(v) for k, v in group.counters.items()}, max(0, group.instances))
+                     {k: ok(v) for k, v in group.counters.items()}, max(0, group.instances), samples)
 
 
 def _badness(result: MetricResult) -> float:
     """How close a metric came to its tolerance (a change at the tolerance is 1)."""
     if result.change is None:
         return -math.inf
-    return result.change / result.tolerance if result.tolerance > 0 else result.change * 1e9
+    change = -result.change if result.metric in LOWER_IS_WORSE else result.change
+    return change / result.tolerance if result.tolerance > 0 else change * 1e9
 
 
 def describe(result: MetricResult) -> str:
@@ -415,7 +539,7 @@ def describe(result: MetricResult) -> str:
         label += f" {result.normalized}"
     if result.change is None:
         return f"{label} n/a"
-    if result.metric == "errors":
+    if result.metric in POINTS:
         text = f"{label} {result.change * 100:+.2f} points"
         if result.interval:
             text += f" [{result.interval[0] * 100:+.2f}, {result.interval[1] * 100:+.2f}]"

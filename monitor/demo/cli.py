@@ -1,4 +1,4 @@
-"""`slo-monitor demo [--scenario fault|autoscale] [--duration S]`."""
+"""`slo-monitor demo [--scenario fault|autoscale|canary] [--duration S]`."""
 
 from __future__ import annotations
 
@@ -17,15 +17,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "service ejects it and the load moves away; runs until Ctrl-C or "
                                           "--duration. Scenario `autoscale`: load triples, the service's desired "
                                           "replicas rise, new instances load their model, join through file "
-                                          "discovery and take traffic until TTFT recovers; ends by itself. The "
+                                          "discovery and take traffic until TTFT recovers; ends by itself. "
+                                          "Scenario `canary`: 3 v1 instances and one v2 whose TPOT is 1.5x; the "
+                                          "canary judge collects evidence, fails v2, the demo rolls it back and "
+                                          "deploys a fixed v2 that passes; ends by itself. The "
                                           "summary lists each decision and step with its time, the traffic "
                                           "shift and the SLOs.")
-    p.add_argument("--scenario", choices=["fault", "autoscale"], default="fault",
-                   help="fault (default): one slow instance among 3; autoscale: load triples and the fleet grows")
+    p.add_argument("--scenario", choices=["fault", "autoscale", "canary"], default="fault",
+                   help="fault (default): one slow instance among 3; autoscale: load triples and the fleet grows; "
+                        "canary: a v2 rollout failed, rolled back and passed once fixed")
     p.add_argument("--duration", help="stop by itself after this long, e.g. 30 or 2m, and print a summary "
                                       "(autoscale: at most this long; by default it ends once TTFT has recovered)")
     p.add_argument("--rate", type=float, default=None,
-                   help="load in requests per second (default 6; autoscale: 1.5 before it triples)")
+                   help="load in requests per second (default 6; autoscale: 1.5 before it triples; canary: 8)")
     p.add_argument("--fault-at", default="20", help="when to slow one instance down (default 20 s; at most "
                                                     "half of --duration)")
     p.add_argument("--latency-multiplier", type=float, default=4.0, help="how much slower (default 4)")

@@ -46,13 +46,13 @@ from monitor.loadgen.workload import Workload
 from monitor.sim.fleet import QuietServer, free_port
 
 POOL = "demo"
-SCENARIOS = ("fault", "autoscale")
+SCENARIOS = ("fault", "autoscale", "canary")
 BALANCERS = ("auto", "nginx", "weights")
 
 
 @dataclass(slots=True)
 class DemoOptions:
-    scenario: str = "fault"  # fault | autoscale
+    scenario: str = "fault"  # fault | autoscale | canary
     duration_s: float | None = None  # None: until interrupted (fault), until the story is told (autoscale)
     rate: float | None = None  # None: the scenario's own
     fault_at_s: float = 20.0

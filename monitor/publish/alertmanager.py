@@ -227,11 +227,13 @@ class AlertmanagerNotifier:
 
     # -- state ------------------------------------------------------------------------------------
 
-    def update(self, statuses: Iterable[SloStatus], now: float, budgets: Iterable[CostBudgetStatus] = ()) -> None:
-        """Match the alert set to an evaluation (and the pools' cost budgets): new alerts fire,
+    def update(self, statuses: Iterable[SloStatus], now: float, budgets: Iterable[CostBudgetStatus] = (),
+               extra: Iterable[tuple[dict[str, str], dict[str, str]]] = ()) -> None:
+        """Match the alert set to an evaluation (and the pools' cost budgets, and `extra` alerts as
+        (labels, annotations): failing canaries, monitor/publish/canary_alerts.py): new alerts fire,
         missing ones resolve."""
         wanted: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], dict[str, str]]] = {}
-        for labels, notes in wanted_alerts(statuses, budgets):
+        for labels, notes in [*wanted_alerts(statuses, budgets), *extra]:
             wanted[tuple(sorted(labels.items()))] = (labels, notes)
         for key, (labels, notes) in wanted.items():
             alert = self._alerts.get(key)

@@ -30,12 +30,15 @@ from monitor.evaluate.fleet import FleetView, InstanceTrack
 from monitor.evaluate.windows import stats_over
 from monitor.samples import Histogram
 from monitor.settings.canaries import CanaryConfig, CanaryGroup
+from monitor.settings.slos import LatencyIndicator, SloConfig
 from monitor.store import AuditEntry
 
 log = logging.getLogger("monitor.canary")
 
 HISTOGRAMS = ("ttft", "tpot", "itl", "e2e")
 COUNTERS = ("prompt_tokens", "generation_tokens", "preemptions")
+GAUGES = {"kv_cache_usage": "kv_usage"}  # gauge read at each scrape -> the judge's sample key
+MAX_SAMPLES = 20_000  # per group and gauge: past it every other sample is dropped (the spread over time kept)
 
 
 @dataclass(slots=True)
@@ -46,6 +49,7 @@ class Evidence:
     errors: float = 0.0
     histograms: dict[str, tuple[tuple[float, ...], list[float], float]] = field(default_factory=dict)
     counters: dict[str, float] = field(default_factory=dict)
+    samples: dict[str, list[float]] = field(default_factory=dict)  # kv_usage: the gauge at each scrape read
     read_to: dict[str, float] = field(default_factory=dict)  # instance -> time of the last scrape read
 
     def add_track(self, track: InstanceTrack) -> None:
@@ -57,6 +61,7 @@ class Evidence:
         self.read_to[track.instance] = latest
         if since is None or latest <= since:
             return
+        self._add_gauges(track, since)
         for series in track.samples.values():
             points = list(series)
             before = [p for p in points if p[0] <= since][-1:]
@@ -74,6 +79,24 @@ class Evidence:
             for key in HISTOGRAMS:
                 if key in stats.histograms:
                     self._add_histogram(key, stats.histograms[key])
+
+    def _add_gauges(self, track: InstanceTrack, since: float) -> None:
+        """Each scrape's gauge values after `since` (one per scrape: an instance serving several
+        models reports the same engine's usage in each series). A hostile value (NaN, outside 0..1)
+        is not a sample."""
+        for gauge, key in GAUGES.items():
+            at: dict[float, float] = {}
+            for series in track.samples.values():
+                for t, sample in series:
+                    value = sample.gauges.get(gauge)
+                    if t > since and value is not None and math.isfinite(value) and 0.0 <= value <= 1.0:
+                        at[t] = value
+            if not at:
+                continue
+            held = self.samples.setdefault(key, [])
+            held.extend(at[t] for t in sorted(at))
+            if len(held) > MAX_SAMPLES:
+                self.samples[key] = held[::2]
 
     def _add_histogram(self, key: str, hist: Histogram) -> None:
         counts = bucket_counts(hist)
@@ -94,7 +117,8 @@ class Evidence:
                 running += c
                 cumulative.append(running)
             histograms[key] = Histogram(bounds, tuple(cumulative), total_sum, running)
-        return GroupData(self.requests, self.errors, histograms, dict(self.counters), instances)
+        return GroupData(self.requests, self.errors, histograms, dict(self.counters), instances,
+                         {k: tuple(v) for k, v in self.samples.items()})
 
 
 @dataclass(slots=True)
@@ -109,6 +133,11 @@ class CanaryState:
     judged_at: float | None = None
 
 
+def _definition(config: CanaryConfig) -> dict[str, Any]:
+    """What the evidence and verdict depend on: everything but whether a failure is notified."""
+    return config.model_dump(exclude={"notify"})
+
+
 def group_members(group: CanaryGroup, default_pool: str,
                   membership: Mapping[str, Mapping[str, DiscoveredTarget]]) -> set[str]:
     """Addresses of the group's pool whose discovery labels include every label the group names."""
@@ -117,26 +146,48 @@ def group_members(group: CanaryGroup, default_pool: str,
             if all(target.labels.get(k) == v for k, v in group.labels.items())}
 
 
-def rules_of(config: CanaryConfig) -> Rules:
+def goodput_thresholds(config: CanaryConfig, slos: Sequence[SloConfig]) -> dict[str, float]:
+    """Goodput's objectives for a canary: the tightest threshold per histogram among the latency
+    SLOs covering the canary's pool (an SLO with no `pools` covers every pool)."""
+    out: dict[str, float] = {}
+    for slo in slos:
+        indicator = slo.indicator
+        if not isinstance(indicator, LatencyIndicator) or indicator.metric not in HISTOGRAMS:
+            continue
+        if slo.pools is not None and config.pool not in slo.pools:
+            continue
+        metric, threshold = indicator.metric, float(indicator.threshold)
+        out[metric] = min(threshold, out.get(metric, threshold))
+    return out
+
+
+def rules_of(config: CanaryConfig, thresholds: Mapping[str, float] | None = None) -> Rules:
     return Rules(metrics=tuple(config.metrics), tolerance={m: config.tolerance_of(m) for m in config.metrics},
                  min_requests=config.min_requests, min_duration_s=config.min_duration,
                  confidence=config.confidence, normalize=config.normalize,
                  required=frozenset(config.metrics) if "metrics" in config.model_fields_set else frozenset(),
-                 baseline_name=config.baseline.short(), candidate_name=config.candidate.short())
+                 baseline_name=config.baseline.short(), candidate_name=config.candidate.short(),
+                 goodput_thresholds=dict(thresholds or {}))
 
 
 class Canaries:
     """Every configured canary's evidence and verdict, updated once per cycle."""
 
-    def __init__(self, canaries: Sequence[CanaryConfig]) -> None:
+    def __init__(self, canaries: Sequence[CanaryConfig], slos: Sequence[SloConfig] = ()) -> None:
         self.states: dict[str, CanaryState] = {}
-        self.configure(canaries)
+        self.thresholds: dict[str, dict[str, float]] = {}  # canary -> goodput's objectives
+        self.configure(canaries, slos)
 
-    def configure(self, canaries: Sequence[CanaryConfig]) -> None:
-        """A reload: a canary whose definition is unchanged keeps its evidence and verdict."""
+    def configure(self, canaries: Sequence[CanaryConfig], slos: Sequence[SloConfig] = ()) -> None:
+        """A reload: a canary whose definition is unchanged keeps its evidence and verdict (changed
+        SLO thresholds apply to the evidence held: goodput is read off its histograms when judged)."""
         kept = {c.name: self.states[c.name] for c in canaries
-                if c.name in self.states and self.states[c.name].config == c}
+                if c.name in self.states and _definition(self.states[c.name].config) == _definition(c)}
+        for c in canaries:
+            if c.name in kept:
+                kept[c.name].config = c  # `notify` may have changed: not the comparison's definition
         self.states = {c.name: kept.get(c.name) or CanaryState(c) for c in canaries}
+        self.thresholds = {c.name: goodput_thresholds(c, slos) for c in canaries}
 
     def update(self, fleet: FleetView, membership: Mapping[str, Mapping[str, DiscoveredTarget]],
                now: float) -> list[AuditEntry]:
@@ -167,7 +218,8 @@ class Canaries:
                     if track is not None:
                         evidence.add_track(track)
         verdict = judge(state.baseline.group_data(len(base)), state.candidate.group_data(len(cand)),
-                        rules_of(config), None if state.began_at is None else now - state.began_at)
+                        rules_of(config, self.thresholds.get(config.name)),
+                        None if state.began_at is None else now - state.began_at)
         state.judged_at = now
         before = state.verdict.verdict if state.verdict is not None else None
         state.verdict = verdict

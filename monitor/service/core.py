@@ -41,6 +41,7 @@ from monitor.otlp.receiver import TraceReceiver
 from monitor.otlp.records import Routing
 from monitor.otlp.store import TraceStore
 from monitor.publish.api import served
+from monitor.publish.canary_alerts import canary_alerts
 from monitor.publish.exclusions import refresh_exclusions
 from monitor.samples import ScrapeResult
 from monitor.service.canaries import Canaries
@@ -114,7 +115,7 @@ class Service:
         self.fleet.configure(config.evaluation.window, config.scrape.interval,
                              max(self.decisions.windows(config.evaluation.window).values(), default=0.0))
         self.slo = wiring.slo_engine(config, keep_rows=store is not None)
-        self.canaries = Canaries(config.canaries)  # rollouts judged each cycle (monitor/service/canaries.py)
+        self.canaries = Canaries(config.canaries, config.slos)  # rollouts judged each cycle (monitor/service/canaries.py)
         self.scraper: Scraper | PrometheusSource | None = None
         self.targets: list[Target] = []
 
@@ -530,7 +531,8 @@ class Service:
         if self.alerts is not None:
             try:
                 # followers keep the alert set, for a takeover; cost budgets alert too
-                self.alerts.notifier.update(statuses, now, self.slo.cost_budgets)
+                self.alerts.notifier.update(statuses, now, self.slo.cost_budgets,
+                                            canary_alerts(self.canaries.states.values()))  # canaries[].notify
                 if self.is_leader():
                     self.alerts.soon()
             except Exception as exc:  # noqa: BLE001

@@ -124,7 +124,7 @@ async def apply_config(service: Service, config: Config) -> list[str]:
                                 config.scrape.interval)
     service.slo.configure(config.slos, [p.name for p in config.pools], costs={p.name: p.cost for p in config.pools})
     service.slo.health_checked = wiring.health_checked(config)
-    service.canaries.configure(config.canaries)
+    service.canaries.configure(config.canaries, config.slos)
     service.slo.evaluate(time.time())  # /api/v1/slos shows the new definitions as soon as the reload answers
     service.fleet.configure(config.evaluation.window, config.scrape.interval,
                             max(service.decisions.windows(config.evaluation.window).values(), default=0.0))

@@ -17,17 +17,19 @@ from monitor.settings.base import Section
 from monitor.units import Interval, Name
 
 # what the judge knows, in the order it reports them; the default when `metrics` is not given
-CANARY_METRICS = ("ttft", "tpot", "itl", "e2e", "errors", "preemptions")
-# errors are compared in absolute points (candidate ratio - baseline ratio); the rest relatively
-ABSOLUTE_METRICS = frozenset({"errors"})
-DEFAULT_TOLERANCE = {"ttft": 0.10, "tpot": 0.10, "itl": 0.10, "e2e": 0.10, "errors": 0.001, "preemptions": 0.25}
+CANARY_METRICS = ("ttft", "tpot", "itl", "e2e", "errors", "goodput", "preemptions", "kv_usage")
+# compared in absolute points (errors: candidate ratio - baseline ratio; goodput: the drop of the share
+# within the latency objectives; kv_usage: of the mean usage); the rest relatively
+ABSOLUTE_METRICS = frozenset({"errors", "goodput", "kv_usage"})
+DEFAULT_TOLERANCE = {"ttft": 0.10, "tpot": 0.10, "itl": 0.10, "e2e": 0.10, "errors": 0.001, "goodput": 0.01,
+                     "preemptions": 0.25, "kv_usage": 0.10}
 MAX_TOLERANCE = 10.0  # +1000%: beyond it a "regression" is no longer a canary question
 
 
 def parse_tolerance(value: Any) -> float:
     """`10%` → 0.10, `0.1` → 0.1 (a fraction), `0.1%` → 0.001: the regression a metric tolerates.
     Relative for latencies and preemptions (+10% on the quantile), absolute for `errors` (+0.1 point
-    of error ratio)."""
+    of error ratio), `goodput` (-1 point) and `kv_usage` (+10 points)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"not a tolerance: {value!r:.80} (use e.g. 10% or 0.1)")  # pydantic reads ValueError
     text = str(value).strip()
@@ -99,6 +101,8 @@ class CanaryConfig(Section):
     confidence: Confidence = 0.95
     normalize: bool = Field(True, description="TTFT per prompt token, e2e per output token, where the "
                                               "candidate's requests are larger than the baseline's")
+    notify: bool = Field(False, description="a `CanaryFailed` alert (ticket) to `alertmanager` while the verdict "
+                                            "is fail")
 
     @field_validator("metrics")
     @classmethod
