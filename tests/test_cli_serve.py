@@ -19,10 +19,12 @@ pytestmark = pytest.mark.e2e  # every test here starts `slo-monitor serve`
 
 
 def write_config(tmp_path, db) -> str:
-    """One pool whose only target is a port nothing listens on: the instance is just unreachable."""
+    """One pool whose only target is a port nothing listens on: the instance is just unreachable. A
+    config `check` has nothing to warn about (max_replicas set), so what serve prints is its own."""
     config = tmp_path / "config.yaml"
     config.write_text(f'storage: {{url: "sqlite:///{db}"}}\n'
-                      f"pools: [{{name: p, targets: [http://127.0.0.1:{free_port()}]}}]\n")
+                      f"pools: [{{name: p, targets: [http://127.0.0.1:{free_port()}], "
+                      "scaling: {max_replicas: 4}}]\n")
     return str(config)
 
 
