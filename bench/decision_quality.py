@@ -141,6 +141,7 @@ def score(scenario: Scenario, interval: float) -> dict:
         "over_gpu_minutes": round(replicas.over_gpu_minutes, 1), "under_gpu_minutes": round(replicas.under_gpu_minutes, 1),
         "scale_changes": replicas.scale_changes, "highest_desired_reason": run.reasons[0] if run.reasons else "",
         "transitions": [f"{c.at:.0f}s {c.instance} {c.from_state}->{c.to_state} (truth {c.truth})"
+                        + (f": {c.reason}" if c.to_state in ("ejected", "degraded") and c.reason else "")
                         for c in run.changes if c.from_state not in ("", "starting") or c.to_state != "healthy"][:20],
     }
 

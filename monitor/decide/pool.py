@@ -165,7 +165,8 @@ class PoolHealth:
         eligible = [i for i, h in judged.items() if h.state != EJECTED and h.seen and not sigs[i].failed]
         for i, found in compare_with_pool(eligible, len(judged), sigs, s, notes).items():
             findings[i].extend(found)
-        for i, slow in pool_wide_slowness(eligible, sigs, s).items():
+        measured = [i for i, h in judged.items() if h.seen and not sigs[i].failed]  # the ejected ones too
+        for i, slow in pool_wide_slowness(measured, sigs, s).items():
             findings[i] = [_held_back(f, slow) for f in findings[i]]
         for i, h in judged.items():
             # requests queued while the engine slept finish with the sleep in their latency: until the

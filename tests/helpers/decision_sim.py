@@ -249,14 +249,17 @@ class Simulation:
         results = [self._scrape(m, now) for m in self.members]
         self.fleet.ingest(results)
         members = {POOL: [i for i, h in self.decisions.health[POOL].instances.items() if h.state != "leaving"]}
-        signals = await fleet_signals(self.fleet, members, self.decisions.windows(self.fleet.window), now)
+        # as the service does (monitor/service/core.py): each instance judged on what it did since its last change
+        signals = await fleet_signals(self.fleet, members, self.decisions.windows(self.fleet.window), now,
+                                      since=self.decisions.judged_since())
         self.fleet.last_cycle_at = now
         self.fleet.last_cycle_duration_s = 0.01
         outcome = self.decisions.decide(signals, now, data_at=now, cycle_duration_s=0.01)
         for verdicts in outcome.health:
             for tr in verdicts.transitions:
                 self.run.changes.append(StateChange(tr.at - self.t0, tr.instance, tr.from_state, tr.to_state,
-                                                    self.truth.get(tr.instance, WELL)))
+                                                    self.truth.get(tr.instance, WELL),
+                                                    tr.reasons[0] if tr.reasons else ""))
         rec = outcome.scaling[POOL]
         t = now - self.t0
         needed = self._needed(t)

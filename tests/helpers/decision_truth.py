@@ -69,6 +69,7 @@ class StateChange:
     from_state: str
     to_state: str
     truth: str
+    reason: str = ""  # the verdict's first reason: which signal made the decision
 
 
 @dataclass(frozen=True, slots=True)
