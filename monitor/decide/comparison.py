@@ -85,11 +85,12 @@ def pool_wide_slowness(eligible: list[str], sigs: Mapping[str, InstanceSignals],
     """instance -> {figure label: why} where every other instance in rotation is slow on that figure too.
 
     A latency threshold says an instance is slow; it does not say why. When every other server of
-    the pool (at least one, each with `min_requests` requests; servers already ejected count, as their
-    figures are the pool's too) is past the same figure's degraded threshold, the slowness is the
-    pool's: load, a long prompt mix, a slow release. An ejection then moves the load onto the others
-    and makes them slower still (the overload cascade the decision-quality benchmark shows), so such a finding degrades and never ejects: capacity is
-    the scaler's business, not the health path's. A sick node among fast ones is unaffected.
+    the pool (at least one, each with `min_requests` requests; servers already ejected count, as
+    their figures are the pool's too) is past the same figure's degraded threshold, the slowness is
+    the pool's: load, a long prompt mix, a slow release. An ejection then moves the load onto the
+    others and makes them slower still (the overload cascade the decision-quality benchmark
+    shows), so such a finding degrades and never ejects: capacity is the scaler's business, not
+    the health path's. A sick node among fast ones is unaffected.
     """
     # a peer speaks with as many requests as the threshold rule itself needed (`min_requests`)
     busy = [i for i in eligible if sigs[i].requests >= max(s.min_requests, 1)]
