@@ -45,6 +45,8 @@ from monitor.service.canaries import Canaries
 from monitor.service.events import EventLog
 from monitor.service.history import History
 from monitor.publish.api import served
+from monitor.publish.checks import CheckSnapshot, PoolChecks, find, snapshot_of
+from monitor.publish.frontdoor import CheckLoop
 from monitor.publish.exclusions import refresh_exclusions
 from monitor.service.outputs import AlertDelivery, UpstreamPublisher
 from monitor.service.stages import Stages, cause_of
@@ -123,10 +125,15 @@ class Service:
         self.nginx: UpstreamWriter | None = None
         self.upstreams: UpstreamPublisher | None = None
         self.configure_nginx(config)
+        # health checks answer from the last published verdicts, on a thread of their own (CheckLoop,
+        # started with the service): they never wait for the cycle (monitor/publish/checks.py)
+        self.checks = CheckSnapshot()
+        self.check_loop: CheckLoop | None = None
         self.agent: AgentCheckServer | None = None
         if config.haproxy.agent_listen:
             host, _, port = config.haproxy.agent_listen.rpartition(":")
-            self.agent = AgentCheckServer(self.decisions.find, host.strip("[]") or "127.0.0.1", int(port))
+            self.agent = AgentCheckServer(lambda name: find(self.checks, name, time.time()),
+                                          host.strip("[]") or "127.0.0.1", int(port))
 
         gpu = config.gpu
         self.gpu_scraper = wiring.gpu_scraper(config)
@@ -198,6 +205,13 @@ class Service:
         present at start)."""
         return self.sources.get(instance, "static"), self.joined_at.get(instance)
 
+    def publish_checks(self) -> None:
+        """Swap in a new snapshot of the verdicts for the check listeners (after each decision, and
+        when membership or the pools change): one reference assignment, atomic for their thread."""
+        pools = {name: PoolChecks(health.verdicts(), health.decided_at, health.stale_after)
+                 for name, health in self.decisions.health.items()}
+        self.checks = snapshot_of(pools, [p.name for p in self.config.pools])
+
     def upstreams_file(self) -> str:
         return self._render_upstreams()[0]
 
@@ -226,8 +240,10 @@ class Service:
                 log.info("health state restored for %s", counted(len(saved), "pool"))
         await self.renew_lease()
         self.slo.evaluate(time.time())
+        self.publish_checks()
+        self.check_loop = CheckLoop().start()
         if self.agent is not None:
-            await self.agent.start()
+            await self.check_loop.submit(self.agent.start())
 
     async def stop(self) -> None:
         """Wait for the running cycle (bounded), then close: nothing is closed under a cycle."""
@@ -236,8 +252,10 @@ class Service:
             await asyncio.wait_for(self.cycle_lock.acquire(), STOP_WAIT_S)  # held until the end: no cycle after
         except TimeoutError:
             log.warning("stop: the running cycle did not finish in %gs; closing under it", STOP_WAIT_S)
-        if self.agent is not None:
-            await self.agent.stop()
+        if self.agent is not None and self.check_loop is not None:
+            await self.check_loop.submit(self.agent.stop())
+        if self.check_loop is not None:
+            self.check_loop.stop()
         await self.discovery.aclose()
         if self.scraper is not None:
             await self.scraper.aclose()
@@ -316,6 +334,7 @@ class Service:
         self.targets = wiring.scrape_targets(new)
         if self.scraper is not None:
             self.scraper.keep_only(self.targets)  # connections to departed targets are closed
+        self.publish_checks()
         addresses = wiring.addresses(new)
         self.receiver.routing = Routing(addresses, self.fleet.model_of)
         self.gpus.mapper = wiring.gpu_mapper(self.config, addresses)
@@ -473,6 +492,7 @@ class Service:
             st.run("persist", self._queue_decisions, audit, now)
         if self.upstreams is not None and leader:
             st.run("outputs", self.upstreams.soon)
+        st.run("outputs", self.publish_checks)
         return bool(outcome.health)
 
     def judge_canaries(self, now: float) -> None:
