@@ -15,7 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.decide.verdicts import EJECTED, HEALTHY, InstanceVerdict
-from monitor.publish.checks import CheckAnswer, PoolChecks, check_answer, find, snapshot_of
+from monitor.publish.checks import (
+    CheckAnswer,
+    PoolChecks,
+    check_answer,
+    find,
+    snapshot_of,
+)
 from monitor.publish.frontdoor import CheckLoop, FrontDoor, parse_check, render
 from tests.helpers.ports import free_port
 from tests.helpers.procs import start_ready, stop_process
