@@ -20,7 +20,7 @@ Each side runs alone against the fleet, one after the other, for `--duration` se
   interval, no rules): its CPU share and RSS, and its own `scrape_duration_seconds`.
 
 The interval scales with the fleet (5 s up to 1,666 targets, then 3 ms per target: 15 s at 5,000) unless
-`--interval` says otherwise.
+`--interval` says otherwise; the scrape timeout is a third of it, at least 2 s (both sides).
 
     .venv/bin/python bench/fleet_1000.py [--targets 1000] [--interval S] [--duration 60] [--warmup 15] [--frozen]
         [--clients 4] [--check-rate 50] [--skip-prometheus] [--base-port 24000]
@@ -151,7 +151,7 @@ def run_ours(args, root: Path, urls: list[str], fleet: list[Proc]) -> dict:
     half = len(urls) // 2
     config = {
         "storage": {"url": f"sqlite:///{root}/monitor.db"},
-        "scrape": {"interval": f"{args.interval:g}s", "timeout": "2s"},
+        "scrape": {"interval": f"{args.interval:g}s", "timeout": f"{args.timeout:g}s"},
         "pools": [{"name": "pool-a", "targets": urls[:half]}, {"name": "pool-b", "targets": urls[half:]}],
         "slos": [
             {"name": "ttft-500ms", "indicator": {"type": "latency", "metric": "ttft", "threshold": "500ms"},
@@ -210,7 +210,7 @@ def run_prometheus(args, root: Path, urls: list[str], fleet: list[Proc]) -> dict
     port = free_range(args.base_port - 99, 1)
     cfg_path = root / "fleet.yaml"
     half = len(urls) // 2
-    cfg_path.write_text(yaml.safe_dump({"scrape": {"interval": f"{args.interval:g}s", "timeout": "2s"},
+    cfg_path.write_text(yaml.safe_dump({"scrape": {"interval": f"{args.interval:g}s", "timeout": f"{args.timeout:g}s"},
                                         "pools": [{"name": "pool-a", "targets": urls[:half]},
                                                   {"name": "pool-b", "targets": urls[half:]}]}))
     every = f"{args.interval:g}s"
@@ -262,6 +262,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.interval is None:
         args.interval = max(5.0, 0.003 * args.targets)
+    args.timeout = max(2.0, args.interval / 3)  # the fetch phase of 5,000 targets on 256 slots needs more than 2 s
 
     print(load_average())
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
