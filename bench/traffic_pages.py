@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.helpers.realistic_page import build_live  # noqa: E402
+from tests.helpers.realistic_page import build_live
 
 
 def main(out: Path, groups: int) -> None:
