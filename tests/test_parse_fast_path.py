@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 
 from monitor.collect.exposition import ExpositionError, samples
+from monitor.collect.vllm import read_page
+from tests.helpers.realistic_page import build
 
 PAGE = 'vllm:x_total{model_name="m",engine="0"} 3.0\nvllm:y 1\n'
 
@@ -32,3 +34,10 @@ def test_lines_off_the_fast_path_read_as_before(line, expected):
 def test_a_broken_line_is_still_named(line):
     with pytest.raises(ExpositionError):
         list(samples(line + "\n"))
+
+
+def test_pages_with_the_same_buckets_share_one_copy_of_the_bounds():
+    first, second = read_page(build(seed=1)).models[0], read_page(build(seed=2)).models[0]
+    assert first.histograms and first.histograms.keys() == second.histograms.keys()
+    for key, hist in first.histograms.items():
+        assert hist.bounds is second.histograms[key].bounds
