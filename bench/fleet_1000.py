@@ -1,25 +1,36 @@
-"""One `slo-monitor serve` process tracking 1,000 targets every 5 s, against Prometheus scraping the same fleet.
+"""One `slo-monitor serve` process tracking a fleet (1,000 targets every 5 s by default), against Debian's Prometheus
+scraping the same fleet in the same run.
 
-The fleet: 1,000 static servers of a realistic ~58 KB vLLM V1 page (tests/helpers/realistic_page.py) on
-loopback ports, two bench/static_fleet.py processes of 500. Each side runs alone against it, one
-after the other, for `--duration` seconds after a warm-up:
+The fleet: `--targets` servers of a realistic ~58 KB vLLM V1 page (tests/helpers/realistic_page.py) on loopback
+ports, bench/static_fleet.py processes of 500. By default the pages have traffic: bench/traffic_pages.py renders
+four variants a second whose counters and histograms advance (requests finish, tokens are generated, the load
+moves), and target i serves variant i % 4, read again every second, so every cycle has increases to count, SLO
+events to file and quantiles to interpolate. `--frozen` serves one byte-identical page instead (the figures this
+benchmark gave before issue 21: every increase is zero and most evaluation exits early: a best case).
 
-- ours: `slo-monitor serve` (SQLite storage, two pools of 500, three SLOs) as a subprocess; CPU share
-  of one core and RSS from /proc/<pid>/stat and /proc/<pid>/status, cycles completed and the
-  `slo_monitor_scrape_cycle_duration_seconds` gauge read every 15 s (as a Prometheus scraping the
-  service would), scrape errors at the end, and the latency of `/upstreams/{pool}/{instance}` polled
-  5 times a second throughout (the API shares the event loop with the scrape cycle);
-- baseline: Debian's Prometheus with the scrape config `slo-monitor generate` writes for the same
-  fleet (5 s interval, no rules): its CPU share and RSS, and its own `scrape_duration_seconds`.
+Each side runs alone against the fleet, one after the other, for `--duration` seconds after a warm-up:
 
-The goal for ours: at most one core and under 500 MB.
+- ours: `slo-monitor serve` (SQLite storage, two pools, three SLOs) as a subprocess; CPU share of one core and RSS
+  from /proc/<pid>/stat and /proc/<pid>/status, cycles completed and CPU per cycle, the
+  `slo_monitor_scrape_cycle_duration_seconds` gauge read every 15 s (as a Prometheus scraping the service would),
+  scrape errors at the end, and the latency of `/upstreams/{pool}/{instance}` from `--clients` keep-alive clients
+  polling `--check-rate` times a second in all, over every instance in turn (the answer a load balancer's health
+  check waits for while the cycle runs);
+- baseline: Debian's Prometheus with the scrape config `slo-monitor generate` writes for the same fleet (same
+  interval, no rules): its CPU share and RSS, and its own `scrape_duration_seconds`.
 
-    .venv/bin/python bench/fleet_1000.py [--targets 1000] [--duration 60] [--warmup 15] [--base-port 24000]
+The interval scales with the fleet (5 s up to 1,666 targets, then 3 ms per target: 15 s at 5,000) unless
+`--interval` says otherwise; the scrape timeout is a third of it, at least 2 s (both sides).
+
+    .venv/bin/python bench/fleet_1000.py [--targets 1000] [--interval S] [--duration 60] [--warmup 15] [--frozen]
+        [--clients 4] [--check-rate 50] [--skip-prometheus] [--base-port 24000]
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import math
 import statistics
 import sys
@@ -53,6 +64,7 @@ from tests.helpers.realistic_page import build
 
 
 def start_fleet(n: int, base: int, page_file: Path, per_process: int = 500) -> list[Proc]:
+    """The targets, serving `page_file` (a file: frozen; a directory of bench/traffic_pages.py: traffic)."""
     procs = []
     for start in range(0, n, per_process):
         count = min(per_process, n - start)
@@ -104,33 +116,49 @@ class CycleTracker:
 
 
 class Prober:
-    """Polls one URL `rate` times a second in a thread; keeps every latency (a 5xx or timeout counts too)."""
+    """`clients` keep-alive clients in threads, polling `paths` in turn at `rate` requests a second in all; every
+    latency is kept (an error or a non-200 answer other than 503 counts as a failure, and its time too)."""
 
-    def __init__(self, url: str, rate: float = 5.0) -> None:
-        self.url, self.period = url, 1.0 / rate
+    def __init__(self, host: str, port: int, paths: list[str], rate: float = 50.0, clients: int = 4) -> None:
+        self.host, self.port, self.paths = host, port, paths
+        self.period = clients / rate
         self.latencies: list[float] = []
         self.failures = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._threads = [threading.Thread(target=self._run, args=(k, clients), daemon=True) for k in range(clients)]
 
-    def _run(self) -> None:
-        with httpx.Client(timeout=10) as client:
-            while not self._stop.is_set():
-                t0 = time.perf_counter()
-                try:
-                    client.get(self.url)
-                except httpx.HTTPError:
+    def _run(self, k: int, clients: int) -> None:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+        i = k
+        next_at = time.perf_counter() + k * self.period / clients
+        while not self._stop.is_set():
+            self._stop.wait(max(0.0, next_at - time.perf_counter()))
+            next_at += self.period
+            path = self.paths[i % len(self.paths)]
+            i += clients
+            t0 = time.perf_counter()
+            try:
+                conn.request("GET", path)
+                response = conn.getresponse()
+                response.read()
+                if response.status not in (200, 503):
                     self.failures += 1
-                self.latencies.append(time.perf_counter() - t0)
-                self._stop.wait(max(0.0, self.period - (time.perf_counter() - t0)))
+            except (OSError, http.client.HTTPException):
+                self.failures += 1
+                conn.close()
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+            self.latencies.append(time.perf_counter() - t0)
+        conn.close()
 
     def start(self) -> Prober:
-        self._thread.start()
+        for t in self._threads:
+            t.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join()
+        for t in self._threads:
+            t.join()
 
 
 def run_ours(args, root: Path, urls: list[str], fleet: list[Proc]) -> dict:
@@ -138,7 +166,7 @@ def run_ours(args, root: Path, urls: list[str], fleet: list[Proc]) -> dict:
     half = len(urls) // 2
     config = {
         "storage": {"url": f"sqlite:///{root}/monitor.db"},
-        "scrape": {"interval": "5s", "timeout": "2s"},
+        "scrape": {"interval": f"{args.interval:g}s", "timeout": f"{args.timeout:g}s"},
         "pools": [{"name": "pool-a", "targets": urls[:half]}, {"name": "pool-b", "targets": urls[half:]}],
         "slos": [
             {"name": "ttft-500ms", "indicator": {"type": "latency", "metric": "ttft", "threshold": "500ms"},
@@ -159,8 +187,8 @@ def run_ours(args, root: Path, urls: list[str], fleet: list[Proc]) -> dict:
                  lambda: time.monotonic() - started >= args.warmup
                  and httpx.get(base + "/healthz", timeout=10).json()["cycles"] >= 2, 120, [service])
         print(f"ours: warm after {time.monotonic() - started:.0f} s; measuring {args.duration:g} s ...", flush=True)
-        instance = urls[0].split("//", 1)[1]
-        prober = Prober(f"{base}/upstreams/pool-a/{instance}").start()
+        paths = [f"/upstreams/{'pool-a' if k < half else 'pool-b'}/{u.split('//', 1)[1]}" for k, u in enumerate(urls)]
+        prober = Prober("127.0.0.1", port, paths, args.check_rate, args.clients).start()
         pids = {"ours": service.pid, **{f.name: f.pid for f in fleet}}
         cycles0 = httpx.get(base + "/healthz", timeout=10).json()["cycles"]
         sampler = Sampler(pids).start()
@@ -197,10 +225,11 @@ def run_prometheus(args, root: Path, urls: list[str], fleet: list[Proc]) -> dict
     port = free_range(args.base_port - 99, 1)
     cfg_path = root / "fleet.yaml"
     half = len(urls) // 2
-    cfg_path.write_text(yaml.safe_dump({"scrape": {"interval": "5s", "timeout": "2s"},
+    cfg_path.write_text(yaml.safe_dump({"scrape": {"interval": f"{args.interval:g}s", "timeout": f"{args.timeout:g}s"},
                                         "pools": [{"name": "pool-a", "targets": urls[:half]},
                                                   {"name": "pool-b", "targets": urls[half:]}]}))
-    prom_cfg = configs.prometheus_config(load(cfg_path).config, [], scrape_interval="5s", evaluation_interval="5s")
+    every = f"{args.interval:g}s"
+    prom_cfg = configs.prometheus_config(load(cfg_path).config, [], scrape_interval=every, evaluation_interval=every)
     prom_cfg["scrape_configs"] = [j for j in prom_cfg["scrape_configs"] if j["job_name"] == "vllm"]
     (root / "prometheus.yml").write_text(yaml.safe_dump(prom_cfg))
     base = f"http://127.0.0.1:{port}"
@@ -238,17 +267,34 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=60.0, help="seconds measured on each side (default 60)")
     ap.add_argument("--warmup", type=float, default=15.0)
     ap.add_argument("--base-port", type=int, default=24000, help="first port of the static targets (below 32768)")
+    ap.add_argument("--interval", type=float, default=None,
+                    help="scrape interval in seconds (default: 5, or 3 ms per target past 1,666 targets)")
+    ap.add_argument("--frozen", action="store_true", help="serve one byte-identical page (no traffic)")
+    ap.add_argument("--clients", type=int, default=4, help="keep-alive clients polling /upstreams/... (default 4)")
+    ap.add_argument("--check-rate", type=float, default=50.0, help="their requests per second in all (default 50)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     ap.add_argument("--skip-prometheus", action="store_true")
     args = ap.parse_args()
+    if args.interval is None:
+        args.interval = max(5.0, 0.003 * args.targets)
+    args.timeout = max(2.0, args.interval / 3)  # the fetch phase of 5,000 targets on 256 slots needs more than 2 s
 
     print(load_average())
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         root = Path(tmp)
-        page = root / "page.txt"
-        page.write_text(build())
         base = free_range(args.base_port, args.targets)
         urls = [f"http://127.0.0.1:{base + i}" for i in range(args.targets)]
-        fleet = start_fleet(args.targets, base, page)
+        fleet: list[Proc] = []
+        if args.frozen:
+            page = root / "page.txt"
+            page.write_text(build())
+        else:
+            page = root / "pages"
+            page.mkdir()
+            generator = Proc([PYTHON, HERE / "traffic_pages.py", page, 4], name="traffic_pages")
+            fleet.append(generator)
+            wait_for("traffic pages", lambda: "ready" in generator.lines, 60, [generator])
+        fleet += start_fleet(args.targets, base, page)
         try:
             ours = run_ours(args, root, urls, fleet)
             prom = None if args.skip_prometheus else run_prometheus(args, root, urls, fleet)
@@ -257,15 +303,42 @@ def main() -> None:
                 f.stop()
     report(args, ours, prom)
     print(load_average())
+    if args.json is not None:
+        args.json.write_text(json.dumps(summary(args, ours, prom), indent=1))
+
+
+def summary(args, ours: dict, prom: dict | None) -> dict:
+    """The figures the docs' tables quote, per side: CPU share, RSS, checks, cycle time, CPU per target."""
+    u = ours["usage"]["ours"]
+    probe = ours["probe"]
+    pc = ours["per_cycle"]
+    out = {"targets": args.targets, "interval_s": args.interval, "traffic": not args.frozen,
+           "duration_s": args.duration, "ours_cpu": u["cpu_share"], "ours_rss_mib": u["rss_mib"],
+           "ours_hwm_mib": u["hwm_mib"], "cpu_per_target_ms": pc["cpu_per_cycle"] / args.targets * 1000,
+           "cycle_median_s": statistics.median(ours["durations"]) if ours["durations"] else math.nan,
+           "cycle_max_s": max(ours["durations"]) if ours["durations"] else math.nan,
+           "cycles": ours["cycles"], "scrape_errors": len(ours["errors"]),
+           "check_p50_ms": percentile(probe, 0.5) * 1000, "check_p99_ms": percentile(probe, 0.99) * 1000,
+           "check_max_ms": max(probe) * 1000, "checks": len(probe), "check_failures": ours["probe_failures"]}
+    if prom:
+        p = prom["usage"]["prometheus"]
+        out.update({"prom_cpu": p["cpu_share"], "prom_rss_mib": p["rss_mib"], "prom_hwm_mib": p["hwm_mib"],
+                    "prom_cpu_per_target_ms": p["cpu_share"] * args.interval / args.targets * 1000,
+                    "cpu_ratio": u["cpu_share"] / p["cpu_share"] if p["cpu_share"] else math.nan,
+                    "rss_ratio": u["rss_mib"] / p["rss_mib"] if p["rss_mib"] else math.nan})
+    return out
 
 
 def report(args, ours: dict, prom: dict | None) -> None:
     u = ours["usage"]["ours"]
-    expected = args.duration / 5.0
+    every = args.interval
+    expected = args.duration / every
     durations = ours["durations"]
     probe = ours["probe"]
     print()
-    print(f"{args.targets} targets of a {58} KB V1 page every 5 s, {args.duration:g} s measured on each side")
+    pages = "frozen (byte-identical)" if args.frozen else "traffic (counters and histograms advance every second)"
+    print(f"{args.targets} targets of a 58 KB V1 page, {pages}, every {every:g} s, "
+          f"{args.duration:g} s measured on each side")
     rows = [
         ("CPU share of one core", f"{u['cpu_share']:.2f}",
          f"{prom['usage']['prometheus']['cpu_share']:.2f}" if prom else "-",
@@ -275,33 +348,35 @@ def report(args, ours: dict, prom: dict | None) -> None:
         ("peak RSS (VmHWM), MiB", f"{u['hwm_mib']:.0f}", f"{prom['usage']['prometheus']['hwm_mib']:.0f}" if prom else "-",
          ratio(u["hwm_mib"], prom["usage"]["prometheus"]["hwm_mib"]) if prom else "-"),
     ]
-    print(table(rows, ("", "ours (slo-monitor serve)", "baseline (Prometheus 2.42)", "ours/baseline")))
+    print(table(rows, ("", "ours (slo-monitor serve)", "baseline (Prometheus)", "ours/baseline")))
     print()
-    fleet_cpu = sum(v["cpu_share"] for k, v in ours["usage"].items() if k.startswith("static_fleet"))
-    print(f"ours: {ours['cycles']} cycles in {args.duration:g} s (a 5 s interval gives {expected:.0f}); "
+    fleet_cpu = sum(v["cpu_share"] for k, v in ours["usage"].items() if k.startswith(("static_fleet", "traffic")))
+    print(f"ours: {ours['cycles']} cycles in {args.duration:g} s (a {every:g} s interval gives {expected:.0f}); "
           f"cycle wall time (gauge, read every 15 s): "
           + (f"median {statistics.median(durations):.2f} s, max {max(durations):.2f} s" if durations else "none read"))
     pc = ours["per_cycle"]
-    print(f"ours: CPU per cycle (between cycle ends) {pc['cpu_per_cycle']:.2f} s = {pc['cpu_per_cycle'] / 5:.2f} of a core "
-          f"at a 5 s interval ({pc['cpu_per_cycle'] / args.targets * 1000:.2f} ms per target); one cycle every "
-          f"{pc['period']:.2f} s on average")
+    print(f"ours: CPU per cycle (between cycle ends) {pc['cpu_per_cycle']:.2f} s = {pc['cpu_per_cycle'] / every:.2f} "
+          f"of a core at a {every:g} s interval ({pc['cpu_per_cycle'] / args.targets * 1000:.2f} ms per target); "
+          f"one cycle every {pc['period']:.2f} s on average")
+    if prom:
+        share = prom["usage"]["prometheus"]["cpu_share"]
+        print(f"baseline: {share * every / args.targets * 1000:.2f} ms of CPU per target per scrape")
     print(f"ours: {len(ours['errors'])} of {ours['instances']} instances with a scrape error at the end"
           + (f" (e.g. {ours['errors'][0]})" if ours["errors"] else ""))
-    print(f"ours: /upstreams/... answered during the run: p50 {percentile(probe, 0.5) * 1000:.1f} ms, "
-          f"p99 {percentile(probe, 0.99) * 1000:.0f} ms, max {max(probe) * 1000:.0f} ms over {len(probe)} polls "
-          f"({ours['probe_failures']} failed); own /metrics page {ours['metrics_kib']:.0f} KiB")
-    print(f"static fleet CPU while ours ran: {fleet_cpu:.2f} cores")
+    print(f"ours: /upstreams/{{pool}}/{{instance}} from {args.clients} keep-alive clients, {args.check_rate:g}/s in all: "
+          f"p50 {percentile(probe, 0.5) * 1000:.1f} ms, p99 {percentile(probe, 0.99) * 1000:.1f} ms, "
+          f"max {max(probe) * 1000:.0f} ms over {len(probe)} checks ({ours['probe_failures']} failed); "
+          f"own /metrics page {ours['metrics_kib']:.0f} KiB")
+    print(f"fleet (and page generator) CPU while ours ran: {fleet_cpu:.2f} cores")
     if prom:
-        pfleet = sum(v["cpu_share"] for k, v in prom["usage"].items() if k.startswith("static_fleet"))
+        pfleet = sum(v["cpu_share"] for k, v in prom["usage"].items() if k.startswith(("static_fleet", "traffic")))
         print(f"baseline: {prom['up']:.0f} targets up, scrape_duration_seconds p50 {prom['scrape_p50'] * 1000:.0f} ms, "
               f"max {prom['scrape_max'] * 1000:.0f} ms; {prom['samples_per_cycle']:.0f} samples per cycle, "
-              f"{prom['series']:.0f} head series; static fleet CPU {pfleet:.2f} cores")
+              f"{prom['series']:.0f} head series; fleet CPU {pfleet:.2f} cores")
     keeps_up = ours["cycles"] >= 0.9 * expected and not ours["errors"]
-    needed = ours["per_cycle"]["cpu_per_cycle"] / 5.0
-    print(f"goal (every target every 5 s without errors, <= 1 core, < 500 MB): "
-          f"{'met' if keeps_up and needed <= 1.0 and u['hwm_mib'] < 500 else 'NOT met'} "
-          f"(keeps up: {'yes' if keeps_up else 'no'}; CPU a 5 s cycle needs: {needed:.2f} cores; "
-          f"peak RSS {u['hwm_mib']:.0f} MiB)")
+    print(f"keeps up (every target every {every:g} s without errors): {'yes' if keeps_up else 'no'}")
+    print("summary " + json.dumps({k: round(v, 3) if isinstance(v, float) else v
+                                   for k, v in summary(args, ours, prom).items()}))
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import uvicorn
         from sqlalchemy.exc import SQLAlchemyError
 
-        from monitor.server import GracefulServer
+        from monitor.server import FrontDoorServer
         from monitor.service import create_app
         from monitor.store import Store, upgrade
 
@@ -121,9 +121,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return EXIT_ERROR
         app = create_app(cfg, store=store, migrate=False, config_path=args.config)
         install_sighup(app)
-        server = GracefulServer(uvicorn.Config(app, host=host, port=int(port), log_level=args.log_level.lower(),
-                                               access_log=False))
-        server.run(sockets=[sock])
+        # the API socket is served by the front door: health checks on a thread of their own, the rest
+        # by uvicorn (monitor/publish/frontdoor.py)
+        server = FrontDoorServer(uvicorn.Config(app, host=host, port=int(port), log_level=args.log_level.lower(),
+                                                access_log=False), sock, app.state.service)
+        server.run()
         return EXIT_OK if server.started else EXIT_ERROR
     finally:
         sock.close()

@@ -34,6 +34,14 @@ _PLAIN_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"\\\n]*)"')
 _PLAIN_LABELS_CLOSED = re.compile(f"(?:{_PLAIN_LABEL.pattern}(?:,{_PLAIN_LABEL.pattern})*,?)?}}")
 _LABEL = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\\n]|\\.)*)"[ \t]*')
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+# the rest of a sample line as vLLM prints it, after its name: a plain label set (or none), one blank and
+# the value, nothing after (no timestamp, no exemplar, no `\r`): one C-level match, and the label text is
+# looked up in a cache shared by every page (1,000 instances print the same label sets); any other line
+# takes the general path below, which names what is wrong
+_ONE_PLAIN = r'[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*"'
+_PLAIN_REST = re.compile(f"(?:{{((?:{_ONE_PLAIN}(?:,{_ONE_PLAIN})*,?)?)}})? ([^ \t#]+)")
+_LABEL_SETS: dict[str, dict[str, str]] = {}
+LABEL_SETS_KEPT = 4096
 _ESCAPE = re.compile(r"\\(.)")
 
 
@@ -132,6 +140,23 @@ def samples(text: str, prefix: str = "vllm:",
             continue
         if not _NAME.fullmatch(name):
             raise ExpositionError(f"bad metric name in line: {line[:200]!r}")
+        plain = _PLAIN_REST.fullmatch(line, end)
+        if plain is not None:
+            try:
+                value = float(plain.group(2))
+            except ValueError:
+                raise ExpositionError(f"bad value in line: {line[:200]!r}") from None
+            text = plain.group(1)
+            if not text:
+                yield name, {}, value
+                continue
+            labels = _LABEL_SETS.get(text)
+            if labels is None:
+                if len(_LABEL_SETS) >= LABEL_SETS_KEPT:
+                    _LABEL_SETS.clear()
+                labels = _LABEL_SETS[text] = dict(_PLAIN_LABEL.findall(text))
+            yield name, labels.copy(), value  # a copy: the caller may change it (read_page pops model_name)
+            continue
         if end != brace and brace >= 0:
             # `name {labels}` is allowed as well; a brace after the value is an exemplar's
             after = line[end:].lstrip(" \t")

@@ -273,7 +273,23 @@ def _histogram(values: Mapping[str, Mapping[str, list]], name: str, buckets: Row
     if not _finite(total + count + sum(cumulative)):
         bad.append(_non_finite([(name + "_bucket", buckets), (name + "_sum", sums), (name + "_count", counts)]))
         return None
-    return Histogram(tuple(bounds), cumulative, total, count or per_le[math.inf])
+    return Histogram(_shared_bounds(tuple(bounds)), cumulative, total, count or per_le[math.inf])
+
+
+# bucket bounds seen, each kept once: every instance prints the same few lists, and each reading kept in a
+# window held its own copy (a tuple of ~20 floats, ~0.7 KB) before; the one copy also makes comparing two
+# readings' bounds an identity check
+_BOUNDS: dict[tuple[float, ...], tuple[float, ...]] = {}
+BOUNDS_KEPT = 1024
+
+
+def _shared_bounds(bounds: tuple[float, ...]) -> tuple[float, ...]:
+    shared = _BOUNDS.get(bounds)
+    if shared is None:
+        if len(_BOUNDS) >= BOUNDS_KEPT:
+            _BOUNDS.clear()
+        shared = _BOUNDS[bounds] = bounds
+    return shared
 
 
 def _per_le(name: str, buckets: Rows) -> dict[float, float]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from typing import Mapping
 
 from monitor.decide.verdicts import LATENCY, OUTLIER, Finding
@@ -30,23 +31,47 @@ def compare_with_pool(eligible: list[str], members: int, sigs: Mapping[str, Inst
     latency = {i: p99 for i in enough if (p99 := sigs[i].ttft_p99_s) is not None}
     success = {i: 1.0 - ratio for i in enough if (ratio := sigs[i].error_ratio) is not None}
     if len(latency) >= s.outlier_min_hosts:
-        for i, x in latency.items():
-            rest = [v for j, v in latency.items() if j != i]
-            mean, sd = statistics.fmean(rest), statistics.pstdev(rest)
+        for i, (x, mean, sd) in leave_one_out(latency).items():
             if x > mean + k * sd and x > 0 and x >= s.outlier_min_latency_ratio * mean:
                 out.setdefault(i, []).append(Finding(
                     s.outlier_action, OUTLIER,
                     f"outlier: TTFT p99 {secs(x)} vs rest of pool {secs(mean)} ± {secs(sd)} (k={k:g})",
                     x / mean if mean > 0 else math.inf, s.outlier_min_requests))
     if len(success) >= s.outlier_min_hosts:
-        for i, x in success.items():
-            rest = [v for j, v in success.items() if j != i]
-            mean, sd = statistics.fmean(rest), statistics.pstdev(rest)
+        for i, (x, mean, sd) in leave_one_out(success).items():
             if x < mean - k * sd and mean - x >= s.outlier_min_success_rate_drop:
                 out.setdefault(i, []).append(Finding(
                     s.outlier_action, OUTLIER,
                     f"outlier: success rate {pct(x)} vs rest of pool {pct(mean)} ± {pct(sd)} (k={k:g})",
                     (mean - x) / max(1.0 - mean, 1e-3), s.outlier_min_requests))
+    return out
+
+
+def leave_one_out(values: Mapping[str, float]) -> dict[str, tuple[float, float, float]]:
+    """Per key: (its value, the mean and the population stdev of all the others), in one pass over sums
+    rather than one pass per key: the pool-wide rules ran in O(n²) with exact `statistics.pstdev` (a fifth
+    of the service's CPU at 1,000 instances). Values are centred on the overall mean first, so the
+    sums of squares lose little precision (identical peers are exactly 0); a variance below zero from rounding
+    is zero."""
+    n = len(values)
+    if n < 2:
+        return {}
+    center = math.fsum(values.values()) / n
+    c = {i: v - center for i, v in values.items()}
+    total = math.fsum(c.values())
+    squares = math.fsum(d * d for d in c.values())
+    m = n - 1
+    counts = Counter(values.values())
+    out = {}
+    for i, x in values.items():
+        if len(counts) == 1 or (len(counts) == 2 and counts[x] == 1):  # identical peers: exactly 0, not ~1e-9
+            rest = next(v for v in counts if v != x) if len(counts) == 2 else x
+            out[i] = (x, rest, 0.0)
+            continue
+        d = c[i]
+        mean_c = (total - d) / m
+        variance = (squares - d * d) / m - mean_c * mean_c
+        out[i] = (x, center + mean_c, math.sqrt(variance) if variance > 0 else 0.0)
     return out
 
 

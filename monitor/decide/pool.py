@@ -352,13 +352,7 @@ class PoolHealth:
     def stale_reason(self, now: float) -> str | None:
         """Why this pool's verdicts no longer hold as outputs read them at `now` (older than
         `stale_after`), or None while they are fresh or none was made yet."""
-        if self.decided_at is None:
-            return None
-        age = now - self.decided_at
-        if age <= self.stale_after:
-            return None
-        return (FAIL_OPEN_PREFIX + f"the verdicts are stale (last decided {secs(age)} ago, stale_after "
-                f"{secs(self.stale_after)}): every server serves until the monitor decides again")
+        return stale_reason(self.decided_at, self.stale_after, now)
 
     # -- outputs and persistence ----------------------------------------------------------------------
 
@@ -432,3 +426,16 @@ def _rule(reason: str) -> str:
             break
         words.append(word)
     return " ".join(words)
+
+
+def stale_reason(decided_at: float | None, stale_after: float, now: float) -> str | None:
+    """Why verdicts decided at `decided_at` no longer hold at `now` (older than `stale_after`), or None
+    while they are fresh or none was made yet. A plain function: the check answers' snapshot
+    (monitor/publish/checks.py) applies it outside the pool, from another thread."""
+    if decided_at is None:
+        return None
+    age = now - decided_at
+    if age <= stale_after:
+        return None
+    return (FAIL_OPEN_PREFIX + f"the verdicts are stale (last decided {secs(age)} ago, stale_after "
+            f"{secs(stale_after)}): every server serves until the monitor decides again")

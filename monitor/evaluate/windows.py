@@ -50,7 +50,7 @@ def counter_increase(values: Sequence[float]) -> float:
 
 
 def _is_reset(previous: Histogram, current: Histogram) -> bool:
-    if previous.bounds != current.bounds or current.count < previous.count:
+    if (previous.bounds is not current.bounds and previous.bounds != current.bounds) or current.count < previous.count:
         return True
     return not all(map(le, previous.cumulative, current.cumulative))
 

@@ -17,7 +17,9 @@ holding the database lease acts: writes the NGINX file, pages Alertmanager, writ
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -42,7 +44,9 @@ from monitor.otlp.records import Routing
 from monitor.otlp.store import TraceStore
 from monitor.publish.api import served
 from monitor.publish.canary_alerts import canary_alerts
+from monitor.publish.checks import CheckSnapshot, PoolChecks, find, snapshot_of
 from monitor.publish.exclusions import refresh_exclusions
+from monitor.publish.frontdoor import CheckLoop
 from monitor.samples import ScrapeResult
 from monitor.service.canaries import Canaries
 from monitor.service.events import EventLog
@@ -59,6 +63,9 @@ PERSIST_EVERY_S = 15.0
 CLEANUP_EVERY_S = 3600.0
 RECENT_DECISIONS = 1000
 STOP_WAIT_S = 60.0  # how long a shutdown waits for the running cycle before closing under it
+FULL_GC_EVERY_S = 3600.0  # how often the objects frozen after each cycle are collected in full
+CHECK_SWITCH_INTERVAL_S = 0.001  # how long a busy thread keeps the GIL from one that waits (default 5 ms)
+AUTOMATIC_FULL_GC_NEVER = 1_000_000  # gc threshold2: middle collections before an automatic full one
 
 
 def cycle_limit_s(interval_s: float) -> float:
@@ -97,6 +104,8 @@ class Service:
         self.last_cycle_success_at: float | None = None  # the last cycle that collected data and decided
         self.last_cycle_end_at: float | None = None  # the last cycle that completed, whatever failed in it
         self.loop_started_at = now
+        self._full_gc_at = time.monotonic()
+        self._process_settings: tuple[tuple[int, ...], float] | None = None
         self.stopping = False
         self._stale: dict[str, str] = {}  # pool -> why its verdicts fail open now (said once)
         self.recent_decisions: deque[AuditEntry] = deque(maxlen=RECENT_DECISIONS)  # newest last
@@ -124,10 +133,15 @@ class Service:
         self.nginx: UpstreamWriter | None = None
         self.upstreams: UpstreamPublisher | None = None
         self.configure_nginx(config)
+        # health checks answer from the last published verdicts, on a thread of their own (CheckLoop,
+        # started with the service): they never wait for the cycle (monitor/publish/checks.py)
+        self.checks = CheckSnapshot()
+        self.check_loop: CheckLoop | None = None
         self.agent: AgentCheckServer | None = None
         if config.haproxy.agent_listen:
             host, _, port = config.haproxy.agent_listen.rpartition(":")
-            self.agent = AgentCheckServer(self.decisions.find, host.strip("[]") or "127.0.0.1", int(port))
+            self.agent = AgentCheckServer(lambda name: find(self.checks, name, time.time()),
+                                          host.strip("[]") or "127.0.0.1", int(port))
 
         gpu = config.gpu
         self.gpu_scraper = wiring.gpu_scraper(config)
@@ -199,6 +213,13 @@ class Service:
         present at start)."""
         return self.sources.get(instance, "static"), self.joined_at.get(instance)
 
+    def publish_checks(self) -> None:
+        """Swap in a new snapshot of the verdicts for the check listeners (after each decision, and
+        when membership or the pools change): one reference assignment, atomic for their thread."""
+        pools = {name: PoolChecks(health.verdicts(), health.decided_at, health.stale_after)
+                 for name, health in self.decisions.health.items()}
+        self.checks = snapshot_of(pools, [p.name for p in self.config.pools])
+
     def upstreams_file(self) -> str:
         return self._render_upstreams()[0]
 
@@ -227,8 +248,14 @@ class Service:
                 log.info("health state restored for %s", counted(len(saved), "pool"))
         await self.renew_lease()
         self.slo.evaluate(time.time())
+        self.publish_checks()
+        self._process_settings = (gc.get_threshold(), sys.getswitchinterval())  # put back by stop()
+        young, middle, _ = gc.get_threshold()
+        gc.set_threshold(young, middle, AUTOMATIC_FULL_GC_NEVER)  # full collections: _settle_garbage's, hourly
+        sys.setswitchinterval(CHECK_SWITCH_INTERVAL_S)  # a check waits this long per GIL hand-over, not 5 ms
+        self.check_loop = CheckLoop().start()
         if self.agent is not None:
-            await self.agent.start()
+            await self.check_loop.submit(self.agent.start())
 
     async def stop(self) -> None:
         """Wait for the running cycle (bounded), then close: nothing is closed under a cycle."""
@@ -237,8 +264,16 @@ class Service:
             await asyncio.wait_for(self.cycle_lock.acquire(), STOP_WAIT_S)  # held until the end: no cycle after
         except TimeoutError:
             log.warning("stop: the running cycle did not finish in %gs; closing under it", STOP_WAIT_S)
-        if self.agent is not None:
-            await self.agent.stop()
+        if self.agent is not None and self.check_loop is not None:
+            await self.check_loop.submit(self.agent.stop())
+        if self.check_loop is not None:
+            self.check_loop.stop()
+        if self._process_settings is not None:  # a process that goes on (a test) gets its own back
+            thresholds, switch = self._process_settings
+            gc.set_threshold(*thresholds)
+            sys.setswitchinterval(switch)
+            gc.unfreeze()
+            self._process_settings = None
         await self.discovery.aclose()
         if self.scraper is not None:
             await self.scraper.aclose()
@@ -317,6 +352,7 @@ class Service:
         self.targets = wiring.scrape_targets(new)
         if self.scraper is not None:
             self.scraper.keep_only(self.targets)  # connections to departed targets are closed
+        self.publish_checks()
         addresses = wiring.addresses(new)
         self.receiver.routing = Routing(addresses, self.fleet.model_of)
         self.gpus.mapper = wiring.gpu_mapper(self.config, addresses)
@@ -376,7 +412,27 @@ class Service:
                 self.stages.failed("cycle", cause_of(exc), exc)
             self.last_cycle_end_at = time.time()
             self.stages.end()
+            self._settle_garbage()
         self.watch_outputs()
+
+    def _settle_garbage(self) -> None:
+        """After each cycle: collect the young generations, then freeze what survived.
+
+        At 1,000 instances the process holds millions of objects (each instance's recent samples),
+        and every full collection walked all of them: a 250-350 ms pause, holding the GIL, a few times
+        a minute; every thread waited for it, the health checks' included (their p99 was the pause).
+        Frozen objects are still freed by reference counting when dropped; only cyclic garbage among
+        them waits for the full collection that runs once every FULL_GC_EVERY_S (unfreeze, collect); the
+        automatic full collections, which walked a cycle's young survivors mid-cycle (40-100 ms), are off
+        (`start` sets the third threshold out of reach)."""
+        now = time.monotonic()
+        if now - self._full_gc_at >= FULL_GC_EVERY_S:
+            self._full_gc_at = now
+            gc.unfreeze()
+            gc.collect()
+        else:
+            gc.collect(1)
+        gc.freeze()
 
     async def _cycle(self) -> None:
         assert self.scraper is not None
@@ -474,6 +530,7 @@ class Service:
             st.run("persist", self._queue_decisions, audit, now)
         if self.upstreams is not None and leader:
             st.run("outputs", self.upstreams.soon)
+        st.run("outputs", self.publish_checks)
         return bool(outcome.health)
 
     def judge_canaries(self, now: float) -> None:

@@ -27,6 +27,11 @@ def build_openmetrics(seed: int = 0, requests: int = 500) -> str:
 
 
 def build_registry(seed: int = 0, requests: int = 500) -> CollectorRegistry:
+    return build_live(seed, requests).registry
+
+
+def build_live(seed: int = 0, requests: int = 500) -> FakeVllmV1:
+    """The page's server, to be advanced (`finish`, `set_load`) and rendered again: a page with traffic."""
     fake = FakeVllmV1(seed=seed, extra_families=False)
     fake.finish(requests, ttft=(0.05, 0.6), output_tokens=30)
     fake.set_load(12, 3, 0.61)
@@ -76,7 +81,7 @@ def build_registry(seed: int = 0, requests: int = 500) -> CollectorRegistry:
     GCCollector(registry=r)
     PlatformCollector(registry=r)
     ProcessCollector(registry=r)
-    return r
+    return fake
 
 
 if __name__ == "__main__":
