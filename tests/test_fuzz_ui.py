@@ -51,5 +51,5 @@ def test_fuzz_report_query_never_errors(period):
     from urllib.parse import quote
     answer = request(APP, "GET", "/ui/reports?period=" + quote(period, safe=""),
                      headers={"Authorization": "Bearer s3cret"})
-    assert answer.status_code == 200
+    assert answer.status_code in (200, 400)  # 400: not a month
     assert "<script" not in answer.text.lower().replace("<script src=", "")

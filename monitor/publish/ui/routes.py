@@ -110,8 +110,10 @@ def install_ui(app: FastAPI, service: MonitorState, require_token: Callable[...,
     def refresh() -> float:
         return service.config.scrape.interval
 
-    def console(title: str, main: str, path: str, *, charts: bool = False) -> HTMLResponse:
-        return _html(page(title, main, path=path, refresh_s=refresh(), logout=bool(token), charts=charts))
+    def console(title: str, main: str, path: str, *, charts: bool = False, status: int = 200) -> HTMLResponse:
+        # an error page (unknown instance 404, bad period 400) is not refreshed: reloading will not mend it
+        return _html(page(title, main, path=path, refresh_s=refresh() if status == 200 else None,
+                          logout=bool(token), charts=charts), status)
 
     def guarded(render: Callable[..., Awaitable[HTMLResponse | Response]]) -> Callable[..., Awaitable[Response]]:
         async def handler(request: Request) -> Response:
@@ -241,7 +243,7 @@ def install_ui(app: FastAPI, service: MonitorState, require_token: Callable[...,
         found = [i for i in instances_now() if i["instance"] == name]
         if not found:
             return console("Unknown instance", f"<p>No instance named <code>{esc(name)}</code> in any pool.</p>"
-                           '<p><a href="/ui/">Back to the fleet</a></p>', "")
+                           '<p><a href="/ui/">Back to the fleet</a></p>', "", status=404)
         parts = []
         for item in found:
             scrape = item.get("scrape") or {}
@@ -429,7 +431,10 @@ def install_ui(app: FastAPI, service: MonitorState, require_token: Callable[...,
         try:
             since, until = figures.month(period)
         except ValueError as exc:
-            return console("SLO report", f'<p class="error" role="alert">{esc(exc)}</p>', "/ui/reports")
+            if request.query_params.get("format") == "csv":
+                return Response(f"{exc}\n", status_code=400, media_type="text/plain; charset=utf-8",
+                                headers=SECURITY_HEADERS)
+            return console("SLO report", f'<p class="error" role="alert">{esc(exc)}</p>', "/ui/reports", status=400)
         period = period.strip()
         rows = report_rows(since, min(until, now + 60.0))
         if request.query_params.get("format") == "csv":
