@@ -15,12 +15,15 @@ from monitor.settings.canaries import CanaryConfig
 PROMETHEUS_ADDRESS = "http://prometheus-operated.monitoring:9090"
 INTERVAL_S = 60  # how often Argo asks for the verdict
 EXTRA_INCONCLUSIVE = 10  # measurements past min_duration that may stay inconclusive (the requests arriving)
+PASSES_NEEDED = 5  # measurements beyond the inconclusive allowance: a `pass` must hold this long
 
 
 def analysis_template(canary: CanaryConfig, options: KubernetesOptions) -> dict[str, Any]:
     """`successCondition: result == "pass"`, `failureCondition: result == "fail"`; `inconclusive`
     is neither, and Argo tolerates `inconclusiveLimit` of those (min_duration's worth of
-    measurements, and some for the requests to arrive) before it pauses the rollout for a person."""
+    measurements, and some for the requests to arrive) before it pauses the rollout for a person.
+    `count` ends the metric (Argo measures a metric with an `interval` and no `count` for ever, so an
+    analysis step would never complete on `pass`): the allowance plus PASSES_NEEDED measurements."""
     limit = math.ceil(canary.min_duration / INTERVAL_S) + EXTRA_INCONCLUSIVE
     return {
         "apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisTemplate",
@@ -31,6 +34,7 @@ def analysis_template(canary: CanaryConfig, options: KubernetesOptions) -> dict[
             "metrics": [{
                 "name": "slo-monitor-verdict",
                 "interval": f"{INTERVAL_S}s",
+                "count": limit + PASSES_NEEDED,
                 "successCondition": 'result == "pass"',
                 "failureCondition": 'result == "fail"',
                 "failureLimit": 0,
