@@ -44,10 +44,40 @@ def checked(path: str | None, listen: str | None = None) -> tuple[Config, list[s
     return cfg, [*loaded.warnings, *advice(cfg)]
 
 
+def canary_group_lines(cfg: Config, found: dict[str, dict[str, dict[str, str]]]) -> list[str]:
+    """A canary group that selects no instance of the file_sd files read now, or an instance that both
+    groups select (left out of the comparison), named. Only pools found by files alone: a network
+    source may still fill a group when the service runs."""
+    by_file = {p.name for p in cfg.pools if p.discovery and all(d.type == "file" for d in p.discovery)}
+    lines = []
+    for i, canary in enumerate(cfg.canaries):
+        chosen = {}
+        for side in ("baseline", "candidate"):
+            group = getattr(canary, side)
+            pool = group.pool or canary.pool
+            if pool not in by_file:
+                continue
+            members = {address for address, labels in found.get(pool, {}).items()
+                       if all(labels.get(k) == v for k, v in group.labels.items())}
+            chosen[side] = (pool, members)
+            if not members:
+                lines.append(f"canaries[{i}].{side}: no instance of pool {pool!r} in its file_sd files matches "
+                             f"{group.describe(canary.pool)}, so this group is empty (its verdict stays inconclusive)")
+        if len(chosen) == 2 and chosen["baseline"][0] == chosen["candidate"][0]:
+            both = sorted(chosen["baseline"][1] & chosen["candidate"][1])
+            if both:
+                lines.append(f"canaries[{i}]: {len(both)} instance(s) match both baseline and candidate "
+                             f"(e.g. {both[0]}) and are left out of the comparison")
+    return lines
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     cfg, warnings = checked(args.config)
     # file_sd files are read once, so a target the service would drop is named now, with its reason
-    warnings += asyncio.run(check_files([PoolSpec(p.name, (), tuple(p.discovery)) for p in cfg.pools], cfg.discovery))
+    labelled: dict[str, dict[str, dict[str, str]]] = {}
+    warnings += asyncio.run(check_files([PoolSpec(p.name, (), tuple(p.discovery)) for p in cfg.pools], cfg.discovery,
+                                        labelled))
+    warnings += canary_group_lines(cfg, labelled)
     for warning in warnings:
         print(f"warning: {warning}")
     targets = sum(len(p.targets) for p in cfg.pools)

@@ -190,7 +190,8 @@ class Discovery:
             self.version += 1
 
 
-async def check_files(pools: Sequence[PoolSpec], settings: DiscoverySettings | None = None) -> list[str]:
+async def check_files(pools: Sequence[PoolSpec], settings: DiscoverySettings | None = None,
+                      found: dict[str, dict[str, dict[str, str]]] | None = None) -> list[str]:
     """What `check` says of the pools' file_sd sources: each read once now, every target it would
     drop and every file it would refuse, in words. Only files: `check` must not wait on a network
     endpoint or a resolver, and a file is the config's own neighbour."""
@@ -204,6 +205,8 @@ async def check_files(pools: Sequence[PoolSpec], settings: DiscoverySettings | N
             await source.refresh(time.time())
             where = f"pools[{i}].discovery[{index}]"  # the key path, as check names every problem
             lines += [f"{where}: target dropped: {message}" for message in source.status.dropped]
+            if found is not None:  # the labels read, per pool and address: check judges canary groups by them
+                found.setdefault(pool.name, {}).update({t.address: dict(t.labels) for t in source.targets})
             if source.status.last_error:
                 lines.append(f"{where}: {source.status.last_error}")
             await source.aclose()
