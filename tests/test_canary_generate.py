@@ -57,3 +57,13 @@ def test_the_schemas_refuse_a_template_without_a_provider():
     with pytest.raises(AssertionError):
         validate({"apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisTemplate", "metadata": {"name": "x"},
                   "spec": {"metrics": [{"name": "m"}]}})
+
+
+def test_plain_generate_writes_the_same_rollout_templates_without_the_operator_format(tmp_path, objects):
+    config = validate_config(CONFIG, environ={}).config
+    generate(config, tmp_path, Options())  # the default: alerts/, dashboards/ and rollouts/
+    plain = {p.name: yaml.safe_load(p.read_text()) for p in (tmp_path / "rollouts").glob("*.yaml")}
+    assert plain == {name: obj for name, obj in objects.items()
+                     if name.startswith(("analysistemplate-", "metrictemplate-"))}
+    for obj in plain.values():
+        validate(obj)

@@ -153,6 +153,9 @@ def render_plain(config: Config, options: Options = Options()) -> dict[str, str]
         evaluation_interval=q.duration(options.rule_interval_s), service_target=options.service_target,
         working_dir=options.working_dir))
     files["alerts/alertmanager.yml"] = to_yaml(configs.alertmanager_config())
+    for canary in config.canaries:  # the same Argo AnalysisTemplate and Flagger MetricTemplate as the operator format
+        for name, obj in rollouts.canary_objects(canary, options.kubernetes).items():
+            files[f"rollouts/{name}"] = to_yaml(obj)
     files["dashboards/README.md"] = dashboards_readme(specs)
     files["alerts/README.md"] = alerts_readme(config.slos, options.rule_interval_s, sorted(sets))
     return files
@@ -174,7 +177,7 @@ def _ours(path: Path) -> bool:
 
 # format -> folder -> the patterns of files in it that `generate` may have written (and so may remove)
 OWNED: dict[str, dict[str, tuple[str, ...]]] = {
-    PLAIN: {"alerts": ("*.rules.yml", "*.test.yml"), "dashboards": ("*.json",)},
+    PLAIN: {"alerts": ("*.rules.yml", "*.test.yml"), "dashboards": ("*.json",), "rollouts": ("*.yaml",)},
     OPERATOR: {kubernetes.FOLDER: ("*.yaml",)},
 }
 
