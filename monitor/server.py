@@ -84,7 +84,7 @@ class FrontDoorServer(GracefulServer):
         service = self.service
         self.door = FrontDoor(self.sock, lambda pool, instance: check_answer(service.checks, pool, instance,
                                                                              time.time()), handoff)
-        service.check_loop.submit(self.door.serve())
+        service.check_loop.start_soon(self.door.serve())
         logger.info("Uvicorn running on http://%s:%d (health checks on their own thread)",
                     *self.sock.getsockname()[:2])
 

@@ -109,7 +109,7 @@ def test_the_front_door_answers_checks_and_hands_the_rest_over_on_one_connection
     loop = CheckLoop().start()
     door = FrontDoor(listener, lambda pool, instance: check_answer(snapshot(), pool, instance, time.time()),
                      lambda conn, buffered: handed.append((conn, buffered)))
-    loop.submit(door.serve())
+    loop.start_soon(door.serve())
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         for _ in range(3):  # keep-alive: several checks on one connection

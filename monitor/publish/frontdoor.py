@@ -18,6 +18,7 @@ The thread competes for the GIL, not for the loop: a check waits at most a few s
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import socket
 import threading
@@ -58,6 +59,11 @@ class CheckLoop:
     def submit(self, work: Coroutine[Any, Any, Any]) -> Awaitable[Any]:
         """Run `work` on the check loop; await the result from another loop."""
         return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, self.loop))
+
+    def start_soon(self, work: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        """Run `work` on the check loop without waiting for it: from any thread, with or without an
+        event loop of its own (`submit`'s wrapping needs one)."""
+        return asyncio.run_coroutine_threadsafe(work, self.loop)
 
     def stop(self) -> None:
         if self._thread.is_alive():

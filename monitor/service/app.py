@@ -62,7 +62,7 @@ def create_app(config: Config, *, store: Store | None = None, migrate: bool = Tr
 def _schedule(scheduler: AsyncIOScheduler, service: Service) -> None:
     """(Re)place the jobs: at start, and after a reload that may have changed the interval."""
     interval = service.config.scrape.interval
-    scheduler.add_job(service.scrape_cycle, "interval", seconds=interval, next_run_time=_now(), max_instances=1,
+    scheduler.add_job(service.scheduled_cycle, "interval", seconds=interval, next_run_time=_now(), max_instances=1,
                       coalesce=True, misfire_grace_time=max(1, int(interval)), id="scrape", replace_existing=True)
     # apart from the cycle: stale verdicts fail open in the NGINX file even while a cycle hangs
     scheduler.add_job(service.watch_outputs, "interval", seconds=interval, max_instances=1, coalesce=True,

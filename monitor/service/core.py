@@ -394,6 +394,19 @@ class Service:
 
     # -- one cycle --------------------------------------------------------------------------------------
 
+    async def scheduled_cycle(self) -> None:
+        """`scrape_cycle` as the scheduler runs it. APScheduler's shutdown cancels the job it is running;
+        the cycle itself is shielded from that and runs to its end (`stop` waits for it on `cycle_lock`),
+        so a stop never cuts a cycle in the middle of its outputs, nor logs the cancellation as a crash."""
+        cycle = asyncio.ensure_future(self.scrape_cycle())
+        self._tasks.add(cycle)
+        cycle.add_done_callback(self._tasks.discard)
+        try:
+            await asyncio.shield(cycle)
+        except asyncio.CancelledError:
+            if not self.stopping and not cycle.done():
+                log.info("the scheduler stopped while a cycle ran: the cycle finishes before the service stops")
+
     async def scrape_cycle(self) -> None:
         """One supervised cycle: never raises, never runs beside a reload or after `stop`, and is cut
         short past `cycle_limit_s`; the outputs' watchdog runs after it whatever happened."""
