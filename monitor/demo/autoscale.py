@@ -29,12 +29,10 @@ from monitor.demo.report import (
     Answered,
     Step,
     Steps,
-    alert_line,
     decision_line,
     next_steps,
     percentile,
     served_rows,
-    slo_line,
     step_line,
 )
 from monitor.demo.stack import (
@@ -48,6 +46,7 @@ from monitor.demo.stack import (
     describe_slos,
     open_balancer,
     say,
+    say_slos,
     start_service,
     watch,
 )
@@ -392,11 +391,7 @@ def _print_summary(console: Console, scenario: AutoscaleScenario, end: float, su
     say(console, "requests served per instance: " + ", ".join(f"{i} {n}" for i, n in sorted(counts.items())))
 
     console.print()
-    say(console, "SLOs (GET /api/v1/slos at the end; alert changes as they came):")
-    for change in watched.alerts:
-        say(console, alert_line(change))
-    for item in watched.slos:
-        say(console, slo_line(item))
+    say_slos(console, watched.alerts, watched.slos)
     if outcomes:
         starts = [o.started for o in outcomes]
         ends = [o.started + o.e2e for o in outcomes if o.ok and o.e2e is not None]

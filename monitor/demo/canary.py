@@ -29,9 +29,7 @@ from rich.console import Console
 from monitor.demo.report import (
     Step,
     Steps,
-    alert_line,
     decision_line,
-    slo_line,
     step_line,
 )
 from monitor.demo.stack import (
@@ -44,6 +42,7 @@ from monitor.demo.stack import (
     describe_slos,
     open_balancer,
     say,
+    say_slos,
     start_service,
     watch,
 )
@@ -314,11 +313,7 @@ def _print_summary(console: Console, scenario: CanaryScenario, end: float, summa
         say(console, decision_line(d))
 
     console.print()
-    say(console, "SLOs (GET /api/v1/slos at the end; alert changes as they came):")
-    for change in watched.alerts:
-        say(console, alert_line(change))
-    for item in watched.slos:
-        say(console, slo_line(item))
+    say_slos(console, watched.alerts, watched.slos)
     if summary is not None:
         console.print(format_summary(summary), markup=False, highlight=False, soft_wrap=True)
     console.print()

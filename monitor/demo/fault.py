@@ -17,7 +17,6 @@ from rich.console import Console
 from monitor.demo.report import (
     Answered,
     Served,
-    alert_line,
     decision_line,
     fault_story,
     next_steps,
@@ -25,7 +24,6 @@ from monitor.demo.report import (
     phase_table,
     served_rows,
     shift_line,
-    slo_line,
     story_sentences,
 )
 from monitor.demo.stack import (
@@ -39,6 +37,7 @@ from monitor.demo.stack import (
     describe_slos,
     open_balancer,
     say,
+    say_slos,
     start_service,
     watch,
 )
@@ -278,11 +277,7 @@ def _print_fault_summary(console: Console, scenario: FaultScenario, end: float, 
         say(console, f"nginx reloads by the service: {scenario.balancer.nginx.reloads()}")
 
     console.print()
-    say(console, "SLOs (GET /api/v1/slos at the end; alert changes as they came):")
-    for change in watched.alerts:
-        say(console, alert_line(change))
-    for item in watched.slos:
-        say(console, slo_line(item))
+    say_slos(console, watched.alerts, watched.slos)
     if summary is not None:
         console.print(format_summary(summary), markup=False, highlight=False, soft_wrap=True)
     console.print()

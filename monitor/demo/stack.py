@@ -37,6 +37,7 @@ from monitor.demo.report import (
     decision_from_api,
     decision_line,
     indicator_words,
+    slo_line,
     slo_words,
 )
 from monitor.demo.view import InstanceRow, plain_line, screen
@@ -91,6 +92,15 @@ class Clock:
 
 def say(console: Console, text: str) -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def say_slos(console: Console, alerts: Sequence[AlertChange], slos: Sequence[Any]) -> None:
+    """The SLO part of every demo's summary: the alert changes as they came, then each SLO at the end."""
+    say(console, "SLOs (GET /api/v1/slos at the end; alert changes as they came):")
+    for change in alerts:
+        say(console, alert_line(change))
+    for item in slos:
+        say(console, slo_line(item))
 
 
 # --- the balancer --------------------------------------------------------------------------------------
