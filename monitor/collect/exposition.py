@@ -42,6 +42,9 @@ _ONE_PLAIN = r'[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*"'
 _PLAIN_REST = re.compile(f"(?:{{((?:{_ONE_PLAIN}(?:,{_ONE_PLAIN})*,?)?)}})? ([^ \t#]+)")
 _LABEL_SETS: dict[str, dict[str, str]] = {}
 LABEL_SETS_KEPT = 4096
+_SPLIT_SETS: dict[str, dict[str, tuple[str, dict[str, str]]]] = {}  # label -> label text -> (its value, the others)
+_SCANNERS: dict[tuple[str, frozenset[str]], re.Pattern[str]] = {}
+_INDENTED: dict[str, re.Pattern[str]] = {}  # prefix -> a line with blanks before it
 _ESCAPE = re.compile(r"\\(.)")
 
 
@@ -107,6 +110,51 @@ def _timestamp(text: str, line: str) -> None:
     raise ExpositionError(f"bad timestamp in line: {line[:200]!r}")
 
 
+def _alternation(words: list[str]) -> str:
+    """`words` as one regular expression, factored by common prefixes (a trie): Python's engine tries the
+    branches of a flat alternation one by one, so a hundred names cost as much as the rest of the scan."""
+    tree: dict[str, dict] = {}
+    for word in words:
+        node = tree
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def branch(node: dict[str, dict]) -> str:
+        parts = [re.escape(ch) + branch(node[ch]) for ch in sorted(node) if ch]
+        if not parts:
+            return ""
+        body = parts[0] if len(parts) == 1 and "" not in node else "(?:" + "|".join(parts) + ")"
+        return body + "?" if "" in node else body
+
+    return branch(tree) if words else "(?!)"
+
+
+def _scanner(prefix: str, names: AbstractSet[str]) -> re.Pattern[str]:
+    """One regular expression finding, in a whole page, the sample lines of `names` that start a line:
+    the scan between them runs in C (the literal newline and prefix are searched for, the names tried as
+    one trie), so the lines of other families cost nothing in Python. A match is either a plain line
+    (groups: name, label text, value) or, for anything else (a timestamp, an exemplar, escapes, blanks
+    or garbage), the name and the rest of its line (group 4) for the general reader, `_line`."""
+    key = (prefix, names if isinstance(names, frozenset) else frozenset(names))
+    scanner = _SCANNERS.get(key)
+    if scanner is None:
+        wanted = [n.removeprefix(prefix) for n in key[1] if n.startswith(prefix)]
+        scanner = _SCANNERS[key] = re.compile(
+            f"\\n({re.escape(prefix)}{_alternation(wanted)})(?=[ \\t{{]|\\r?\\n|\\r?\\Z)"
+            f"(?:(?:{{((?:{_ONE_PLAIN}(?:,{_ONE_PLAIN})*,?)?)}})? ([^ \\t#\\n]+)(?=\\n|\\Z)|([^\\n]*))")
+    return scanner
+
+
+def _scannable(text: str, prefix: str) -> bool:
+    """Whether no line has blanks before `prefix` (the scan's assumption: the format allows them, and
+    the line-by-line loop reads such pages)."""
+    indented = _INDENTED.get(prefix)
+    if indented is None:
+        indented = _INDENTED[prefix] = re.compile(f"\\n[ \\t]+{re.escape(prefix)}")
+    return indented.search(text) is None and not (text[:1] in (" ", "\t") and text.lstrip(" \t").startswith(prefix))
+
+
 def samples(text: str, prefix: str = "vllm:",
             names: AbstractSet[str] | None = None) -> Iterator[tuple[str, dict[str, str], float]]:
     """(name, labels, value) of every sample line whose name starts with `prefix` (and is one of
@@ -115,6 +163,81 @@ def samples(text: str, prefix: str = "vllm:",
     HELP/TYPE/UNIT comments are not needed: the normaliser keys on sample names (`_bucket`, `_sum`,
     `_count`, `_total`), which also keeps pages without TYPE lines usable.
     """
+    if names is None or not _scannable(text, prefix):
+        yield from _line_by_line(text, prefix, names)
+        return
+    for name, label_text, value_text, rest in _scanner(prefix, names).findall("\n" + text):
+        if rest or not value_text:
+            read = _general(name, rest, prefix, names)
+            if read is not None:
+                yield read
+            continue
+        value = _value(value_text, name, label_text)
+        yield name, _label_set(label_text).copy() if label_text else {}, value
+
+
+def grouped_samples(text: str, label: str, prefix: str,
+                    names: AbstractSet[str]) -> dict[str, dict[str, list[tuple[dict[str, str], float]]]]:
+    """The sample lines of `names`, as `samples` reads them, grouped as name -> the value of `label`
+    ("" without it) -> [(the other labels, value)] in page order. The label dicts of plain lines are
+    shared by every page (a cache, as 1,000 instances print the same label sets): do not change them."""
+    out: dict[str, dict[str, list[tuple[dict[str, str], float]]]] = {}
+    if not _scannable(text, prefix):
+        for name, labels, value in _line_by_line(text, prefix, names):
+            key = labels.pop(label, "")
+            out.setdefault(name, {}).setdefault(key, []).append((labels, value))
+        return out
+    split = _SPLIT_SETS.setdefault(label, {})
+    for name, label_text, value_text, rest in _scanner(prefix, names).findall("\n" + text):
+        if rest or not value_text:
+            read = _general(name, rest, prefix, names)
+            if read is not None:
+                key = read[1].pop(label, "")
+                out.setdefault(name, {}).setdefault(key, []).append((read[1], read[2]))
+            continue
+        value = _value(value_text, name, label_text)
+        parts = split.get(label_text)
+        if parts is None:
+            if len(split) >= LABEL_SETS_KEPT:
+                split.clear()
+            others = dict(_PLAIN_LABEL.findall(label_text))
+            parts = split[label_text] = (others.pop(label, ""), others)
+        by_label = out.get(name)
+        if by_label is None:
+            by_label = out[name] = {}
+        rows = by_label.get(parts[0])
+        if rows is None:
+            by_label[parts[0]] = [(parts[1], value)]
+        else:
+            rows.append((parts[1], value))
+    return out
+
+
+def _value(text: str, name: str, label_text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        labels = f"{{{label_text}}}" if label_text else ""
+        raise ExpositionError(f"bad value in line: {f'{name}{labels} {text}'[:200]!r}") from None
+
+
+def _general(name: str, rest: str, prefix: str, names: AbstractSet[str]) -> tuple[str, dict[str, str], float] | None:
+    line = name + rest
+    return _line(line[:-1] if line.endswith("\r") else line, prefix, names)
+
+
+def _label_set(text: str) -> dict[str, str]:
+    """The labels of a plain label text, from the cache every page shares (do not change the dict)."""
+    labels = _LABEL_SETS.get(text)
+    if labels is None:
+        if len(_LABEL_SETS) >= LABEL_SETS_KEPT:
+            _LABEL_SETS.clear()
+        labels = _LABEL_SETS[text] = dict(_PLAIN_LABEL.findall(text))
+    return labels
+
+
+def _line_by_line(text: str, prefix: str,
+                  names: AbstractSet[str] | None) -> Iterator[tuple[str, dict[str, str], float]]:
     for line in text.split("\n"):
         if not line.startswith(prefix):
             # the format allows blanks before a sample (Go's reference parser and prometheus_client
@@ -126,57 +249,56 @@ def samples(text: str, prefix: str = "vllm:",
                 continue
         if line.endswith("\r"):
             line = line[:-1]
-        # the name ends at the brace or the first blank; a name not wanted is not read further
-        brace = line.find("{")
-        end = brace if brace >= 0 else len(line)
-        space = line.find(" ", 0, end)
-        if space >= 0:
-            end = space
-        tab = line.find("\t", 0, end)
-        if tab >= 0:
-            end = tab
-        name = line[:end]
-        if names is not None and name not in names:
-            continue
-        if not _NAME.fullmatch(name):
-            raise ExpositionError(f"bad metric name in line: {line[:200]!r}")
-        plain = _PLAIN_REST.fullmatch(line, end)
-        if plain is not None:
-            try:
-                value = float(plain.group(2))
-            except ValueError:
-                raise ExpositionError(f"bad value in line: {line[:200]!r}") from None
-            text = plain.group(1)
-            if not text:
-                yield name, {}, value
-                continue
-            labels = _LABEL_SETS.get(text)
-            if labels is None:
-                if len(_LABEL_SETS) >= LABEL_SETS_KEPT:
-                    _LABEL_SETS.clear()
-                labels = _LABEL_SETS[text] = dict(_PLAIN_LABEL.findall(text))
-            yield name, labels.copy(), value  # a copy: the caller may change it (read_page pops model_name)
-            continue
-        if end != brace and brace >= 0:
-            # `name {labels}` is allowed as well; a brace after the value is an exemplar's
-            after = line[end:].lstrip(" \t")
-            brace = len(line) - len(after) if after.startswith("{") else -1
-        if brace >= 0:
-            labels, end = _labels(line, brace + 1)
-        else:
-            labels = {}
-        hash_at = line.find("#", end)
-        if hash_at >= 0:
-            _exemplar(line, hash_at)
-            rest = line[end:hash_at].split()
-        else:
-            rest = line[end:].split()
-        if not 1 <= len(rest) <= 2:
-            raise ExpositionError(f"expected a value (and optional timestamp) in line: {line[:200]!r}")
+        read = _line(line, prefix, names)
+        if read is not None:
+            yield read
+
+
+def _line(line: str, prefix: str, names: AbstractSet[str] | None) -> tuple[str, dict[str, str], float] | None:
+    """One sample line starting with `prefix` (no blank before it, no `\\r` after it): None when its
+    family is not wanted."""
+    # the name ends at the brace or the first blank; a name not wanted is not read further
+    brace = line.find("{")
+    end = brace if brace >= 0 else len(line)
+    space = line.find(" ", 0, end)
+    if space >= 0:
+        end = space
+    tab = line.find("\t", 0, end)
+    if tab >= 0:
+        end = tab
+    name = line[:end]
+    if names is not None and name not in names:
+        return None
+    if not _NAME.fullmatch(name):
+        raise ExpositionError(f"bad metric name in line: {line[:200]!r}")
+    plain = _PLAIN_REST.fullmatch(line, end)
+    if plain is not None:
         try:
-            value = float(rest[0])
+            value = float(plain.group(2))
         except ValueError:
             raise ExpositionError(f"bad value in line: {line[:200]!r}") from None
-        if len(rest) == 2:
-            _timestamp(rest[1], line)
-        yield name, labels, value
+        text = plain.group(1)
+        return (name, _label_set(text).copy(), value) if text else (name, {}, value)
+    if end != brace and brace >= 0:
+        # `name {labels}` is allowed as well; a brace after the value is an exemplar's
+        after = line[end:].lstrip(" \t")
+        brace = len(line) - len(after) if after.startswith("{") else -1
+    if brace >= 0:
+        labels, end = _labels(line, brace + 1)
+    else:
+        labels = {}
+    hash_at = line.find("#", end)
+    if hash_at >= 0:
+        _exemplar(line, hash_at)
+        rest = line[end:hash_at].split()
+    else:
+        rest = line[end:].split()
+    if not 1 <= len(rest) <= 2:
+        raise ExpositionError(f"expected a value (and optional timestamp) in line: {line[:200]!r}")
+    try:
+        value = float(rest[0])
+    except ValueError:
+        raise ExpositionError(f"bad value in line: {line[:200]!r}") from None
+    if len(rest) == 2:
+        _timestamp(rest[1], line)
+    return name, labels, value

@@ -22,7 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Mapping
 
-from monitor.collect.exposition import ExpositionError, samples
+from monitor.collect.exposition import ExpositionError, grouped_samples
 from monitor.samples import DUPLICATE, NON_FINITE, BadSample, Histogram, ModelSample
 
 _finite = math.isfinite
@@ -97,6 +97,7 @@ USED_NAMES: frozenset[str] = frozenset(
 # what Prometheus 2.x stored from such pages) -> the name the normaliser reads
 ESCAPED_PREFIX = "vllm_"
 ESCAPED_NAMES: dict[str, str] = {"vllm_" + name.removeprefix("vllm:"): name for name in USED_NAMES}
+ESCAPED_USED = frozenset(ESCAPED_NAMES)
 
 # Bucket boundaries of vLLM ≥ 0.8.5 (older servers have a prefix of these lists, so a boundary
 # here is a boundary there too, up to their last bucket).
@@ -136,18 +137,14 @@ def read_page(text: str) -> Page:
     vLLM's request-size and phase-time histograms.
     """
     # name -> model -> [(labels without model_name, value)]
-    values: dict[str, dict[str, list[tuple[dict[str, str], float]]]] = defaultdict(lambda: defaultdict(list))
     try:
-        for name, labels, value in samples(text, names=USED_NAMES):
-            model = labels.pop("model_name", "")
-            values[name][model].append((labels, value))
+        values = grouped_samples(text, "model_name", "vllm:", USED_NAMES)
         if not values:
             # a recent prometheus_client (0.26 does it) asked for OpenMetrics without `escaping=allow-utf-8`
             # writes `vllm_` for `vllm:` on its sample lines (client_python#1177); read only when the
             # page has no `vllm:` sample, so a normal page costs nothing more
-            for name, labels, value in samples(text, ESCAPED_PREFIX, names=ESCAPED_NAMES.keys()):
-                model = labels.pop("model_name", "")
-                values[ESCAPED_NAMES[name]][model].append((labels, value))
+            values = {ESCAPED_NAMES[name]: rows
+                      for name, rows in grouped_samples(text, "model_name", ESCAPED_PREFIX, ESCAPED_USED).items()}
     except ExpositionError as exc:
         raise PageError(f"malformed metrics page: {exc}") from None
     if not values:
