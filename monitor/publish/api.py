@@ -23,6 +23,7 @@ from monitor.publish.canaries import install_canary_routes
 from monitor.publish.cost import service_pool_cost
 from monitor.publish.exclusions import install_exclusion_routes
 from monitor.publish.finite_json import FiniteJSONResponse as JSONResponse
+from monitor.publish.fleet_text import fleet_text
 from monitor.publish.metrics import Collected, FleetCollector, make_registry
 from monitor.publish.state import MonitorState
 from monitor.publish.ui.auth import cookie_reads
@@ -244,7 +245,7 @@ def install_routes(app: FastAPI, service: MonitorState,
         snapshot, others = fleet_series.snapshot(), list(registry.collect())
 
         def render() -> bytes:
-            return generate_latest(Collected(FleetCollector.families(snapshot) + others))
+            return fleet_text(snapshot).encode() + generate_latest(Collected(FleetCollector.totals(snapshot) + others))
 
         return Response(await asyncio.to_thread(render), media_type=CONTENT_TYPE_LATEST)
 

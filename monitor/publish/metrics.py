@@ -12,6 +12,7 @@ from typing import Iterator
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from monitor.decide.verdicts import STATES, UNKNOWN
@@ -26,7 +27,7 @@ from monitor.publish.state import NAMESPACE, MonitorState
 from monitor.samples import BAD_SAMPLE_KINDS
 
 # figure key -> (metric name, help, quantile label or None)
-_QUANTILE_FIGURES = {
+QUANTILE_FIGURES = {
     "ttft": ("instance_ttft_seconds", "Time to first token over the evaluation window, by quantile."),
     "tpot": ("instance_tpot_seconds", "Time per output token over the evaluation window, by quantile: per request "
                                       "where vLLM has vllm:request_time_per_output_token_seconds (0.11+), else "
@@ -35,7 +36,7 @@ _QUANTILE_FIGURES = {
     "itl": ("instance_itl_seconds", "Inter-token latency (one observation per output event, which carries several "
                                     "tokens with speculative decoding) over the evaluation window, by quantile."),
 }
-_PLAIN_FIGURES = {
+PLAIN_FIGURES = {
     "queue_p99_s": ("instance_queue_time_p99_seconds", "99th percentile of time spent waiting in the queue."),
     "error_ratio": ("instance_error_ratio", "Share of requests finished with an error or rejected at admission."),
     "kv_cache_usage": ("instance_kv_cache_usage_ratio", "KV-cache usage reported by vLLM (1 = full)."),
@@ -60,12 +61,23 @@ _PLAIN_FIGURES = {
                                                "Prompt tokens really computed (not served from a cache) per "
                                                "finished request in the window."),
 }
+# the per-instance families that are not figures: (metric name, help)
+UP = ("instance_up", "1 when the last scrape of the instance succeeded.")
+STATE = ("instance_state", "Current state of the instance (1 for the active one).")
+DURATION = ("scrape_duration_seconds", "Duration of the last scrape.")
+AGE = ("last_scrape_age_seconds", "Seconds since the last successful scrape.")
+FAILURES = ("scrape_consecutive_failures", "Consecutive failed scrapes of the instance.")
+BAD = ("bad_samples", "Series of the instance's pages that were not used (since it joined): NaN or +-Inf in a series "
+       "the monitor judges by, or a series repeated with another value (the first kept); the instance's reasons "
+       "name them.")
+REJECTIONS = ("instance_admission_rejections_per_second", "Requests refused before queueing "
+              "(vllm:admission_rejections_total), per second, by reason.")
 # the stages of a cycle (monitor/service/stages.py), each exported from the start at 0 so that
 # increase() sees the first failure
 STAGES = ("cycle", "discovery", "membership", "scrape", "gpu", "ingest", "slo", "alerts", "signals", "decide",
           "events", "persist", "outputs")
 # admission rejections per second, one series per vLLM `reason` (figure admission_rejections_{reason}_per_s)
-_REJECTION_REASONS = ("max_num_queued_reqs", "max_num_queued_tokens", "other")
+REJECTION_REASONS = ("max_num_queued_reqs", "max_num_queued_tokens", "other")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,28 +126,22 @@ class FleetCollector(Collector):
 
     @staticmethod
     def families(snap: FleetSnapshot) -> list:
+        return FleetCollector.instance_families(snap) + FleetCollector.totals(snap)
+
+    @staticmethod
+    def instance_families(snap: FleetSnapshot) -> list:
+        """The families with a series per instance (monitor/publish/fleet_text.py writes the same text
+        faster: this is its reference)."""
         labels = ["pool", "instance", "model_name"]
         quantiles = {k: GaugeMetricFamily(f"{NAMESPACE}_{name}", doc, labels=labels + ["quantile"])
-                     for k, (name, doc) in _QUANTILE_FIGURES.items()}
+                     for k, (name, doc) in QUANTILE_FIGURES.items()}
         plain = {k: GaugeMetricFamily(f"{NAMESPACE}_{name}", doc, labels=labels)
-                 for k, (name, doc) in _PLAIN_FIGURES.items()}
-        rejections = GaugeMetricFamily(f"{NAMESPACE}_instance_admission_rejections_per_second",
-                                       "Requests refused before queueing (vllm:admission_rejections_total), per "
-                                       "second, by reason.", labels=labels + ["reason"])
-        up = GaugeMetricFamily(f"{NAMESPACE}_instance_up", "1 when the last scrape of the instance succeeded.",
-                               labels=["pool", "instance"])
-        state = GaugeMetricFamily(f"{NAMESPACE}_instance_state", "Current state of the instance (1 for the active one).",
-                                  labels=["pool", "instance", "state"])
-        duration = GaugeMetricFamily(f"{NAMESPACE}_scrape_duration_seconds", "Duration of the last scrape.",
-                                     labels=["pool", "instance"])
-        age = GaugeMetricFamily(f"{NAMESPACE}_last_scrape_age_seconds", "Seconds since the last successful scrape.",
-                                labels=["pool", "instance"])
-        failures = GaugeMetricFamily(f"{NAMESPACE}_scrape_consecutive_failures",
-                                     "Consecutive failed scrapes of the instance.", labels=["pool", "instance"])
-        bad = CounterMetricFamily(f"{NAMESPACE}_bad_samples", "Series of the instance's pages that were not used "
-                                  "(since it joined): NaN or +-Inf in a series the monitor judges by, or a series "
-                                  "repeated with another value (the first kept); the instance's reasons name them.",
-                                  labels=["pool", "instance"])
+                 for k, (name, doc) in PLAIN_FIGURES.items()}
+        rejections = GaugeMetricFamily(f"{NAMESPACE}_{REJECTIONS[0]}", REJECTIONS[1], labels=labels + ["reason"])
+        up, duration, age, failures = (GaugeMetricFamily(f"{NAMESPACE}_{name}", doc, labels=["pool", "instance"])
+                                       for name, doc in (UP, DURATION, AGE, FAILURES))
+        state = GaugeMetricFamily(f"{NAMESPACE}_{STATE[0]}", STATE[1], labels=["pool", "instance", "state"])
+        bad = CounterMetricFamily(f"{NAMESPACE}_{BAD[0]}", BAD[1], labels=["pool", "instance"])
         for row in snap.rows:
             view = row.view
             who = [view.pool, view.instance]
@@ -159,12 +165,16 @@ class FleetCollector(Collector):
                     value = figures.get(key)
                     if value is not None:
                         family.add_metric(series, value)
-                for reason in _REJECTION_REASONS:
+                for reason in REJECTION_REASONS:
                     value = figures.get(f"admission_rejections_{reason}_per_s")
                     if value is not None:
                         rejections.add_metric(series + [reason], value)
-        out = [up, state, duration, age, failures, bad, *quantiles.values(), *plain.values(), rejections,
-               GaugeMetricFamily(f"{NAMESPACE}_targets", "Configured scrape targets.", value=snap.targets)]
+        return [up, state, duration, age, failures, bad, *quantiles.values(), *plain.values(), rejections]
+
+    @staticmethod
+    def totals(snap: FleetSnapshot) -> list:
+        """The fleet's own series: targets, cycles, storage."""
+        out: list[Metric] = [GaugeMetricFamily(f"{NAMESPACE}_targets", "Configured scrape targets.", value=snap.targets)]
         if snap.cycle_duration_s is not None:
             out.append(GaugeMetricFamily(f"{NAMESPACE}_scrape_cycle_duration_seconds",
                                          "Wall time of the last full scrape cycle.", value=snap.cycle_duration_s))
