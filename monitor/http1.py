@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import re
 from dataclasses import dataclass
 from typing import AsyncIterator
@@ -58,6 +59,7 @@ class Origin:
         return self.host, self.port, self.authorization
 
 
+@functools.lru_cache(maxsize=16384)  # every target's two URLs, asked again each cycle
 def split_url(url: str) -> Origin:
     try:
         parts = urlsplit(url)

@@ -7,6 +7,7 @@ error says the value it saw and the form it wants, since `check` prints it to a 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import re
@@ -384,6 +385,7 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
+@functools.lru_cache(maxsize=16384)  # asked for every target each cycle
 def instance_address(url: str) -> str:
     """The ``host:port`` that names an instance in the API, NGINX and traces."""
     parts = urlsplit(url)

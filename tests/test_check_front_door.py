@@ -166,3 +166,40 @@ def test_serve_answers_checks_and_the_api_on_the_same_port(tmp_path):
     finally:
         stop_process(proc, log)
     assert "Traceback" not in log_path.read_text()
+
+
+@pytest.mark.e2e
+def test_checks_pipelined_with_an_api_request_are_answered_in_order_before_the_hand_over():
+    handed: list[tuple[socket.socket, bytes]] = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    loop = CheckLoop().start()
+    door = FrontDoor(listener, lambda pool, instance: check_answer(snapshot(), pool, instance, time.time()),
+                     lambda conn, buffered: handed.append((conn, buffered)))
+    loop.start_soon(door.serve())
+    client = socket.create_connection(listener.getsockname(), timeout=10)
+    try:
+        check = b"GET /upstreams/p/10.0.0.1:8000 HTTP/1.1\r\nhost: x\r\n\r\n"
+        client.sendall(check * 3 + b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        deadline = time.monotonic() + 10
+        while not handed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert handed and handed[0][1] == b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"
+        handed[0][0].sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        received = b""
+        while not received.endswith(b"ok"):
+            chunk = client.recv(65536)
+            assert chunk, received
+            received += chunk
+        answers = received.split(b"HTTP/1.1 ")[1:]
+        assert [a.endswith(b"healthy: ok\n") for a in answers] == [True, True, True, False]
+        assert answers[-1] == b"200 OK\r\ncontent-length: 2\r\n\r\nok"
+        assert door.answered == 3
+    finally:
+        client.close()
+        asyncio.run_coroutine_threadsafe(door.close(), loop.loop).result(10)
+        loop.stop()
+        listener.close()
+        for conn_, _ in handed:
+            conn_.close()

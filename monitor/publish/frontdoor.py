@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
@@ -115,78 +116,135 @@ def render(answer: CheckAnswer, close: bool) -> bytes:
 
 
 class FrontDoor:
-    """The API socket's listener on the check loop: answers checks, hands the rest to `handoff`."""
+    """The API socket's listener on the check loop: answers checks, hands the rest to `handoff`.
+
+    Connections are asyncio protocols, not tasks: a check is parsed in `data_received` and its answer
+    written at once, with no task, future or reader registration per request (a task per `sock_recv`
+    made the thread cost more than its answers). Idle connections are closed by one sweep a second."""
 
     def __init__(self, sock: socket.socket, answer: Answer, handoff: Handoff) -> None:
         self.sock = sock
         self.answer = answer
         self.handoff = handoff
         self.answered = 0
-        self._task: asyncio.Task | None = None
-        self._connections: set[asyncio.Task] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.Task | None = None
+        self._open: set[_CheckConnection] = set()
 
     async def serve(self) -> None:
-        """Accept until cancelled (on the check loop)."""
-        self._task = asyncio.current_task()
+        """Accept until `close` (on the check loop)."""
         loop = asyncio.get_running_loop()
-        self.sock.setblocking(False)
+        self._server = await loop.create_server(lambda: _CheckConnection(self), sock=self.sock, backlog=2048)
+        self._sweeper = asyncio.current_task()
         try:
-            self.sock.listen(2048)
-        except OSError:
-            pass  # already listening
-        while True:
-            try:
-                conn, _ = await loop.sock_accept(self.sock)
-            except OSError as exc:  # e.g. EMFILE: try again shortly
-                log.warning("API listener: accept failed: %s", exc)
-                await asyncio.sleep(0.1)
-                continue
-            task = loop.create_task(self._connection(conn))
-            self._connections.add(task)
-            task.add_done_callback(self._connections.discard)
+            while True:
+                await asyncio.sleep(1.0)
+                self._sweep(loop.time())
+        finally:
+            self._server.close()
+
+    def _sweep(self, now: float) -> None:
+        for connection in list(self._open):
+            limit = 30.0 if connection.buffer else KEEPALIVE_S
+            if now - connection.active_at > limit:
+                connection.close()
 
     async def close(self) -> None:
         """Stop accepting and close the connections still held here (on the check loop)."""
-        for task in [self._task, *self._connections]:
-            if task is not None:
-                task.cancel()
+        if self._server is not None:
+            self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for connection in list(self._open):
+            connection.close()
 
-    async def _connection(self, conn: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        conn.setblocking(False)
-        buffer = b""
-        handed = False
+
+class _CheckConnection(asyncio.Protocol):
+    """One client connection while the front door holds it: checks answered in order, then (at the
+    first request that is not a check) the socket and the bytes read so far handed over."""
+
+    def __init__(self, door: FrontDoor) -> None:
+        self.door = door
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+        self.active_at = 0.0
+        self._handing = False  # no more reading: the connection goes to uvicorn once its answers have left
+        self._given = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.active_at = asyncio.get_running_loop().time()
+        self.door._open.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.door._open.discard(self)
+
+    def close(self) -> None:
+        """Idle too long, or the service stops: answers still buffered are sent first, unless the
+        connection was waiting to be handed over (its client is not reading)."""
+        if self.transport is not None and not self._given:
+            if self._handing:
+                self.transport.abort()
+            else:
+                self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or self._handing:
+            return
+        self.active_at = asyncio.get_running_loop().time()
+        self.buffer += data
+        door = self.door
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buffer) > MAX_HEAD:
+                    self._hand_over()  # not a check: uvicorn answers it
+                return
+            check, close = parse_check(self.buffer[:end])
+            if check is None:
+                self._hand_over()
+                return
+            try:
+                answer = door.answer(*check)
+            except Exception:
+                log.exception("check answer failed for %s/%s", *check)
+                self._hand_over()
+                return
+            transport.write(render(answer, close))
+            door.answered += 1
+            self.buffer = self.buffer[end + 4:]
+            if close:
+                transport.close()
+                return
+
+    def _hand_over(self) -> None:
+        """Give the connection to uvicorn once every answer written here has left: reading stops, and the
+        hand-over waits for the write buffer to drain (`resume_writing` at a low-water mark of 0)."""
+        transport = self.transport
+        assert transport is not None
+        self._handing = True
+        transport.pause_reading()
+        if transport.get_write_buffer_size():
+            transport.set_write_buffer_limits(high=0, low=0)  # resume_writing once drained
+            return
+        self._give()
+
+    def resume_writing(self) -> None:
+        if self._handing:
+            self._give()
+
+    def _give(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        self._given = True
+        raw = transport.get_extra_info("socket")
         try:
-            while True:
-                end = buffer.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(buffer) > MAX_HEAD:
-                        break  # not a check: uvicorn answers it
-                    chunk = await asyncio.wait_for(loop.sock_recv(conn, 65536), KEEPALIVE_S if not buffer else 30.0)
-                    if not chunk:
-                        conn.close()
-                        return
-                    buffer += chunk
-                    continue
-                check, close = parse_check(buffer[:end])
-                if check is None:
-                    break
-                try:
-                    answer = self.answer(*check)
-                except Exception:
-                    log.exception("check answer failed for %s/%s", *check)
-                    break
-                await loop.sock_sendall(conn, render(answer, close))
-                self.answered += 1
-                buffer = buffer[end + 4:]
-                if close:
-                    conn.close()
-                    return
-            handed = True
-            self.handoff(conn, buffer)
-        except (TimeoutError, OSError):
-            conn.close()
-        except asyncio.CancelledError:
-            if not handed:
-                conn.close()
-            raise
+            conn = socket.socket(raw.family, raw.type, raw.proto, fileno=os.dup(raw.fileno()))
+            conn.setblocking(False)
+        except OSError:
+            transport.abort()
+            return
+        transport.abort()  # this loop lets go of its descriptor; the duplicate carries the connection on
+        self.door.handoff(conn, self.buffer)
