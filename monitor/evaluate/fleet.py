@@ -116,6 +116,7 @@ class FleetView:
         self.last_cycle_duration_s: float | None = None
         self._stats_cache: dict[tuple[str, float, float | None], tuple[float, tuple, dict[str, WindowStats]]] = {}
         self._cut_since: dict[tuple[str, float], float] = {}  # (instance, window) -> the since cached for it
+        self._view_cache: dict[str, tuple[dict[str, WindowStats], ScrapeResult | None, str, InstanceView]] = {}
 
     def configure(self, window_s: float, scrape_interval_s: float, longest_window_s: float = 0.0) -> None:
         """The API's window, and how much history to keep: enough for the longest window anyone
@@ -132,6 +133,7 @@ class FleetView:
         left = [t for a, t in self.tracks.items() if a not in wanted or wanted[a][0] != t.pool]
         for gone in left:
             del self.tracks[gone.instance]
+            self._view_cache.pop(gone.instance, None)
             for key in [k for k in self._stats_cache if k[0] == gone.instance]:
                 del self._stats_cache[key]
             for cut in [k for k in self._cut_since if k[0] == gone.instance]:
@@ -198,7 +200,17 @@ class FleetView:
         return out
 
     def view(self, track: InstanceTrack, now: float) -> InstanceView:
+        """The instance's figures at `now`; /metrics, the API, the console and cost each ask for every
+        instance, so the view is kept until its figures (the cached stats object), last scrape or URL change."""
         per_model = self.stats(track, now)
+        kept = self._view_cache.get(track.instance)
+        if kept is not None and kept[0] is per_model and kept[1] is track.last and kept[2] == track.url:
+            return kept[3]
+        view = self._view(track, per_model)
+        self._view_cache[track.instance] = (per_model, track.last, track.url, view)
+        return view
+
+    def _view(self, track: InstanceTrack, per_model: dict[str, WindowStats]) -> InstanceView:
         merged = merge_stats(list(per_model.values()))
         last = track.last
         return InstanceView(
