@@ -280,6 +280,31 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]
             return status, headers
 
 
+@functools.lru_cache(maxsize=16384)  # the same few heads per target, cycle after cycle
+def request_head(origin: Origin, method: str, headers: tuple[tuple[str, str], ...],
+                 content_length: int | None) -> bytes:
+    """The request head; BadUrl for a path or header that cannot be sent as it is (a space,
+    a control character or non-ASCII in the path would change what the line means; a CR or
+    LF in a header would start another)."""
+    path = origin.path
+    if any(not " " < c <= "~" for c in path):
+        raise BadUrl(f"path {path[:80]!r} cannot be sent: non-ASCII, a space or a control character "
+                     "(percent-encode it)")
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {origin.host_header}"]
+    if origin.authorization:
+        lines.append(f"Authorization: {origin.authorization}")
+    lines += [f"{name}: {value}" for name, value in headers]
+    if content_length is not None:
+        lines.append(f"Content-Length: {content_length}")
+    if any(c in line for line in lines[1:] for c in "\r\n\0"):
+        raise BadUrl("a header holds a line break")
+    try:
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise BadUrl(f"the request head cannot be sent as Latin-1: {exc.reason} at "
+                     f"{exc.object[exc.start:exc.end]!r}") from None
+
+
 class Exchange:
     """`async with Exchange(pool, url) as response`: one request; the connection goes back to the
     pool only when the response was read to its end, and is closed on any error or cancellation."""
@@ -295,26 +320,8 @@ class Exchange:
         self._response: Response | None = None
 
     def _head(self) -> bytes:
-        """The request head; BadUrl for a path or header that cannot be sent as it is (a space,
-        a control character or non-ASCII in the path would change what the line means; a CR or
-        LF in a header would start another)."""
-        path = self.origin.path
-        if any(not " " < c <= "~" for c in path):
-            raise BadUrl(f"path {path[:80]!r} cannot be sent: non-ASCII, a space or a control character "
-                         "(percent-encode it)")
-        lines = [f"{self.method} {path} HTTP/1.1", f"Host: {self.origin.host_header}"]
-        if self.origin.authorization:
-            lines.append(f"Authorization: {self.origin.authorization}")
-        lines += [f"{name}: {value}" for name, value in self.headers.items()]
-        if self.body is not None:
-            lines.append(f"Content-Length: {len(self.body)}")
-        if any(c in line for line in lines[1:] for c in "\r\n\0"):
-            raise BadUrl("a header holds a line break")
-        try:
-            return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        except UnicodeEncodeError as exc:
-            raise BadUrl(f"the request head cannot be sent as Latin-1: {exc.reason} at "
-                         f"{exc.object[exc.start:exc.end]!r}") from None
+        return request_head(self.origin, self.method, tuple(self.headers.items()),
+                            None if self.body is None else len(self.body))
 
     async def __aenter__(self) -> Response:
         request = self._head() + (self.body or b"")  # BadUrl, before any connection is taken
