@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from bisect import bisect_left, insort
 from collections import Counter
 from typing import Mapping
 
@@ -122,25 +123,71 @@ def pool_wide_slowness(eligible: list[str], sigs: Mapping[str, InstanceSignals],
     out: dict[str, dict[str, str]] = {}
     if len(busy) < 2:
         return out
-
-    def start(i: str) -> float:  # where the instance's figures begin (its last change of state, else the window)
-        since = sigs[i].judged_since
-        return since if since is not None else -math.inf
-
+    # only peers judged over about the same stretch compare: replicas that joined (or came back) after
+    # the load began are fast because they missed it, which says nothing of this one. An instance's
+    # figures begin at its last change of state, else with the window; its peers are those that began
+    # no later than half its own window after it
+    starts = {i: since if (since := sigs[i].judged_since) is not None else -math.inf for i in busy}
+    limits = {i: starts[i] + (sigs[i].window_s or 0.0) / 2 for i in busy}
     for label, attr, threshold_key in LATENCY_FIGURES:
         threshold = getattr(s, threshold_key)
         if threshold is None:
             continue
-        values = {i: getattr(sigs[i], attr) for i in busy}
-        for i in busy:
-            # only peers judged over about the same stretch compare: replicas that joined (or came back)
-            # after the load began are fast because they missed it, which says nothing of this one
-            tolerance = (sigs[i].window_s or 0.0) / 2
-            peers = [v for j, v in values.items() if j != i and start(j) <= start(i) + tolerance]
-            rest = [float(v) for v in peers if v is not None]
-            if rest and len(rest) == len(peers) and all(v > threshold for v in rest):
-                median = statistics.median(rest)
+        found = _slow_peers({i: getattr(sigs[i], attr) for i in busy}, starts, limits, threshold)
+        for i in busy:  # in the pool's order, as the findings are listed
+            if i in found:
+                median, peers = found[i]
                 out.setdefault(i, {})[label] = (
                     f"ejection held back: the whole pool is slow ({label} median {secs(median)} of the other "
-                    f"{count(len(rest), 'instance')}, all past {secs(threshold)}): capacity, not this instance")
+                    f"{count(peers, 'instance')}, all past {secs(threshold)}): capacity, not this instance")
     return out
+
+
+def _slow_peers(values: Mapping[str, float | None], starts: Mapping[str, float], limits: Mapping[str, float],
+                threshold: float) -> dict[str, tuple[float, int]]:
+    """instance -> (the median of its peers' values, their number), where it has peers and every one
+    of them is past `threshold` (a peer without a value is not). The peers of i are the others whose
+    start is at or before limits[i].
+
+    In O(n log n) rather than a list of peers per instance (O(n²): 6% of the service's CPU with pools
+    of 500): in the order of the instances' limits, each one's peers are a growing prefix of the
+    instances sorted by start (itself aside), so counting the slow ones and keeping their values sorted
+    is done once for the pool; the median is read by index from those values, the instance's own left
+    out. A prefix holding two instances that are not slow has a bad peer for everyone after it. NaN
+    compares false (`statistics.median` over the same floats, the same answer, as before): a NaN start
+    is nobody's peer, a NaN limit has none.
+    """
+    order = sorted((i for i in starts if not math.isnan(starts[i])), key=starts.__getitem__)
+    slow = {i: float(v) for i, v in values.items() if v is not None and v > threshold}
+    found: dict[str, tuple[float, int]] = {}
+    slow_values: list[float] = []  # the values of the slow instances in the prefix, sorted
+    taken = not_slow = 0  # instances of `order` in the prefix, and those of them not slow
+    for i in sorted((i for i in limits if not math.isnan(limits[i])), key=limits.__getitem__):
+        limit = limits[i]
+        while taken < len(order) and starts[order[taken]] <= limit:
+            j = order[taken]
+            if j in slow:
+                insort(slow_values, slow[j])
+            else:
+                not_slow += 1
+            taken += 1
+        if not_slow >= 2:
+            break  # every later prefix holds them both: a peer not slow for anyone
+        own = starts[i] <= limit  # an instance is in its own prefix (unless its window is negative)
+        peers = taken - own
+        if peers == 0 or not_slow > (own and i not in slow):
+            continue
+        # the peers' values: the prefix's slow ones, the instance's own left out (at `skip`)
+        skip = bisect_left(slow_values, slow[i]) if own and i in slow else peers
+        found[i] = (_median_skipping(slow_values, skip, peers), peers)
+    return found
+
+
+def _median_skipping(ordered: list[float], skip: int, n: int) -> float:
+    """`statistics.median` of the first n + 1 of `ordered` without the one at `skip` (of the first n,
+    when skip is n or more), read by index rather than copied."""
+    def nth(k: int) -> float:
+        return ordered[k] if k < skip else ordered[k + 1]
+
+    half = n // 2
+    return nth(half) if n % 2 else (nth(half - 1) + nth(half)) / 2
