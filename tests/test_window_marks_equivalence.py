@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.evaluate.fleet import FleetView, minute_floor
-from monitor.evaluate.windows import WindowStats, window_start
+from monitor.evaluate.windows import WindowStats, add_histograms, quantile, window_start
 from monitor.samples import Histogram, ModelSample, ScrapeResult
 
 # --- the reference: monitor/evaluate/windows.py before issue 21, word for word ------------------------
@@ -107,6 +107,38 @@ def ref_stats_over(used: Sequence[tuple[float, ModelSample]]) -> WindowStats | N
         finished = {}
     return WindowStats(used[0][0], used[-1][0], histograms, increases, finished, dict(samples[-1].gauges),
                        dict(samples[-1].sources))
+
+
+def ref_add_histograms(a: Histogram | None, b: Histogram | None) -> Histogram | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if a.bounds != b.bounds:
+        return None
+    return Histogram(a.bounds, tuple(x + y for x, y in zip(a.cumulative, b.cumulative)),
+                     a.sum + b.sum, a.count + b.count)
+
+
+def ref_quantile(q: float, hist: Histogram | None) -> float | None:
+    if hist is None or not hist.cumulative:
+        return None
+    total = hist.cumulative[-1]
+    if total <= 0 or not 0.0 <= q <= 1.0:
+        return None
+    rank = q * total
+    index = next((i for i, c in enumerate(hist.cumulative[:-1]) if c >= rank), len(hist.cumulative) - 1)
+    if math.isinf(hist.bounds[index]):
+        return hist.bounds[index - 1] if index > 0 else None
+    upper = hist.bounds[index]
+    lower = hist.bounds[index - 1] if index > 0 else 0.0
+    below = hist.cumulative[index - 1] if index > 0 else 0.0
+    if index == 0 and upper <= 0:
+        return upper
+    in_bucket = hist.cumulative[index] - below
+    if in_bucket <= 0:
+        return upper
+    return lower + (upper - lower) * (rank - below) / in_bucket
 
 
 def ref_rollup(series: Sequence[tuple[float, ModelSample]], minute_start: float) -> WindowStats | None:
@@ -278,6 +310,29 @@ def test_minute_rollups_answer_as_before(points):
         rollups = fleet.rollups(minute)
         expected = ref_rollup(kept, minute)
         assert repr(rollups[0].stats if rollups else None) == repr(expected)
+
+
+COUNTS = st.one_of(st.integers(0, 50).map(float), st.floats(-5.0, 60.0), st.sampled_from([0.0, -0.0, 1e308]))
+
+
+@st.composite
+def any_histograms(draw: st.DrawFn) -> Histogram:
+    """Window deltas as they may come: monotone or not, empty, negative, one bucket, odd bounds."""
+    bounds = draw(st.sampled_from([*BOUNDS, (math.inf,), (0.0, math.inf), (-1.0, 2.0, math.inf), (0.5, 1.0)]))
+    cumulative = draw(st.lists(COUNTS, min_size=len(bounds), max_size=len(bounds)))
+    if draw(st.booleans()):
+        cumulative.sort()
+    return Histogram(bounds, tuple(cumulative), draw(COUNTS), draw(COUNTS))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(any_histograms(), any_histograms(), st.sampled_from([0.0, 0.5, 0.9, 0.99, 1.0, 1.5, -0.1]))
+def test_quantiles_and_sums_of_histograms_answer_as_before(a, b, q):
+    assert repr(quantile(q, a)) == repr(ref_quantile(q, a))
+    assert repr(add_histograms(a, b)) == repr(ref_add_histograms(a, b))
+    same = Histogram(tuple(a.bounds), b.cumulative[: len(a.bounds)], b.sum, b.count)  # equal bounds, not shared
+    assert repr(add_histograms(a, same)) == repr(ref_add_histograms(a, same))
+    assert add_histograms(None, a) is a and add_histograms(a, None) is a
 
 
 def test_counts_past_2_53_or_not_whole_are_added_step_by_step_as_before():

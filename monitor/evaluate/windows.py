@@ -21,9 +21,9 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, compress, count, repeat
 from math import isfinite, isnan
-from operator import itemgetter, le, sub
+from operator import add, ge, itemgetter, le, sub
 from typing import Iterable, Mapping, Sequence
 
 from monitor.collect.vllm import AVERAGED_GAUGES, COUNTERS, PROMPT_BY_SOURCE, WAITING_BY_REASON
@@ -97,10 +97,10 @@ def add_histograms(a: Histogram | None, b: Histogram | None) -> Histogram | None
         return b
     if b is None:
         return a
-    if a.bounds != b.bounds:
+    if a.bounds is not b.bounds and a.bounds != b.bounds:  # the parser shares equal bounds: mostly `is`
         return None
-    return Histogram(a.bounds, tuple(x + y for x, y in zip(a.cumulative, b.cumulative)),
-                     a.sum + b.sum, a.count + b.count)
+    # map(add), not a generator: a pool's scaling figures add up every instance's histograms each cycle
+    return Histogram(a.bounds, tuple(map(add, a.cumulative, b.cumulative)), a.sum + b.sum, a.count + b.count)
 
 
 def quantile(q: float, hist: Histogram | None) -> float | None:
@@ -111,8 +111,10 @@ def quantile(q: float, hist: Histogram | None) -> float | None:
     if total <= 0 or not 0.0 <= q <= 1.0:
         return None
     rank = q * total
-    # the first bucket holding the rank, searching the finite buckets only
-    index = next((i for i, c in enumerate(hist.cumulative[:-1]) if c >= rank), len(hist.cumulative) - 1)
+    # the first bucket holding the rank, searching the finite buckets only (in C: map, compress and
+    # count rather than a generator; every instance's figures ask a dozen quantiles every cycle)
+    finite = len(hist.cumulative) - 1
+    index = next(compress(count(), map(ge, hist.cumulative, repeat(rank, finite))), finite)
     if math.isinf(hist.bounds[index]):
         return hist.bounds[index - 1] if index > 0 else None
     upper = hist.bounds[index]
