@@ -12,11 +12,14 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 from monitor.evaluate.windows import (
+    SeriesMarks,
     WindowStats,
+    exact_counts,
     figure_sources,
     instance_figures,
+    interval_stats,
     merge_stats,
-    stats_over,
+    restarts,
     window_stats,
 )
 from monitor.samples import ModelSample, ScrapeResult
@@ -28,12 +31,42 @@ class InstanceTrack:
     instance: str
     url: str
     samples: dict[str, deque[tuple[float, ModelSample]]] = field(default_factory=dict)
+    logs: dict[str, SeriesLog] = field(default_factory=dict)  # model -> what ingest learnt of its samples
     last: ScrapeResult | None = None
     last_success_at: float | None = None
     consecutive_failures: int = 0
     outcomes: dict[float, OutcomeTally] = field(default_factory=dict)  # minute start -> tally
     # series its pages held that were not used, since it joined: BadSample.kind -> count
     bad_samples: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class SeriesLog:
+    """What ingest learnt of one model's readings as they arrived, by sequence number (readings ever
+    appended: the deque drops old ones): the last reading that went back in time, restarted a key,
+    or held a count that is not an exact integer (windows.SeriesMarks; -1 for none). A handful of
+    ints per series that spare every cycle's windows a pass over their readings."""
+
+    appended: int = 0
+    last_backwards: int = -1
+    last_restart: int = -1
+    last_inexact: int = -1
+
+    def add(self, before: deque[tuple[float, ModelSample]], t: float, sample: ModelSample) -> None:
+        """Note `sample`, read at `t`, about to be appended to `before`."""
+        seq = self.appended
+        self.appended += 1
+        if before and not t >= before[-1][0]:
+            self.last_backwards = seq
+        if restarts(before, sample):
+            self.last_restart = seq
+        if not exact_counts(sample):
+            self.last_inexact = seq
+
+    def marks(self, kept: int) -> SeriesMarks:
+        """As indices into the `kept` readings the deque holds (the newest ones)."""
+        base = self.appended - kept  # the sequence number of the oldest one kept
+        return SeriesMarks(self.last_backwards <= base, self.last_restart - base, self.last_inexact - base)
 
 
 @dataclass(slots=True)
@@ -164,6 +197,10 @@ class FleetView:
             track.last_success_at = result.started_at
             for model in result.models:
                 series = track.samples.setdefault(model.model_name, deque())
+                log = track.logs.get(model.model_name)
+                if log is None:
+                    log = track.logs[model.model_name] = SeriesLog()
+                log.add(series, result.started_at, model)
                 series.append((result.started_at, model))
                 horizon = result.started_at - self.keep
                 while len(series) > 2 and series[1][0] <= horizon:
@@ -188,7 +225,7 @@ class FleetView:
             return cached[2]
         out: dict[str, WindowStats] = {}
         for model, series in track.samples.items():
-            s = window_stats(list(series), now, window, since)
+            s = window_stats(list(series), now, window, since, self._marks(track, model))
             if s is not None:
                 out[model] = s
         if since is not None:  # a state change replaces the last: one cut window per instance and window
@@ -198,6 +235,11 @@ class FleetView:
             self._cut_since[key[:2]] = since
         self._stats_cache[key] = (now, tails, out)
         return out
+
+    @staticmethod
+    def _marks(track: InstanceTrack, model: str) -> SeriesMarks | None:
+        log = track.logs.get(model)
+        return None if log is None else log.marks(len(track.samples[model]))
 
     def view(self, track: InstanceTrack, now: float) -> InstanceView:
         """The instance's figures at `now`; /metrics, the API, the console and cost each ask for every
@@ -248,8 +290,7 @@ class FleetView:
         for track in self.tracks.values() if tracks is None else tracks:
             for model, series in track.samples.items():
                 # the last scrape before the minute is the baseline, so minutes partition events exactly
-                before = [p for p in series if p[0] < minute_start][-1:]
-                stats = stats_over(before + [p for p in series if minute_start <= p[0] < end])
+                stats = interval_stats(list(series), minute_start, end, self._marks(track, model))
                 if stats is not None and stats.end >= minute_start:
                     out.append(Rollup(track.pool, track.instance, model, minute_start, stats))
         return out

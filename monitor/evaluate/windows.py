@@ -19,9 +19,11 @@ Quantiles follow `histogram_quantile()`: linear interpolation inside the bucket 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
-from math import isfinite
-from operator import le, sub
+from itertools import chain, compress, count, repeat
+from math import isfinite, isnan
+from operator import add, ge, itemgetter, le, sub
 from typing import Iterable, Mapping, Sequence
 
 from monitor.collect.vllm import AVERAGED_GAUGES, COUNTERS, PROMPT_BY_SOURCE, WAITING_BY_REASON
@@ -95,10 +97,10 @@ def add_histograms(a: Histogram | None, b: Histogram | None) -> Histogram | None
         return b
     if b is None:
         return a
-    if a.bounds != b.bounds:
+    if a.bounds is not b.bounds and a.bounds != b.bounds:  # the parser shares equal bounds: mostly `is`
         return None
-    return Histogram(a.bounds, tuple(x + y for x, y in zip(a.cumulative, b.cumulative)),
-                     a.sum + b.sum, a.count + b.count)
+    # map(add), not a generator: a pool's scaling figures add up every instance's histograms each cycle
+    return Histogram(a.bounds, tuple(map(add, a.cumulative, b.cumulative)), a.sum + b.sum, a.count + b.count)
 
 
 def quantile(q: float, hist: Histogram | None) -> float | None:
@@ -109,8 +111,10 @@ def quantile(q: float, hist: Histogram | None) -> float | None:
     if total <= 0 or not 0.0 <= q <= 1.0:
         return None
     rank = q * total
-    # the first bucket holding the rank, searching the finite buckets only
-    index = next((i for i, c in enumerate(hist.cumulative[:-1]) if c >= rank), len(hist.cumulative) - 1)
+    # the first bucket holding the rank, searching the finite buckets only (in C: map, compress and
+    # count rather than a generator; every instance's figures ask a dozen quantiles every cycle)
+    finite = len(hist.cumulative) - 1
+    index = next(compress(count(), map(ge, hist.cumulative, repeat(rank, finite))), finite)
     if math.isinf(hist.bounds[index]):
         return hist.bounds[index - 1] if index > 0 else None
     upper = hist.bounds[index]
@@ -207,52 +211,175 @@ def select_window(times: Sequence[float], now: float, window: float,
     return (first, last) if last > first else None
 
 
+_time = itemgetter(0)
+
+
+def _select_ordered(points: Sequence[tuple[float, ModelSample]], now: float, window: float,
+                    since: float | None = None) -> tuple[int, int] | None:
+    """`select_window` by binary search, for points whose times never go down (a NaN bound: the scan)."""
+    start = window_start(now, window, since)
+    if isnan(now) or isnan(start):
+        return select_window([t for t, _ in points], now, window, since)
+    last = bisect_right(points, now, key=_time) - 1
+    if last < 0:
+        return None
+    first = max(bisect_right(points, start, 0, last + 1, key=_time) - 1, 0)
+    return (first, last) if last > first else None
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesMarks:
+    """What was learnt of a series of points as they arrived (FleetView.ingest), as indices into it, so
+    that a window over them need not work it out again every cycle (at 1,000 targets the pair-by-pair
+    reset checks were most of the window figures' cost).
+
+    ordered: no point is earlier than the one before it (a clock stepped back): bounds by binary search.
+    last_restart: the last point that restarts a key against that key's previous reading (`restarts`);
+      a window starting at or after it has no reset inside, its increases are last minus first.
+    last_inexact: the last point with a counter or finished count that is not an exact integer in
+      [0, 2**53] (`exact_counts`): past it, adding the steps of a counter is last minus first exactly.
+    """
+
+    ordered: bool = False
+    last_restart: int = 2**62
+    last_inexact: int = 2**62
+
+
+def restarts(before: Sequence[tuple[float, ModelSample]], sample: ModelSample) -> bool:
+    """Whether `sample`, read after the points `before` (oldest first), restarts a key against that
+    key's previous reading among them: what `stats_over` checks of every consecutive pair of readings,
+    worked out once as the sample arrives. A key the last point lacks (refused that scrape) is compared
+    with its reading before; the finished counts, of the last point that has them, reason by reason, a
+    reason absent being zero (stats_over's rules). It may say yes where stats_over would find nothing
+    (a window then checks pair by pair, as before), never the reverse."""
+    if not before:
+        return False
+    previous = before[-1][1]
+    for key, hist in sample.histograms.items():
+        earlier = previous.histograms.get(key)
+        if earlier is None:
+            earlier = next((h for _, s in reversed(before) if (h := s.histograms.get(key)) is not None), None)
+        if earlier is not None and _is_reset(earlier, hist):
+            return True
+    for key, value in sample.counters.items():
+        old = previous.counters.get(key)
+        if old is None:
+            old = next((v for _, s in reversed(before) if (v := s.counters.get(key)) is not None), None)
+        if old is not None and not value >= old:
+            return True
+    if "finished" in sample.refused:
+        return False
+    counted = next((s for _, s in reversed(before) if "finished" not in s.refused), None)
+    if counted is None:
+        return False
+    now, then = sample.finished, counted.finished
+    return any(not now.get(reason, 0.0) >= then.get(reason, 0.0) for reason in chain(now, then))
+
+
+_EXACT = 2.0**53  # integers up to here are floats exactly, and so are their differences
+
+
+def exact_counts(sample: ModelSample) -> bool:
+    """Whether every counter and finished count of a sample is an exact integer in [0, 2**53]: between
+    such readings with no reset, the steps of a counter add up exactly to last minus first (vLLM's
+    counters count tokens and requests), so a window need not add them one by one."""
+    return all(type(v) is float and v.is_integer() and 0.0 <= v <= _EXACT
+               for v in chain(sample.counters.values(), sample.finished.values()))
+
+
 def window_stats(points: Sequence[tuple[float, ModelSample]], now: float, window: float,
-                 since: float | None = None) -> WindowStats | None:
+                 since: float | None = None, marks: SeriesMarks | None = None) -> WindowStats | None:
     """Stats of one instance and model over (now - window, now], or (since, now] when `since` is
-    later; None with fewer than two scrapes."""
-    chosen = select_window([t for t, _ in points], now, window, since)
+    later; None with fewer than two scrapes. `marks`: what ingest learnt of `points`."""
+    if marks is not None and marks.ordered:
+        chosen = _select_ordered(points, now, window, since)
+    else:
+        chosen = select_window([t for t, _ in points], now, window, since)
     if chosen is None:
         return None
     first, last = chosen
-    return stats_over(points[first : last + 1])
+    return stats_between(points, first, last, marks)
+
+
+def interval_stats(points: Sequence[tuple[float, ModelSample]], begin: float, end: float,
+                   marks: SeriesMarks | None = None) -> WindowStats | None:
+    """Stats of the scrapes in [begin, end), the last scrape before `begin` as the baseline (a minute's
+    rollup: minutes then partition events exactly); None with fewer than two."""
+    if marks is None or not marks.ordered or isnan(begin) or isnan(end):
+        before = [p for p in points if p[0] < begin][-1:]
+        return stats_over(before + [p for p in points if begin <= p[0] < end])
+    inside = bisect_left(points, begin, key=_time)
+    return stats_between(points, max(inside - 1, 0), bisect_left(points, end, key=_time) - 1, marks)
+
+
+def stats_between(points: Sequence[tuple[float, ModelSample]], first: int, last: int,
+                  marks: SeriesMarks | None = None) -> WindowStats | None:
+    """`stats_over(points[first:last + 1])`, spared the checks `marks` (of `points`) already made."""
+    no_restart = marks is not None and marks.last_restart <= first
+    exact = no_restart and marks is not None and marks.last_inexact < first
+    return stats_over(points[first : last + 1], no_restart=no_restart, exact_counts=exact)
 
 
 def _finite_histogram(hist: Histogram) -> bool:
     return isfinite(hist.sum + hist.count + sum(hist.cumulative))
 
 
-def stats_over(used: Sequence[tuple[float, ModelSample]]) -> WindowStats | None:
+def stats_over(used: Sequence[tuple[float, ModelSample]], *, no_restart: bool = False,
+               exact_counts: bool = False) -> WindowStats | None:
     """Stats from the first to the last of the given scrapes; None with fewer than two.
 
     A key is read from the scrapes that have it: one refused in between (a NaN that scrape) is
     stepped over, so neither a gap nor the next reading looks like a reset. The finished counts
     of a scrape that refused them are skipped likewise; a reason merely absent is zero (a server
     that creates the series on the first request of that reason).
+
+    What the caller knows of the scrapes spares the work of checking them (the same answer, cheaper):
+    `no_restart`, that no scrape after the first restarts a key (`restarts`): each histogram is then
+    its last reading minus its first; and with `exact_counts`, that every counter and finished count
+    is an exact integer (`exact_counts`): each counter too.
     """
     if len(used) < 2:
         return None
+    exact_counts = exact_counts and no_restart
     samples = [s for _, s in used]
+    head, latest = samples[0], samples[-1]
     histograms: dict[str, Histogram] = {}
-    for key in samples[-1].histograms:
-        readings = [s.histograms[key] for s in samples if key in s.histograms]
-        delta = histogram_increase(readings)
+    for key, hist in latest.histograms.items():
+        if no_restart:  # histogram_increase's own shortcut, without checking each pair for resets
+            first = head.histograms.get(key)
+            if first is None:  # refused in the first scrape: the first that has it (not the last: one reading)
+                first = next((h for s in samples[1:-1] if (h := s.histograms.get(key)) is not None), None)
+            delta = None if first is None else Histogram(
+                hist.bounds, tuple(map(sub, hist.cumulative, first.cumulative)), hist.sum - first.sum,
+                hist.count - first.count)
+        else:
+            delta = histogram_increase([s.histograms[key] for s in samples if key in s.histograms])
         if delta is not None and _finite_histogram(delta):
             histograms[key] = delta
     increases = {}
-    for key in samples[-1].counters:
-        increase = counter_increase([s.counters[key] for s in samples if key in s.counters])
+    for key, value in latest.counters.items():
+        if exact_counts:  # no reset and whole numbers: the steps add up to last minus first exactly
+            first_value = head.counters.get(key)
+            if first_value is None:
+                first_value = next(v for s in samples if (v := s.counters.get(key)) is not None)
+            increase = value - first_value
+        else:
+            increase = counter_increase([s.counters[key] for s in samples if key in s.counters])
         if isfinite(increase):
             increases[key] = increase
     counted = [s for s in samples if "finished" not in s.refused]
-    finished = {
-        reason: counter_increase([s.finished.get(reason, 0.0) for s in counted])
-        for reason in samples[-1].finished
-    }
+    if exact_counts:
+        then, now = (counted[0].finished, counted[-1].finished) if counted else ({}, {})
+        finished = {reason: now.get(reason, 0.0) - then.get(reason, 0.0) for reason in latest.finished}
+    else:
+        finished = {
+            reason: counter_increase([s.finished.get(reason, 0.0) for s in counted])
+            for reason in latest.finished
+        }
     if not isfinite(sum(finished.values())):
         finished = {}
-    return WindowStats(used[0][0], used[-1][0], histograms, increases, finished, dict(samples[-1].gauges),
-                       dict(samples[-1].sources))
+    return WindowStats(used[0][0], used[-1][0], histograms, increases, finished, dict(latest.gauges),
+                       dict(latest.sources))
 
 
 def merge_stats(stats: Sequence[WindowStats]) -> WindowStats | None:
