@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from itertools import chain, compress, count, repeat
 from math import isfinite, isnan
 from operator import add, ge, itemgetter, le, sub
-from typing import Iterable, Mapping, Sequence
+from typing import AbstractSet, Iterable, Mapping, Sequence
 
 from monitor.collect.vllm import AVERAGED_GAUGES, COUNTERS, PROMPT_BY_SOURCE, WAITING_BY_REASON
 from monitor.samples import Histogram, ModelSample
@@ -325,7 +325,7 @@ def _finite_histogram(hist: Histogram) -> bool:
 
 
 def stats_over(used: Sequence[tuple[float, ModelSample]], *, no_restart: bool = False,
-               exact_counts: bool = False) -> WindowStats | None:
+               exact_counts: bool = False, histograms: AbstractSet[str] | None = None) -> WindowStats | None:
     """Stats from the first to the last of the given scrapes; None with fewer than two.
 
     A key is read from the scrapes that have it: one refused in between (a NaN that scrape) is
@@ -336,15 +336,18 @@ def stats_over(used: Sequence[tuple[float, ModelSample]], *, no_restart: bool = 
     What the caller knows of the scrapes spares the work of checking them (the same answer, cheaper):
     `no_restart`, that no scrape after the first restarts a key (`restarts`): each histogram is then
     its last reading minus its first; and with `exact_counts`, that every counter and finished count
-    is an exact integer (`exact_counts`): each counter too.
+    is an exact integer (`exact_counts`): each counter too. `histograms` limits the histograms computed to
+    those a caller reads (the SLO engine, every interval of every instance, reads one or two of five).
     """
     if len(used) < 2:
         return None
     exact_counts = exact_counts and no_restart
     samples = [s for _, s in used]
     head, latest = samples[0], samples[-1]
-    histograms: dict[str, Histogram] = {}
+    increases_of: dict[str, Histogram] = {}
     for key, hist in latest.histograms.items():
+        if histograms is not None and key not in histograms:
+            continue
         if no_restart:  # histogram_increase's own shortcut, without checking each pair for resets
             first = head.histograms.get(key)
             if first is None:  # refused in the first scrape: the first that has it (not the last: one reading)
@@ -355,7 +358,7 @@ def stats_over(used: Sequence[tuple[float, ModelSample]], *, no_restart: bool = 
         else:
             delta = histogram_increase([s.histograms[key] for s in samples if key in s.histograms])
         if delta is not None and _finite_histogram(delta):
-            histograms[key] = delta
+            increases_of[key] = delta
     increases = {}
     for key, value in latest.counters.items():
         if exact_counts:  # no reset and whole numbers: the steps add up to last minus first exactly
@@ -378,7 +381,7 @@ def stats_over(used: Sequence[tuple[float, ModelSample]], *, no_restart: bool = 
         }
     if not isfinite(sum(finished.values())):
         finished = {}
-    return WindowStats(used[0][0], used[-1][0], histograms, increases, finished, dict(latest.gauges),
+    return WindowStats(used[0][0], used[-1][0], increases_of, increases, finished, dict(latest.gauges),
                        dict(latest.sources))
 
 

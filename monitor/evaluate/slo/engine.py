@@ -68,7 +68,7 @@ from monitor.evaluate.slo.traces import TraceRecords, TraceRecount
 from monitor.evaluate.slo.track import SloKey, SloTrack
 from monitor.evaluate.windows import stats_over
 from monitor.samples import ModelSample, ScrapeResult
-from monitor.settings import AvailabilityIndicator, CostConfig, SloConfig
+from monitor.settings import AvailabilityIndicator, CostConfig, LatencyIndicator, SloConfig
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +172,10 @@ class SloEngine:
             for pool in slo.pools or pool_names:
                 if pool in self._by_pool:
                     self._by_pool[pool].append(slo)
+        # the histograms an interval's events are counted from: each latency SLI's, and e2e (trace coverage)
+        self._histograms_read = {pool: frozenset({"e2e", *(s.indicator.metric for s in slos
+                                                            if isinstance(s.indicator, LatencyIndicator))})
+                                 for pool, slos in self._by_pool.items()}
         for key, track in old.items():
             kept = self._by_name.get(key.slo)
             if kept is not None and kept in self._by_pool.get(key.pool, ()):
@@ -217,7 +221,7 @@ class SloEngine:
                 self._previous[(result.instance, sample.model_name)] = (t, sample)
                 if previous is None or previous[0] >= t:
                     continue  # the first scrape after start is only a baseline
-                stats = stats_over([previous, (t, sample)])
+                stats = stats_over([previous, (t, sample)], histograms=self._histograms_read.get(result.pool))
                 if stats is None:
                     continue
                 per_model = result.pool in self.multi_model
