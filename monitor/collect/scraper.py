@@ -300,7 +300,10 @@ class Scraper:
         clock = time.perf_counter()
         try:
             try:
-                async with asyncio.timeout_at(slot_deadline):
+                if self._semaphore.locked():
+                    async with asyncio.timeout_at(slot_deadline):
+                        await self._semaphore.acquire()
+                else:  # a free slot is taken at once: no timer to arm
                     await self._semaphore.acquire()
             except TimeoutError:  # never tried: whether it is slow stays as the last try said
                 return _Fetched(target, started, time.perf_counter() - clock, None, "timeout",
@@ -310,9 +313,15 @@ class Scraper:
             try:
                 started = time.time()
                 clock = time.perf_counter()
-                (body, error_kind, error), (status, health_error) = await asyncio.gather(
-                    self._fetch_metrics(target), self._probe_health(target)
-                )
+                # side by side: /health on a task of its own, /metrics on this one (one task fewer a target
+                # than a gather of both)
+                health = asyncio.get_running_loop().create_task(self._probe_health(target))
+                try:
+                    body, error_kind, error = await self._fetch_metrics(target)
+                    status, health_error = await health
+                finally:
+                    if not health.done():
+                        health.cancel()
             finally:
                 self._semaphore.release()
         except Exception as exc:  # noqa: BLE001 - one target's bug must not leave the gather and end the cycle
