@@ -24,7 +24,8 @@ name = st.sampled_from([*sorted(WANTED), "vllm:a_totalx", "vllm:a_tota", "vllm:h
                         "vllmx:g", "process_cpu_seconds_total", "vllm:a_total\x0b", "vllm:g:x"])
 label_text = st.sampled_from(['', '{}', '{model_name="m"}', '{model_name="m",engine="0"}', '{le="0.5",model_name="m"}',
                               '{le="+Inf"}', '{a="x",}', '{ a = "1" }', '{a="q\\"uote"}', '{a="b\\nc"}', '{a="1"',
-                              '{a=1}', '{model_name="m",model_name="n"}', '{a="\r"}', ' {a="1"}', '{a="#"}'])
+                              '{a=1}', '{model_name="m",model_name="n"}', '{a="\r"}', ' {a="1"}', '{a="#"}', '{a="x}y"}', '{a="}"}',
+                              '{model_name="m",le="1"}'])
 value = st.sampled_from(["1", "0", "2.5", "1e3", "NaN", "+Inf", "-Inf", "two", "", "1\r2", "0x10", "1_000"]) | st.floats(
     allow_nan=False).map(repr)
 tail = st.sampled_from(["", "", "", " 1700000000000", " 1.5", " x", ' # {trace_id="t"} 0.5', " # {} 1 2", " #", "\r",

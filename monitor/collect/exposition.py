@@ -39,6 +39,7 @@ _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 # looked up in a cache shared by every page (1,000 instances print the same label sets); any other line
 # takes the general path below, which names what is wrong
 _ONE_PLAIN = r'[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*"'
+_PLAIN_LABELS_TEXT = re.compile(f"(?:{_ONE_PLAIN}(?:,{_ONE_PLAIN})*,?)?")  # what is inside the braces
 _PLAIN_REST = re.compile(f"(?:{{((?:{_ONE_PLAIN}(?:,{_ONE_PLAIN})*,?)?)}})? ([^ \t#]+)")
 _LABEL_SETS: dict[str, dict[str, str]] = {}
 LABEL_SETS_KEPT = 4096
@@ -142,7 +143,7 @@ def _scanner(prefix: str, names: AbstractSet[str]) -> re.Pattern[str]:
         wanted = [n.removeprefix(prefix) for n in key[1] if n.startswith(prefix)]
         scanner = _SCANNERS[key] = re.compile(
             f"\\n({re.escape(prefix)}{_alternation(wanted)})(?=[ \\t{{]|\\r?\\n|\\r?\\Z)"
-            f"(?:(?:{{((?:{_ONE_PLAIN}(?:,{_ONE_PLAIN})*,?)?)}})? ([^ \\t#\\n]+)(?=\\n|\\Z)|([^\\n]*))")
+            f"(?:(?:{{([^}}\\n]*)}})? ([^ \\t#\\n]+)(?=\\n|\\Z)|([^\\n]*))")
     return scanner
 
 
@@ -167,13 +168,17 @@ def samples(text: str, prefix: str = "vllm:",
         yield from _line_by_line(text, prefix, names)
         return
     for name, label_text, value_text, rest in _scanner(prefix, names).findall("\n" + text):
-        if rest or not value_text:
-            read = _general(name, rest, prefix, names)
+        labels = _label_set(label_text) if label_text and not rest else None
+        if rest or not value_text or (label_text and labels is None):
+            read = _general(name, rest or f"{{{label_text}}} {value_text}", prefix, names)
             if read is not None:
                 yield read
             continue
-        value = _value(value_text, name, label_text)
-        yield name, _label_set(label_text).copy() if label_text else {}, value
+        try:
+            value = float(value_text)
+        except ValueError:
+            raise ExpositionError(f"bad value in line: {name}{{{label_text}}} {value_text[:100]!r}") from None
+        yield name, labels.copy() if labels else {}, value
 
 
 def grouped_samples(text: str, label: str, prefix: str,
@@ -189,19 +194,23 @@ def grouped_samples(text: str, label: str, prefix: str,
         return out
     split = _SPLIT_SETS.setdefault(label, {})
     for name, label_text, value_text, rest in _scanner(prefix, names).findall("\n" + text):
-        if rest or not value_text:
-            read = _general(name, rest, prefix, names)
-            if read is not None:
-                key = read[1].pop(label, "")
-                out.setdefault(name, {}).setdefault(key, []).append((read[1], read[2]))
-            continue
-        value = _value(value_text, name, label_text)
         parts = split.get(label_text)
-        if parts is None:
+        if parts is None and not rest and value_text and _PLAIN_LABELS_TEXT.fullmatch(label_text):
             if len(split) >= LABEL_SETS_KEPT:
                 split.clear()
             others = dict(_PLAIN_LABEL.findall(label_text))
             parts = split[label_text] = (others.pop(label, ""), others)
+        if rest or not value_text or parts is None:
+            # not a plain line: the general reader reads it, or names what is wrong
+            read = _general(name, rest or f"{{{label_text}}} {value_text}", prefix, names)
+            if read is not None:
+                key = read[1].pop(label, "")
+                out.setdefault(name, {}).setdefault(key, []).append((read[1], read[2]))
+            continue
+        try:
+            value = float(value_text)
+        except ValueError:
+            raise ExpositionError(f"bad value in line: {name}{{{label_text}}} {value_text[:100]!r}") from None
         by_label = out.get(name)
         if by_label is None:
             by_label = out[name] = {}
@@ -213,23 +222,18 @@ def grouped_samples(text: str, label: str, prefix: str,
     return out
 
 
-def _value(text: str, name: str, label_text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        labels = f"{{{label_text}}}" if label_text else ""
-        raise ExpositionError(f"bad value in line: {f'{name}{labels} {text}'[:200]!r}") from None
-
-
 def _general(name: str, rest: str, prefix: str, names: AbstractSet[str]) -> tuple[str, dict[str, str], float] | None:
     line = name + rest
     return _line(line[:-1] if line.endswith("\r") else line, prefix, names)
 
 
-def _label_set(text: str) -> dict[str, str]:
-    """The labels of a plain label text, from the cache every page shares (do not change the dict)."""
+def _label_set(text: str) -> dict[str, str] | None:
+    """The labels of a label text, from the cache every page shares (do not change the dict); None
+    when the text is not a plain label set (the general reader reads that line)."""
     labels = _LABEL_SETS.get(text)
     if labels is None:
+        if not _PLAIN_LABELS_TEXT.fullmatch(text):
+            return None
         if len(_LABEL_SETS) >= LABEL_SETS_KEPT:
             _LABEL_SETS.clear()
         labels = _LABEL_SETS[text] = dict(_PLAIN_LABEL.findall(text))
@@ -278,7 +282,7 @@ def _line(line: str, prefix: str, names: AbstractSet[str] | None) -> tuple[str, 
         except ValueError:
             raise ExpositionError(f"bad value in line: {line[:200]!r}") from None
         text = plain.group(1)
-        return (name, _label_set(text).copy(), value) if text else (name, {}, value)
+        return (name, (_label_set(text) or {}).copy(), value) if text else (name, {}, value)
     if end != brace and brace >= 0:
         # `name {labels}` is allowed as well; a brace after the value is an exemplar's
         after = line[end:].lstrip(" \t")
