@@ -14,7 +14,9 @@ history stage does), for enough cycles to fill FleetView.keep. Then it reports:
   - /metrics: the transient cost of one render of the per-instance families (FleetCollector.families and the
     text format), whose peak adds to the RSS each time Prometheus scrapes the service.
 
-    .venv/bin/python bench/memory_probe.py [--instances 5000] [--interval 15] [--window 60] [--top 15]
+    .venv/bin/python bench/memory_probe.py [--instances 5000] [--interval 15] [--window 60] [--top 15] [--frozen]
+
+`--frozen`: pages without traffic (an idle fleet), whose readings repeat scrape after scrape.
 
 The figures are this process's, not the service's: the service also holds its SLO engine, decisions,
 database buffers and the scrape's page bodies in flight (bench/fleet_1000.py measures the whole).
@@ -30,7 +32,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 from prometheus_client.exposition import generate_latest
 
 from monitor.collect.vllm import read_page
@@ -54,13 +57,14 @@ def rss_bytes() -> int:
 class Traffic:
     """GROUPS pages with traffic, advanced one second at a time as bench/traffic_pages.py does."""
 
-    def __init__(self) -> None:
+    def __init__(self, frozen: bool = False) -> None:
         self.servers = [build_live(seed=g) for g in range(GROUPS)]
         self.rng = random.Random(1)
+        self.frozen = frozen
 
     def advance(self, seconds: int) -> list[str]:
         rng = self.rng
-        for _ in range(seconds):
+        for _ in range(0 if self.frozen else seconds):
             for g, fake in enumerate(self.servers):
                 fake.finish(rng.randint(2, 8), ttft=(0.05, 0.3 + 0.2 * g), output_tokens=12)
                 if rng.random() < 0.05:
@@ -73,7 +77,8 @@ def address(i: int) -> str:
     return f"10.{i // 65536}.{i // 256 % 256}.{i % 256}:8000"
 
 
-def build(instances: int, interval: float, window: float, cycles: int | None) -> tuple[FleetView, float, int]:
+def build(instances: int, interval: float, window: float, cycles: int | None,
+          frozen: bool = False) -> tuple[FleetView, float, int]:
     """The fleet after enough cycles to fill `keep` (or `cycles`); returns it, the last cycle's time, cycles run."""
     fleet = FleetView(window, interval)
     half = instances // 2
@@ -83,7 +88,7 @@ def build(instances: int, interval: float, window: float, cycles: int | None) ->
     })
     pools = {address(i): "pool-a" if i < half else "pool-b" for i in range(instances)}
     cycles = cycles or int(fleet.keep / interval) + 3
-    traffic = Traffic()
+    traffic = Traffic(frozen)
     start = 1_700_000_000.0
     now = start
     for cycle in range(cycles):
@@ -131,6 +136,7 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=60.0, help="evaluation window, seconds")
     ap.add_argument("--cycles", type=int, default=None, help="default: enough to fill FleetView.keep")
     ap.add_argument("--top", type=int, default=15, help="allocation sites to list")
+    ap.add_argument("--frozen", action="store_true", help="pages without traffic (an idle fleet)")
     ap.add_argument("--no-trace", action="store_true", help="RSS only (skips the traced second build)")
     args = ap.parse_args()
 
@@ -138,12 +144,13 @@ def main() -> None:
     gc.collect()
     rss0 = rss_bytes()
     clock = time.perf_counter()
-    fleet, at, cycles = build(args.instances, args.interval, args.window, args.cycles)
+    fleet, at, cycles = build(args.instances, args.interval, args.window, args.cycles, args.frozen)
     built_s = time.perf_counter() - clock
     gc.collect()
     rss1 = rss_bytes()
     kept = readings(fleet)
-    print(f"{args.instances} instances, {cycles} cycles of {args.interval:g} s (keep {fleet.keep:g} s), "
+    idle = " without traffic" if args.frozen else ""
+    print(f"{args.instances} instances{idle}, {cycles} cycles of {args.interval:g} s (keep {fleet.keep:g} s), "
           f"{kept} readings kept ({kept / args.instances:.1f} per instance), built in {built_s:.0f} s")
     print(f"RSS: {rss0 / MIB:.0f} MiB before, {rss1 / MIB:.0f} MiB after: +{(rss1 - rss0) / MIB:.1f} MiB "
           f"({(rss1 - rss0) / args.instances:,.0f} B per instance, {(rss1 - rss0) / kept:,.0f} B per reading)")
@@ -159,7 +166,7 @@ def main() -> None:
     tracemalloc.start(1)
     before = tracemalloc.take_snapshot()
     base, _ = tracemalloc.get_traced_memory()
-    fleet, at, _ = build(args.instances, args.interval, args.window, args.cycles)
+    fleet, at, _ = build(args.instances, args.interval, args.window, args.cycles, args.frozen)
     gc.collect()
     held, _ = tracemalloc.get_traced_memory()
     retained = held - base
@@ -171,7 +178,7 @@ def main() -> None:
     filters = [tracemalloc.Filter(False, tracemalloc.__file__)]
     for stat in after.filter_traces(filters).compare_to(before.filter_traces(filters), "lineno")[:args.top]:
         frame = stat.traceback[0]
-        where = f"{Path(frame.filename).relative_to(Path(__file__).resolve().parent.parent) if frame.filename.startswith(str(Path(__file__).resolve().parent.parent)) else frame.filename}:{frame.lineno}"
+        where = f"{frame.filename.removeprefix(str(ROOT) + '/')}:{frame.lineno}"
         print(f"  {stat.size_diff / MIB:8.1f} MiB {stat.count_diff:>10,} blocks  {where}")
     tracemalloc.reset_peak()
     mark, _ = tracemalloc.get_traced_memory()
