@@ -6,6 +6,7 @@ things grows with what pages hold."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from monitor.collect import vllm
 from monitor.collect.vllm import read_page
 from monitor.evaluate import fleet as fleet_module
 from monitor.evaluate.fleet import FleetView
-from monitor.samples import Histogram, ModelSample, ScrapeResult
+from monitor.samples import ModelSample, ScrapeResult
 from tests.helpers.realistic_page import build_live
 from tests.helpers.vllm_pages import ITL_BUCKETS, TTFT_BUCKETS, FakeVllmV1
 
@@ -32,9 +33,9 @@ def exact(a: Any, b: Any, where: str = "") -> None:
     assert type(a) is type(b), f"{where}: {type(a).__name__} != {type(b).__name__}"
     if isinstance(a, float):
         assert repr(a) == repr(b), f"{where}: {a!r} != {b!r}"
-    elif isinstance(a, (ModelSample, Histogram)):
-        for name in type(a).__slots__:
-            exact(getattr(a, name), getattr(b, name), f"{where}.{name}")
+    elif dataclasses.is_dataclass(a):
+        for f in dataclasses.fields(a):
+            exact(getattr(a, f.name), getattr(b, f.name), f"{where}.{f.name}")
     elif isinstance(a, dict):
         assert list(a) == list(b), f"{where}: keys {list(a)} != {list(b)}"
         for key in a:
@@ -52,7 +53,7 @@ def no_sharing() -> Iterator[None]:
     """The normaliser and the fleet view as they were before sharing: every number its own object."""
     with mock.patch.object(vllm, "_page_share", lambda: lambda value, default: default), \
             mock.patch.object(vllm, "_shared_sources", lambda sources: sources), \
-            mock.patch.object(fleet_module, "share_unchanged", lambda previous, sample: None):
+            mock.patch.object(fleet_module, "share_unchanged", lambda previous, sample: sample):
         yield
 
 
@@ -202,34 +203,40 @@ def test_a_reading_repeating_the_last_one_holds_the_last_ones_objects():
     text = fake.render()
     fleet.ingest([_result(text, 1000.0), _result(text, 1015.0)])
     (first, _), (second, _) = [(s, t) for t, s in fleet.tracks["i:1"].samples[fake.models[0]]]
-    for name in ("histograms", "counters", "gauges", "finished"):
-        mine, before = getattr(second, name), getattr(first, name)
-        assert mine == before and all(mine[k] is before[k] for k in mine), name
+    for name in ("histograms", "counters", "gauges", "finished", "sources"):  # an idle instance's reading: one copy
+        assert getattr(second, name) is getattr(first, name), name
     fake.finish(3, ttft=(0.05, 0.3), output_tokens=4)  # traffic: the histograms that moved are new
     fleet.ingest([_result(fake.render(), 1030.0)])
     third = fleet.tracks["i:1"].samples[fake.models[0]][-1][1]
     assert third.histograms["ttft"] != second.histograms["ttft"]
+    assert third.histograms["tpot"] is second.histograms["tpot"]  # not observed by this traffic
     assert third.gauges["kv_gpu_blocks"] is second.gauges["kv_gpu_blocks"]
+    assert third.counters is not second.counters and third.counters["preemptions"] is second.counters["preemptions"]
 
 
-@st.composite
-def traffic(draw) -> list[str]:
-    """The pages of one instance scraped a few times: between two scrapes, traffic or none."""
-    fake = build_live(seed=draw(st.integers(0, 3)), requests=draw(st.integers(0, 20)))
+# one instance scraped a few times; between two scrapes: (finished requests, their reason, the load set or None)
+STEPS = st.lists(st.tuples(st.integers(0, 5), st.sampled_from(["stop", "error"]),
+                           st.none() | st.tuples(st.integers(0, 9), st.integers(0, 3), st.sampled_from([0.1, 0.61]))),
+                 min_size=1, max_size=7)
+
+
+def traffic_pages(seed: int, requests: int, steps: list) -> list[str]:
+    fake = build_live(seed=seed, requests=requests)
     pages = [fake.render()]
-    for _ in range(draw(st.integers(1, 7))):
-        for _ in range(draw(st.integers(0, 2))):
-            fake.finish(draw(st.integers(1, 5)), ttft=(0.05, 0.6), output_tokens=3,
-                        reason=draw(st.sampled_from(["stop", "error"])))
-        if draw(st.booleans()):
-            fake.set_load(draw(st.integers(0, 9)), draw(st.integers(0, 3)), draw(st.sampled_from([0.1, 0.61])))
+    for finished, reason, load in steps:
+        if finished:
+            fake.finish(finished, ttft=(0.05, 0.6), output_tokens=3, reason=reason)
+        if load is not None:
+            fake.set_load(*load)
         pages.append(fake.render())
     return pages
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(traffic(), st.sampled_from([15.0, 40.0, 60.0]))
-def test_the_fleet_view_answers_the_same_with_readings_shared_as_without(pages, window):
+@given(st.integers(0, 3), st.integers(0, 20), STEPS, st.sampled_from([15.0, 40.0, 60.0]))
+def test_the_fleet_view_answers_the_same_with_readings_shared_as_without(seed, requests, steps, window):
+    pages = traffic_pages(seed, requests, steps)
+
     def run() -> tuple[list, list, list]:
         fleet = FleetView(window, 15.0, {"pool": {"i:1": "http://i:1"}})
         answers = []
@@ -244,4 +251,4 @@ def test_the_fleet_view_answers_the_same_with_readings_shared_as_without(pages, 
     with no_sharing():
         plain = run()
     assert shared == plain
-    exact(shared[1], plain[1], "kept readings")
+    exact(shared, plain, "answers, kept readings, rollups")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Mapping, TypeVar
 
 from monitor.evaluate.windows import (
     WindowStats,
@@ -20,6 +20,8 @@ from monitor.evaluate.windows import (
     window_stats,
 )
 from monitor.samples import ModelSample, ScrapeResult
+
+V = TypeVar("V")
 
 
 @dataclass(slots=True)
@@ -163,7 +165,7 @@ class FleetView:
             for model in result.models:
                 series = track.samples.setdefault(model.model_name, deque())
                 if series:
-                    share_unchanged(series[-1][1], model)
+                    model = share_unchanged(series[-1][1], model)
                 series.append((result.started_at, model))
                 horizon = result.started_at - self.keep
                 while len(series) > 2 and series[1][0] <= horizon:
@@ -245,10 +247,12 @@ class FleetView:
         return out
 
 
-def share_unchanged(previous: ModelSample, sample: ModelSample) -> None:
-    """Point what `sample` repeats of the instance's previous reading at the previous reading's
+def share_unchanged(previous: ModelSample, sample: ModelSample) -> ModelSample:
+    """`sample` holding what it repeats of the instance's previous reading as the previous reading's
     objects: its histograms, counters, gauges and finished counts equal to the previous ones are
-    replaced in place by those (equal values, so nothing anyone reads changes; only the copies go).
+    replaced in place by those (equal values, so nothing anyone reads changes; only the copies go),
+    and a mapping equal to the previous one whole, in the same order, is the previous one (then the
+    reading kept is a copy of `sample` holding it).
 
     A reading is ~3.5 KB once the page's own repeats are shared (monitor/collect/vllm.py); an idle
     instance repeats all of it scrape after scrape, one with traffic its capacity gauges, the
@@ -271,6 +275,18 @@ def share_unchanged(previous: ModelSample, sample: ModelSample) -> None:
             old = before.get(key)
             if old is not None and old is not value and old == value:
                 mine[key] = old
+    kept = (_same(histograms, earlier), _same(sample.counters, previous.counters),
+            _same(sample.gauges, previous.gauges), _same(sample.finished, previous.finished))
+    if all(a is b for a, b in zip(kept, (histograms, sample.counters, sample.gauges, sample.finished))):
+        return sample
+    return replace(sample, histograms=kept[0], counters=kept[1], gauges=kept[2], finished=kept[3])
+
+
+def _same(mine: Mapping[str, V], before: Mapping[str, V]) -> Mapping[str, V]:
+    """`before` where `mine` holds the same items in the same order, else `mine`."""
+    if mine is not before and mine == before and list(mine.items()) == list(before.items()):
+        return before
+    return mine
 
 
 def take_outcomes(tracks: Iterable[InstanceTrack], before: float) -> list[tuple[str, float, OutcomeTally]]:
