@@ -214,6 +214,15 @@ def test_a_reading_repeating_the_last_one_holds_the_last_ones_objects():
     assert third.counters is not second.counters and third.counters["preemptions"] is second.counters["preemptions"]
 
 
+def test_a_mapping_holding_the_same_numbers_in_another_order_keeps_its_order():
+    previous = ModelSample("m", counters={"a": 1.0, "b": 2.0}, gauges={"g": 0.5})
+    sample = ModelSample("m", counters={"b": 2.0, "a": 1.0}, gauges={"g": 0.5})
+    kept = fleet_module.share_unchanged(previous, sample)
+    assert list(kept.counters) == ["b", "a"] and kept.counters["a"] is previous.counters["a"]
+    assert kept.gauges is previous.gauges and kept.model_name == "m"
+    assert fleet_module.share_unchanged(previous, previous) is previous
+
+
 # one instance scraped a few times; between two scrapes: (finished requests, their reason, the load set or None)
 STEPS = st.lists(st.tuples(st.integers(0, 5), st.sampled_from(["stop", "error"]),
                            st.none() | st.tuples(st.integers(0, 9), st.integers(0, 3), st.sampled_from([0.1, 0.61]))),

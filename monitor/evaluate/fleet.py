@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Mapping, TypeVar
+from typing import Iterable, Mapping
 
 from monitor.evaluate.windows import (
     WindowStats,
@@ -19,9 +19,7 @@ from monitor.evaluate.windows import (
     stats_over,
     window_stats,
 )
-from monitor.samples import ModelSample, ScrapeResult
-
-V = TypeVar("V")
+from monitor.samples import Histogram, ModelSample, ScrapeResult
 
 
 @dataclass(slots=True)
@@ -251,7 +249,7 @@ def share_unchanged(previous: ModelSample, sample: ModelSample) -> ModelSample:
     """`sample` holding what it repeats of the instance's previous reading as the previous reading's
     objects: its histograms, counters, gauges and finished counts equal to the previous ones are
     replaced in place by those (equal values, so nothing anyone reads changes; only the copies go),
-    and a mapping equal to the previous one whole, in the same order, is the previous one (then the
+    and a mapping holding the previous one's items in the same order is the previous one (then the
     reading kept is a copy of `sample` holding it).
 
     A reading is ~3.5 KB once the page's own repeats are shared (monitor/collect/vllm.py); an idle
@@ -259,34 +257,49 @@ def share_unchanged(previous: ModelSample, sample: ModelSample) -> ModelSample:
     counters that do not move (preemptions, zeros) and its histograms without new requests. Samples
     come from the normaliser, whose numbers are never -0.0 (the one float equal to another it is not).
     """
-    histograms, earlier = sample.histograms, previous.histograms
-    if histograms is not earlier and isinstance(histograms, dict):
-        for key, hist in histograms.items():
-            was = earlier.get(key)
-            # Histogram's ==, the fields that change first compared first (a third faster with traffic)
-            if (was is not None and was is not hist and was.count == hist.count and was.sum == hist.sum
-                    and was.cumulative == hist.cumulative and was.bounds == hist.bounds):
-                histograms[key] = was
-    for mine, before in ((sample.counters, previous.counters), (sample.gauges, previous.gauges),
-                         (sample.finished, previous.finished)):
-        if mine is before or not isinstance(mine, dict):
-            continue
-        for key, value in mine.items():
-            old = before.get(key)
-            if old is not None and old is not value and old == value:
-                mine[key] = old
-    kept = (_same(histograms, earlier), _same(sample.counters, previous.counters),
-            _same(sample.gauges, previous.gauges), _same(sample.finished, previous.finished))
-    if all(a is b for a, b in zip(kept, (histograms, sample.counters, sample.gauges, sample.finished))):
+    kept = (_shared_histograms(sample.histograms, previous.histograms),
+            _shared_numbers(sample.counters, previous.counters),
+            _shared_numbers(sample.gauges, previous.gauges),
+            _shared_numbers(sample.finished, previous.finished))
+    if (kept[0] is sample.histograms and kept[1] is sample.counters and kept[2] is sample.gauges
+            and kept[3] is sample.finished):
         return sample
     return replace(sample, histograms=kept[0], counters=kept[1], gauges=kept[2], finished=kept[3])
 
 
-def _same(mine: Mapping[str, V], before: Mapping[str, V]) -> Mapping[str, V]:
-    """`before` where `mine` holds the same items in the same order, else `mine`."""
-    if mine is not before and mine == before and list(mine.items()) == list(before.items()):
-        return before
-    return mine
+def _shared_histograms(mine: Mapping[str, Histogram], before: Mapping[str, Histogram]) -> Mapping[str, Histogram]:
+    """`mine` with its histograms equal to `before`'s replaced by those; `before` itself when that
+    leaves `mine` holding `before`'s items in `before`'s order."""
+    if mine is before or not isinstance(mine, dict):
+        return mine
+    same = len(mine) == len(before)
+    for key, hist in mine.items():
+        was = before.get(key)
+        if was is hist:
+            continue
+        # Histogram's ==, the fields that move with traffic compared first
+        if (was is not None and was.count == hist.count and was.sum == hist.sum
+                and was.cumulative == hist.cumulative and was.bounds == hist.bounds):
+            mine[key] = was
+        else:
+            same = False
+    return before if same and list(mine) == list(before) else mine
+
+
+def _shared_numbers(mine: Mapping[str, float], before: Mapping[str, float]) -> Mapping[str, float]:
+    """_shared_histograms for a mapping of numbers."""
+    if mine is before or not isinstance(mine, dict):
+        return mine
+    same = len(mine) == len(before)
+    for key, value in mine.items():
+        old = before.get(key)
+        if old is value:
+            continue
+        if old is not None and old == value:
+            mine[key] = old
+        else:
+            same = False
+    return before if same and list(mine) == list(before) else mine
 
 
 def take_outcomes(tracks: Iterable[InstanceTrack], before: float) -> list[tuple[str, float, OutcomeTally]]:
