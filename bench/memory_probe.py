@@ -46,12 +46,13 @@ GROUPS = 4
 MIB = 1024 * 1024
 
 
-def rss_bytes() -> int:
+def rss_bytes(field: str = "VmRSS") -> int:
+    """This process's resident memory (VmRSS), or its high-water mark (VmHWM), in bytes."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 class Traffic:
@@ -78,7 +79,7 @@ def address(i: int) -> str:
 
 
 def build(instances: int, interval: float, window: float, cycles: int | None,
-          frozen: bool = False) -> tuple[FleetView, float, int]:
+          frozen: bool = False, hold_bodies: bool = True) -> tuple[FleetView, float, int]:
     """The fleet after enough cycles to fill `keep` (or `cycles`); returns it, the last cycle's time, cycles run."""
     fleet = FleetView(window, interval)
     half = instances // 2
@@ -94,15 +95,21 @@ def build(instances: int, interval: float, window: float, cycles: int | None,
     for cycle in range(cycles):
         pages = traffic.advance(int(interval))
         now = start + cycle * interval
+        # the scraper's fetch phase ends with every target's body held, then parses them one by one, each
+        # decoding its own copy (monitor/collect/scraper.py: Scraper.scrape_all); `--bodies one` holds one at a time
+        bodies: list[bytes] | None = [pages[i % GROUPS].encode() for i in range(instances)] if hold_bodies else None
+        results = []
         for i in range(instances):
             instance = address(i)
-            text = pages[i % GROUPS]
-            # what the scraper does per target: decode its own body and read it (monitor/collect/scraper.py)
-            body = text.encode()
+            body = bodies[i] if bodies is not None else pages[i % GROUPS].encode()
             page = read_page(body.decode("utf-8", errors="replace"))
-            fleet.ingest((ScrapeResult(pool=pools[instance], instance=instance, url=f"http://{instance}/metrics",
-                                       started_at=now + i * 1e-4, duration_s=0.01 + (i % 97) * 1e-4,
-                                       models=tuple(page.models), body_bytes=len(body), bad_samples=page.bad),))
+            results.append(ScrapeResult(pool=pools[instance], instance=instance, url=f"http://{instance}/metrics",
+                                        started_at=now + i * 1e-4, duration_s=0.01 + (i % 97) * 1e-4,
+                                        models=tuple(page.models), body_bytes=len(body), bad_samples=page.bad))
+        del bodies
+        for result in results:  # the ingest stage, one result at a time
+            fleet.ingest((result,))
+        del results
         at = now + interval * 0.9
         for track in fleet.tracks.values():  # the signals stage, then the API's views
             fleet.stats(track, at, window)
@@ -137,6 +144,9 @@ def main() -> None:
     ap.add_argument("--cycles", type=int, default=None, help="default: enough to fill FleetView.keep")
     ap.add_argument("--top", type=int, default=15, help="allocation sites to list")
     ap.add_argument("--frozen", action="store_true", help="pages without traffic (an idle fleet)")
+    ap.add_argument("--bodies", choices=["all", "one"], default="all",
+                    help="all: every page body held at the end of the fetch phase, as the scraper does (default); "
+                         "one: one body at a time (what the readings alone cost)")
     ap.add_argument("--no-trace", action="store_true", help="RSS only (skips the traced second build)")
     args = ap.parse_args()
 
@@ -144,7 +154,7 @@ def main() -> None:
     gc.collect()
     rss0 = rss_bytes()
     clock = time.perf_counter()
-    fleet, at, cycles = build(args.instances, args.interval, args.window, args.cycles, args.frozen)
+    fleet, at, cycles = build(args.instances, args.interval, args.window, args.cycles, args.frozen, args.bodies == "all")
     built_s = time.perf_counter() - clock
     gc.collect()
     rss1 = rss_bytes()
@@ -153,7 +163,8 @@ def main() -> None:
     print(f"{args.instances} instances{idle}, {cycles} cycles of {args.interval:g} s (keep {fleet.keep:g} s), "
           f"{kept} readings kept ({kept / args.instances:.1f} per instance), built in {built_s:.0f} s")
     print(f"RSS: {rss0 / MIB:.0f} MiB before, {rss1 / MIB:.0f} MiB after: +{(rss1 - rss0) / MIB:.1f} MiB "
-          f"({(rss1 - rss0) / args.instances:,.0f} B per instance, {(rss1 - rss0) / kept:,.0f} B per reading)")
+          f"({(rss1 - rss0) / args.instances:,.0f} B per instance, {(rss1 - rss0) / kept:,.0f} B per reading); "
+          f"high-water mark {rss_bytes('VmHWM') / MIB:.0f} MiB")
     rss2 = rss_bytes()
     size = render_metrics(fleet, at)
     gc.collect()
@@ -166,7 +177,7 @@ def main() -> None:
     tracemalloc.start(1)
     before = tracemalloc.take_snapshot()
     base, _ = tracemalloc.get_traced_memory()
-    fleet, at, _ = build(args.instances, args.interval, args.window, args.cycles, args.frozen)
+    fleet, at, _ = build(args.instances, args.interval, args.window, args.cycles, args.frozen, args.bodies == "all")
     gc.collect()
     held, _ = tracemalloc.get_traced_memory()
     retained = held - base
