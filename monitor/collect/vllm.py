@@ -291,11 +291,12 @@ def _page_share() -> Share:
 
     A histogram's cumulative counts repeat (every bucket above the slowest request holds the count,
     every one below the fastest holds 0), and so do zeros and counts across a page's histograms and
-    counters: a reading kept in a window held ~107 float objects (24 bytes each), ~20 of them
-    distinct, and the readings of 5,000 instances × 16 scrapes made them 40% of the service's
-    memory. Only equal floats are merged, and the only equal floats that differ (0.0 and -0.0)
-    cannot both occur: every number kept is a sum started at +0.0, which turns -0.0 into 0.0. One
-    table per page, so it is as bounded as the page and one instance's numbers are never another's.
+    counters: a reading kept in a window held ~107 float objects (24 bytes each), ~25 of them
+    distinct, 40% of what the 16 readings an instance keeps cost (bench/memory_probe.py: 200 of the
+    500 MiB that 5,000 instances' readings held). Only equal floats are merged, and the only equal
+    floats that differ (0.0 and -0.0) cannot both occur: every number kept is a sum started at +0.0,
+    which turns -0.0 into 0.0. One table per page, so it is as bounded as the page and one
+    instance's numbers are never another's.
     """
     table: dict[float, float] = {}
     return table.setdefault
