@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
 from monitor.evaluate.windows import (
@@ -22,7 +22,7 @@ from monitor.evaluate.windows import (
     restarts,
     window_stats,
 )
-from monitor.samples import ModelSample, ScrapeResult
+from monitor.samples import Histogram, ModelSample, ScrapeResult
 
 
 @dataclass(slots=True)
@@ -197,6 +197,8 @@ class FleetView:
             track.last_success_at = result.started_at
             for model in result.models:
                 series = track.samples.setdefault(model.model_name, deque())
+                if series:
+                    model = share_unchanged(series[-1][1], model)
                 log = track.logs.get(model.model_name)
                 if log is None:
                     log = track.logs[model.model_name] = SeriesLog()
@@ -294,6 +296,63 @@ class FleetView:
                 if stats is not None and stats.end >= minute_start:
                     out.append(Rollup(track.pool, track.instance, model, minute_start, stats))
         return out
+
+
+def share_unchanged(previous: ModelSample, sample: ModelSample) -> ModelSample:
+    """`sample` holding what it repeats of the instance's previous reading as the previous reading's
+    objects: its histograms, counters, gauges and finished counts equal to the previous ones are
+    replaced in place by those (equal values, so nothing anyone reads changes; only the copies go),
+    and a mapping holding the previous one's items in the same order is the previous one (then the
+    reading kept is a copy of `sample` holding it).
+
+    A reading is ~3.5 KB once the page's own repeats are shared (monitor/collect/vllm.py); an idle
+    instance repeats all of it scrape after scrape, one with traffic its capacity gauges, the
+    counters that do not move (preemptions, zeros) and its histograms without new requests. Samples
+    come from the normaliser, whose numbers are never -0.0 (the one float equal to another it is not).
+    """
+    kept = (_shared_histograms(sample.histograms, previous.histograms),
+            _shared_numbers(sample.counters, previous.counters),
+            _shared_numbers(sample.gauges, previous.gauges),
+            _shared_numbers(sample.finished, previous.finished))
+    if (kept[0] is sample.histograms and kept[1] is sample.counters and kept[2] is sample.gauges
+            and kept[3] is sample.finished):
+        return sample
+    return replace(sample, histograms=kept[0], counters=kept[1], gauges=kept[2], finished=kept[3])
+
+
+def _shared_histograms(mine: Mapping[str, Histogram], before: Mapping[str, Histogram]) -> Mapping[str, Histogram]:
+    """`mine` with its histograms equal to `before`'s replaced by those; `before` itself when that
+    leaves `mine` holding `before`'s items in `before`'s order."""
+    if mine is before or not isinstance(mine, dict):
+        return mine
+    same = len(mine) == len(before)
+    for key, hist in mine.items():
+        was = before.get(key)
+        if was is hist:
+            continue
+        # Histogram's ==, the fields that move with traffic compared first
+        if (was is not None and was.count == hist.count and was.sum == hist.sum
+                and was.cumulative == hist.cumulative and was.bounds == hist.bounds):
+            mine[key] = was
+        else:
+            same = False
+    return before if same and list(mine) == list(before) else mine
+
+
+def _shared_numbers(mine: Mapping[str, float], before: Mapping[str, float]) -> Mapping[str, float]:
+    """_shared_histograms for a mapping of numbers."""
+    if mine is before or not isinstance(mine, dict):
+        return mine
+    same = len(mine) == len(before)
+    for key, value in mine.items():
+        old = before.get(key)
+        if old is value:
+            continue
+        if old is not None and old == value:
+            mine[key] = old
+        else:
+            same = False
+    return before if same and list(mine) == list(before) else mine
 
 
 def take_outcomes(tracks: Iterable[InstanceTrack], before: float) -> list[tuple[str, float, OutcomeTally]]:
