@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import gc
 import logging
 import sys
@@ -78,7 +77,7 @@ def _malloc_trim() -> Callable[[int], int] | None:
     the fetch phase's peak all the time. Trimming after each cycle hands them back: RSS between
     cycles is what the service holds (the next fetch phase faults them in again, a few ms)."""
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        return ctypes.CDLL(None).malloc_trim  # the symbols already loaded: no library search (no ldconfig)
     except (OSError, AttributeError):
         return None
 
