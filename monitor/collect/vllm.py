@@ -20,12 +20,14 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, TypeVar
 
 from monitor.collect.exposition import ExpositionError, grouped_samples
 from monitor.samples import DUPLICATE, NON_FINITE, BadSample, Histogram, ModelSample
 
 _finite = math.isfinite
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class PageError(ValueError):
@@ -317,13 +319,19 @@ _BOUNDS: dict[tuple[float, ...], tuple[float, ...]] = {}
 BOUNDS_KEPT = 1024
 
 
-def _shared_bounds(bounds: tuple[float, ...]) -> tuple[float, ...]:
-    shared = _BOUNDS.get(bounds)
+def _kept_once(table: dict[K, V], key: K, value: V, limit: int) -> V:
+    """The value `table` already keeps under `key`, else `value`, kept from now on (the table emptied
+    once it holds `limit`: a page cannot grow it without bound)."""
+    shared = table.get(key)
     if shared is None:
-        if len(_BOUNDS) >= BOUNDS_KEPT:
-            _BOUNDS.clear()
-        shared = _BOUNDS[bounds] = bounds
+        if len(table) >= limit:
+            table.clear()
+        shared = table[key] = value
     return shared
+
+
+def _shared_bounds(bounds: tuple[float, ...]) -> tuple[float, ...]:
+    return _kept_once(_BOUNDS, bounds, bounds, BOUNDS_KEPT)
 
 
 # `ModelSample.sources` seen, each kept once: every reading of every instance of one vLLM version names the
@@ -333,13 +341,7 @@ SOURCES_KEPT = 256
 
 
 def _shared_sources(sources: dict[str, str]) -> dict[str, str]:
-    key = tuple(sources.items())
-    shared = _SOURCES.get(key)
-    if shared is None:
-        if len(_SOURCES) >= SOURCES_KEPT:
-            _SOURCES.clear()
-        shared = _SOURCES[key] = sources
-    return shared
+    return _kept_once(_SOURCES, tuple(sources.items()), sources, SOURCES_KEPT)
 
 
 def _per_le(name: str, buckets: Rows) -> dict[float, float]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Mapping
+from operator import eq
+from typing import Callable, Iterable, Mapping, TypeVar
 
 from monitor.evaluate.windows import (
     SeriesMarks,
@@ -23,6 +24,8 @@ from monitor.evaluate.windows import (
     window_stats,
 )
 from monitor.samples import Histogram, ModelSample, ScrapeResult
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -310,49 +313,37 @@ def share_unchanged(previous: ModelSample, sample: ModelSample) -> ModelSample:
     counters that do not move (preemptions, zeros) and its histograms without new requests. Samples
     come from the normaliser, whose numbers are never -0.0 (the one float equal to another it is not).
     """
-    kept = (_shared_histograms(sample.histograms, previous.histograms),
-            _shared_numbers(sample.counters, previous.counters),
-            _shared_numbers(sample.gauges, previous.gauges),
-            _shared_numbers(sample.finished, previous.finished))
+    kept = (_shared(sample.histograms, previous.histograms, _same_histogram),
+            _shared(sample.counters, previous.counters),
+            _shared(sample.gauges, previous.gauges),
+            _shared(sample.finished, previous.finished))
     if (kept[0] is sample.histograms and kept[1] is sample.counters and kept[2] is sample.gauges
             and kept[3] is sample.finished):
         return sample
     return replace(sample, histograms=kept[0], counters=kept[1], gauges=kept[2], finished=kept[3])
 
 
-def _shared_histograms(mine: Mapping[str, Histogram], before: Mapping[str, Histogram]) -> Mapping[str, Histogram]:
-    """`mine` with its histograms equal to `before`'s replaced by those; `before` itself when that
-    leaves `mine` holding `before`'s items in `before`'s order."""
-    if mine is before or not isinstance(mine, dict):
-        return mine
-    same = len(mine) == len(before)
-    for key, hist in mine.items():
-        was = before.get(key)
-        if was is hist:
-            continue
-        # Histogram's ==, the fields that move with traffic compared first
-        if (was is not None and was.count == hist.count and was.sum == hist.sum
-                and was.cumulative == hist.cumulative and was.bounds == hist.bounds):
-            mine[key] = was
-        else:
-            same = False
-    return before if same and list(mine) == list(before) else mine
+def _same_histogram(was: Histogram, hist: Histogram) -> bool:
+    """Histogram's ==, the fields that move with traffic compared first."""
+    return (was.count == hist.count and was.sum == hist.sum and was.cumulative == hist.cumulative
+            and was.bounds == hist.bounds)
 
 
-def _shared_numbers(mine: Mapping[str, float], before: Mapping[str, float]) -> Mapping[str, float]:
-    """_shared_histograms for a mapping of numbers."""
+def _shared(mine: Mapping[str, T], before: Mapping[str, T], same: Callable[[T, T], bool] = eq) -> Mapping[str, T]:
+    """`mine` with its values equal to `before`'s replaced by those; `before` itself when that leaves
+    `mine` holding `before`'s items in `before`'s order."""
     if mine is before or not isinstance(mine, dict):
         return mine
-    same = len(mine) == len(before)
+    whole = len(mine) == len(before)
     for key, value in mine.items():
         old = before.get(key)
         if old is value:
             continue
-        if old is not None and old == value:
+        if old is not None and same(old, value):
             mine[key] = old
         else:
-            same = False
-    return before if same and list(mine) == list(before) else mine
+            whole = False
+    return before if whole and list(mine) == list(before) else mine
 
 
 def take_outcomes(tracks: Iterable[InstanceTrack], before: float) -> list[tuple[str, float, OutcomeTally]]:
