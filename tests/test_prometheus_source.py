@@ -194,6 +194,10 @@ def test_decisions_and_figures_from_prometheus_match_direct_scraping(tmp_path):
                 service_config(promql_cfg, pools, db=tmp_path / "promql.db",
                                source=f'source: {{type: prometheus, url: "{prom.url}", selector: \'job="vllm"\', '
                                       f'bearer_token: "{SOURCE_TOKEN}", headers: {{X-Scope-OrgID: "{SOURCE_TENANT}"}}}}')
+                # a scrape of the simulator before it listens is (rightly) a failed `up` event: on a
+                # loaded machine its start-up can outlast the service's, so it answers first
+                wait_until(lambda: all(httpx.get(f"{u}/health", timeout=1).status_code == 200 for u in sim_urls),
+                           30, poll_s=0.2, what="the simulator listening", procs=[])
                 direct_port, promql_port = free_port(), free_port()
                 direct, promql = f"http://127.0.0.1:{direct_port}", f"http://127.0.0.1:{promql_port}"
                 procs.append(start_serve(direct_cfg, direct_port, tmp_path / "direct.log"))
@@ -260,7 +264,8 @@ def test_decisions_and_figures_from_prometheus_match_direct_scraping(tmp_path):
     for key, slo in slos_d.items():
         other = slos_p[key]
         if slo["name"] == "up":  # one event per scrape: each service counts its own scrapes
-            assert slo["sli"] == other["sli"] == 1.0
+            log = (tmp_path / "direct.log").read_text().splitlines()
+            assert slo["sli"] == other["sli"] == 1.0, (key, slo, other, log[-30:])
             continue
         print(f"SLO {key}: direct {slo['good']:g}/{slo['total']:g}, prometheus {other['good']:g}/{other['total']:g}")
         assert slo["total"] > 0
