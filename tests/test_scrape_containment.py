@@ -85,3 +85,25 @@ async def test_more_hung_targets_than_slots_cannot_stretch_a_cycle_and_answering
     # tried, the answering ones get the slots first
     assert [r.ok for r in last[6:]] == [True, True]
     assert all(r.error_kind == "timeout" for r in last[:6])
+
+
+async def test_pages_past_the_held_bodies_limit_are_parsed_on_arrival_and_read_the_same():
+    pages = [FakeVllmV1(seed=s) for s in range(8)]
+    for n, fake in enumerate(pages):
+        fake.finish(10 + n, ttft=(0.05, 0.5 + n / 10), output_tokens=8)
+    bodies = [fake.render().encode() for fake in pages]
+    with ExitStack() as stack:
+        servers = [stack.enter_context(PageServer(lambda path, b=b: (200, b))) for b in bodies]
+        targets = [Target("chat", s.url) for s in servers] + [Target("chat", "http://127.0.0.1:9")]
+        # all held until the fetch phase ends, against room for two pages (the rest parsed as they come)
+        roomy = Scraper(timeout=5.0, max_body_size=2**20)
+        tight = Scraper(timeout=5.0, max_body_size=2**20, held_bodies_limit=2 * max(map(len, bodies)))
+        held_all, held_two = await roomy.scrape_all(targets), await tight.scrape_all(targets)
+        await roomy.aclose()
+        await tight.aclose()
+    assert roomy.held_bodies_peak == sum(map(len, bodies))
+    assert 0 < tight.held_bodies_peak <= tight.held_bodies_limit
+    assert [r.url for r in held_two] == [t.url for t in targets]  # in the targets' order, whatever came first
+    assert [(r.models, r.error_kind, r.body_bytes) for r in held_two] == [
+        (r.models, r.error_kind, r.body_bytes) for r in held_all]
+    assert held_two[-1].error_kind == "down" and all(r.ok and r.models for r in held_two[:-1])

@@ -16,7 +16,7 @@ import time
 import zlib
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
 import httpx
 
@@ -28,6 +28,10 @@ from monitor.units import instance_address, redact_url
 log = logging.getLogger("monitor.scraper")
 
 PARSE_BATCH = 50
+# Page bodies held from fetch to parse, at most: past it a page is parsed as it arrives. At 5,000
+# targets the fleet's pages (62 KB each) were 310 MB held at the end of the fetch phase, half the
+# service's peak RSS; 1,000 targets' pages fit under it and are all parsed after the fetch phase.
+HELD_BODIES_LIMIT = 64 * 1024 * 1024
 HEALTH_BODY_LIMIT = 64 * 1024
 # Prometheus's own scrape Accept header (3.x, default scrape_protocols): OpenMetrics 1.0 first, then
 # the text format, so a server negotiates as it does for Prometheus. `escaping=allow-utf-8` matters:
@@ -184,8 +188,11 @@ class Scraper:
         metrics_path: str = "/metrics",
         health_path: str | None = "/health",
         concurrency: int = 256,
+        held_bodies_limit: int = HELD_BODIES_LIMIT,
     ) -> None:
         self.timeout = timeout
+        self.held_bodies_limit = held_bodies_limit
+        self.held_bodies_peak = 0  # bytes of bodies held unparsed at once in the last cycle (benchmarks, tests)
         self.max_body_size = max_body_size
         self.metrics_path = metrics_path
         self.health_path = health_path
@@ -254,7 +261,10 @@ class Scraper:
         """Fetch every target concurrently, then parse.
 
         Parsing is CPU work on the event loop; done while other fetches are in flight it would eat
-        into their deadlines, and a busy monitor would report healthy targets as timed out.
+        into their deadlines, and a busy monitor would report healthy targets as timed out. So the
+        pages wait for the end of the fetch phase, as long as they add up to `held_bodies_limit`
+        bytes at most; past it each page is parsed as it arrives, which costs the fetches in flight
+        a little time but keeps memory from growing with the fleet (5,000 pages were 310 MB).
 
         The fetch phase is bounded whatever the fleet does: every target waits for one of the
         `concurrency` slots at most until `timeout` after the cycle began, then has its own
@@ -268,18 +278,30 @@ class Scraper:
         """
         deadline = asyncio.get_running_loop().time() + self.timeout
         order = sorted(range(len(targets)), key=lambda i: targets[i].url in self._slow)  # stable: slow ones last
-        done = await asyncio.gather(*(self._fetch(targets[i], deadline) for i in order))
-        fetched: list[_Fetched] = [done[0]] * len(targets) if done else []
-        for i, f in zip(order, done, strict=True):
-            fetched[i] = f
-        results = []
-        for i, f in enumerate(fetched):
-            results.append(self._finish_contained(f))
-            if i % PARSE_BATCH == PARSE_BATCH - 1:
+        held = 0
+
+        async def fetch_or_parse(target: Target) -> _Fetched | ScrapeResult:
+            nonlocal held
+            f = await self._fetch(target, deadline)
+            size = len(f.body) if f.body is not None else 0
+            if held + size > self.held_bodies_limit:
+                return self._finish_contained(f)
+            held += size
+            self.held_bodies_peak = max(self.held_bodies_peak, held)
+            return f
+
+        self.held_bodies_peak = 0
+        done: list[_Fetched | ScrapeResult | None] = list(
+            await asyncio.gather(*(fetch_or_parse(targets[i]) for i in order)))
+        results: dict[int, ScrapeResult] = {}
+        for n, i in enumerate(order):
+            f, done[n] = done[n], None  # its body can go once parsed
+            results[i] = self._finish_contained(f) if isinstance(f, _Fetched) else cast(ScrapeResult, f)
+            if n % PARSE_BATCH == PARSE_BATCH - 1:
                 # let the API answer between batches: 1,000 pages parse in ~2-3 s of CPU, and a
                 # health-check poller must not wait for all of them (p99 was 3.6 s without this)
                 await asyncio.sleep(0)
-        return results
+        return [results[i] for i in range(len(targets))]
 
     async def scrape(self, target: Target) -> ScrapeResult:
         return self._finish_contained(await self._fetch(target))

@@ -198,7 +198,7 @@ class FleetDecisions:
         # an autoscaler relies on holds whether or not the figure is fresh
         held = min(current, scaler.settings.max_replicas_for(current)) if scaler else current
         return replace(last, current_replicas=current, desired_replicas=held,
-                       reason=f"holding the current replicas: {why}")
+                       reason=f"holding the current replicas: {why}", fail_open=why)
 
     def snapshot(self) -> dict[str, dict[str, dict[str, Any]]]:
         return {name: pool.snapshot() for name, pool in self.health.items()}

@@ -76,10 +76,13 @@ class ScalingRecommendation:
     desired_replicas: int
     reason: str
     signals: Mapping[str, Any] = field(default_factory=dict)
+    # why the figure is held at the running replicas instead (the pool's decisions are stale), or None
+    fail_open: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = {"pool": self.pool, "current_replicas": self.current_replicas,
-               "desired_replicas": self.desired_replicas, "reason": self.reason, "signals": dict(self.signals)}
+               "desired_replicas": self.desired_replicas, "reason": self.reason, "signals": dict(self.signals),
+               "stale": self.fail_open is not None}
         for key in ("max_replicas", "deciding_signal", "limited_by"):
             if key in self.signals:
                 out[key] = self.signals[key]

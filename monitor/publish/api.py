@@ -310,7 +310,6 @@ def install_routes(app: FastAPI, service: MonitorState,
                                  "max_replicas": bound, "reason": "no evaluation yet", "signals": {}})
         body = decision.to_json()
         body["at"] = rfc3339(decision.at)
-        body["stale"] = decision.reason.startswith("holding the current replicas: failing open")
         return JSONResponse(body)
 
     @app.get("/api/v1/decisions", dependencies=[Depends(require_token)])
