@@ -9,6 +9,7 @@ import http.client
 import socket
 import sys
 import time
+from email.utils import formatdate
 
 import pytest
 from hypothesis import given, settings
@@ -22,7 +23,7 @@ from monitor.publish.checks import (
     find,
     snapshot_of,
 )
-from monitor.publish.frontdoor import CheckLoop, FrontDoor, parse_check, render
+from monitor.publish.frontdoor import CheckLoop, FrontDoor, http_date, parse_check, render
 from tests.helpers.ports import free_port
 from tests.helpers.procs import start_ready, stop_process
 
@@ -203,3 +204,9 @@ def test_checks_pipelined_with_an_api_request_are_answered_in_order_before_the_h
         listener.close()
         for conn_, _ in handed:
             conn_.close()
+
+
+@given(st.floats(0, 4e9), st.floats(0, 4e9))
+def test_the_date_header_is_the_rfc_9110_date_of_the_second_whichever_second_came_before(before, now):
+    http_date(before)
+    assert http_date(now) == formatdate(int(now), usegmt=True)

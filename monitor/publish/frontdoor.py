@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from email.utils import formatdate
 from http import HTTPStatus
@@ -103,10 +104,21 @@ def parse_check(head: bytes) -> tuple[tuple[str, str] | None, bool]:
     return (segments[0], segments[1]), close
 
 
+_STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}" for s in HTTPStatus}
+_DATE = [0, ""]  # the second and its Date header value: formatted once a second, not per answer
+
+
+def http_date(now: float | None = None) -> str:
+    second = int(time.time() if now is None else now)
+    if second != _DATE[0]:
+        _DATE[:] = [second, formatdate(second, usegmt=True)]
+    return str(_DATE[1])
+
+
 def render(answer: CheckAnswer, close: bool) -> bytes:
     body = answer.body.encode()
-    phrase = HTTPStatus(answer.status).phrase
-    head = [f"HTTP/1.1 {answer.status} {phrase}", f"date: {formatdate(usegmt=True)}",
+    status_line = _STATUS_LINES.get(answer.status) or f"HTTP/1.1 {answer.status} {HTTPStatus(answer.status).phrase}"
+    head = [status_line, f"date: {http_date()}",
             f"content-length: {len(body)}", "content-type: text/plain; charset=utf-8"]
     if answer.decided_at is not None:
         head.append(f"x-decided-at: {answer.decided_at}")

@@ -40,7 +40,7 @@ from monitor.store.models import (
     SloEvent,
 )
 from monitor.store.reads import StoreReads
-from monitor.store.rows import chunks, histogram_json, jsonable, utc
+from monitor.store.rows import chunks, histogram_json, rowcount, utc
 
 log = logging.getLogger(__name__)
 
@@ -248,15 +248,17 @@ class Store(StoreReads, ExclusionStore):
         states = {p.key: p for p in batch if isinstance(p, PendingState)}
         with Session(self.engine) as session, session.begin():
             self._write_gpu_rollups(session, [p for p in batch if isinstance(p, GpuRollup)])
-            session.add_all(DecisionRecord(at=utc(d.at), kind=d.kind, pool=d.pool, instance=d.instance,
-                                           from_state=d.from_state, to_state=d.to_state, reasons=list(d.reasons),
-                                           signals=jsonable(d.signals)) for d in decisions)
+            if decisions:
+                session.execute(insert(DecisionRecord), [
+                    dict(at=utc(d.at), kind=d.kind, pool=d.pool, instance=d.instance, from_state=d.from_state,
+                         to_state=d.to_state, reasons=list(d.reasons), signals=d.signals) for d in decisions])
             for state in states.values():
-                row = session.get(ServiceState, state.key)
-                if row is None:
-                    session.add(ServiceState(key=state.key, value=jsonable(state.value), updated_at=utc(state.at)))
-                else:
-                    row.value, row.updated_at = jsonable(state.value), utc(state.at)
+                # replaced without reading it back (the stored health state is the whole fleet's)
+                values = dict(value=state.value, updated_at=utc(state.at))
+                replaced = session.execute(update(ServiceState).where(ServiceState.key == state.key).values(**values)
+                                           .execution_options(synchronize_session=False))
+                if not rowcount(replaced):
+                    session.execute(insert(ServiceState).values(key=state.key, **values))
             if slo_rows:
                 keys3 = [(slo, pool, model, utc(minute)) for slo, pool, model, minute in slo_rows]
                 for chunk in chunks(keys3, 200):

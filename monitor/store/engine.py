@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
+from monitor.store.rows import json_text
+
 
 def migrations_dir() -> Path:
     """migrations/ of a source checkout, else the copy shipped inside the package."""
@@ -32,7 +34,7 @@ def make_engine(url: str, *, statement_timeout: float = DEFAULT_STATEMENT_TIMEOU
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         busy_ms = int(statement_timeout * 1000)
-        engine = create_engine(url, connect_args={"timeout": statement_timeout})
+        engine = create_engine(url, connect_args={"timeout": statement_timeout}, json_serializer=json_text)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -52,7 +54,8 @@ def make_engine(url: str, *, statement_timeout: float = DEFAULT_STATEMENT_TIMEOU
     options = options[-1] if isinstance(options, tuple) else options
     if statement_timeout > 0 and "statement_timeout" not in options:  # a URL's own statement_timeout wins
         connect_args["options"] = f"{options} -c statement_timeout={int(statement_timeout * 1000)}".strip()
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=connect_args)
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=connect_args,
+                         json_serializer=json_text)
 
 
 def upgrade(url_or_engine: str | Engine, revision: str = "head") -> None:

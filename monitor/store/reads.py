@@ -7,9 +7,9 @@ go straight to the database, never through the queue, so they live apart from it
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, Engine, Result, delete, select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
 from monitor.evaluate.slo.engine import SloEventRow
@@ -23,7 +23,7 @@ from monitor.store.models import (
     ServiceState,
     SloEvent,
 )
-from monitor.store.rows import aware, utc
+from monitor.store.rows import aware, rowcount, utc
 
 
 class StoreReads:
@@ -75,16 +75,16 @@ class StoreReads:
         """Delete SLO minutes older than the longest SLO window needs (kept apart from `cleanup`:
         a 90d SLO must keep its events past a 30d `storage.retention`)."""
         with Session(self.engine) as session, session.begin():
-            return _rowcount(session.execute(delete(SloEvent).where(SloEvent.minute < utc(older_than))))
+            return rowcount(session.execute(delete(SloEvent).where(SloEvent.minute < utc(older_than))))
 
     def cleanup(self, older_than: float) -> int:
         """Delete history older than the retention horizon; returns rows deleted."""
         cutoff = utc(older_than)
         with Session(self.engine) as session, session.begin():
-            deleted = _rowcount(session.execute(delete(InstanceRollup).where(InstanceRollup.minute < cutoff)))
-            deleted += _rowcount(session.execute(delete(ScrapeOutcome).where(ScrapeOutcome.minute < cutoff)))
-            deleted += _rowcount(session.execute(delete(DecisionRecord).where(DecisionRecord.at < cutoff)))
-            deleted += _rowcount(session.execute(delete(GpuRollupRecord).where(GpuRollupRecord.minute < cutoff)))
+            deleted = rowcount(session.execute(delete(InstanceRollup).where(InstanceRollup.minute < cutoff)))
+            deleted += rowcount(session.execute(delete(ScrapeOutcome).where(ScrapeOutcome.minute < cutoff)))
+            deleted += rowcount(session.execute(delete(DecisionRecord).where(DecisionRecord.at < cutoff)))
+            deleted += rowcount(session.execute(delete(GpuRollupRecord).where(GpuRollupRecord.minute < cutoff)))
         return deleted
 
     def decisions(self, *, pool: str | None = None, instance: str | None = None, kind: str | None = None,
@@ -108,7 +108,3 @@ class StoreReads:
             row = session.get(ServiceState, key)
             return dict(row.value) if row is not None else None
 
-
-def _rowcount(result: Result[Any]) -> int:
-    """Rows a DELETE removed: `Session.execute` is typed to answer a `Result`; for DML it is a `CursorResult`."""
-    return cast("CursorResult[Any]", result).rowcount
