@@ -72,6 +72,13 @@ ACCEPT_ENCODING = "gzip"
 REQUEST_HEADERS = {"Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING, "User-Agent": "llm-slo-monitor"}
 
 
+@dataclass(slots=True)
+class SlotDeadline:
+    """When a cycle's wait for a scrape slot ends (loop time); moved on by the cycle's parsing."""
+
+    at: float
+
+
 @dataclass(frozen=True, slots=True)
 class _Fetched:
     target: Target
@@ -267,8 +274,10 @@ class Scraper:
         a little time but keeps memory from growing with the fleet (5,000 pages were 310 MB).
 
         The fetch phase is bounded whatever the fleet does: every target waits for one of the
-        `concurrency` slots at most until `timeout` after the cycle began, then has its own
-        `timeout` to answer, so the phase ends within twice `timeout` of its start. Without the
+        `concurrency` slots at most until `timeout` after the cycle began (moved on by the time the
+        cycle spent parsing pages as they arrived: that time was the loop's, not the fleet's, and at
+        5,000 targets it left 199 answering targets without a slot), then has its own `timeout` to
+        answer, so the phase ends within twice `timeout` of its start, plus that parsing. Without the
         first bound, 1,000 hung targets on 256 slots held a cycle for ceil(1000/256) x timeout,
         and every pool's judgement waited for them. A target that got no slot in time is
         answered `timeout` ("no free scrape slot"), which is why targets whose last scrape timed
@@ -276,16 +285,20 @@ class Scraper:
         first to the targets that answer in milliseconds, and what is left waiting at the
         deadline is, cycle after cycle, the targets that hang.
         """
-        deadline = asyncio.get_running_loop().time() + self.timeout
+        loop = asyncio.get_running_loop()
+        slots = SlotDeadline(loop.time() + self.timeout)
         order = sorted(range(len(targets)), key=lambda i: targets[i].url in self._slow)  # stable: slow ones last
         held = 0
 
         async def fetch_or_parse(target: Target) -> _Fetched | ScrapeResult:
             nonlocal held
-            f = await self._fetch(target, deadline)
+            f = await self._fetch(target, slots)
             size = len(f.body) if f.body is not None else 0
             if held + size > self.held_bodies_limit:
-                return self._finish_contained(f)
+                parse_began = loop.time()
+                result = self._finish_contained(f)
+                slots.at += loop.time() - parse_began
+                return result
             held += size
             self.held_bodies_peak = max(self.held_bodies_peak, held)
             return f
@@ -315,16 +328,15 @@ class Scraper:
                               self._internal_error(f.target, exc, "parsing: "), f.health_status, f.health_error)
             return self._finish(failed)
 
-    async def _fetch(self, target: Target, slot_deadline: float | None = None) -> _Fetched:
+    async def _fetch(self, target: Target, slots: SlotDeadline | None = None) -> _Fetched:
         """One target's /metrics and /health, side by side in one slot; never raises (but lets
-        cancellation through). `slot_deadline` (loop time) bounds the wait for a slot."""
+        cancellation through). `slots` bounds the wait for a slot."""
         started = time.time()
         clock = time.perf_counter()
         try:
             try:
                 if self._semaphore.locked():
-                    async with asyncio.timeout_at(slot_deadline):
-                        await self._semaphore.acquire()
+                    await self._wait_for_slot(slots)
                 else:  # a free slot is taken at once: no timer to arm
                     await self._semaphore.acquire()
             except TimeoutError:  # never tried: whether it is slow stays as the last try said
@@ -354,6 +366,17 @@ class Scraper:
         else:
             self._slow.discard(target.url)
         return _Fetched(target, started, time.perf_counter() - clock, body, error_kind, error, status, health_error)
+
+    async def _wait_for_slot(self, slots: SlotDeadline | None) -> None:
+        """A scrape slot, or TimeoutError once `slots.at` has passed (it may move on while waiting)."""
+        while True:
+            try:
+                async with asyncio.timeout_at(None if slots is None else slots.at):
+                    await self._semaphore.acquire()
+                return
+            except TimeoutError:
+                if slots is None or asyncio.get_running_loop().time() >= slots.at:
+                    raise
 
     def _internal_error(self, target: Target, exc: BaseException, what: str = "") -> str:
         """The reason shown for an unexpected error, logged with its traceback once per target and cause."""
