@@ -244,7 +244,8 @@ def run_prometheus(args, root: Path, urls: list[str], fleet: list[Proc]) -> dict
 
         wait_for(f"{args.warmup}s of warm-up and every target up",
                  lambda: time.monotonic() - started >= args.warmup
-                 and float((query("sum(up)") or [{"value": [0, "0"]}])[0]["value"][1]) >= len(urls), 120, [prom])
+                 and float((query("sum(up)") or [{"value": [0, "0"]}])[0]["value"][1]) >= len(urls),
+                 max(120.0, 4 * args.interval + 0.03 * len(urls)), [prom])  # 5,000 targets took 78-120 s
         print(f"baseline: warm after {time.monotonic() - started:.0f} s; measuring {args.duration:g} s ...", flush=True)
         sampler = Sampler({"prometheus": prom.pid, **{f.name: f.pid for f in fleet}}).start()
         time.sleep(args.duration)

@@ -20,6 +20,7 @@ from typing import Any, Iterable, cast
 
 import httpx
 
+from monitor.collect.slots import ScrapeSlots, SlotDeadline
 from monitor.collect.vllm import PageError, read_page
 from monitor.http1 import BadUrl, ConnectionPool, Exchange, RawHttpError, split_url
 from monitor.samples import ScrapeResult
@@ -70,13 +71,6 @@ class BodyUndecodable(Exception):
 # when those packages happen to be installed.
 ACCEPT_ENCODING = "gzip"
 REQUEST_HEADERS = {"Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING, "User-Agent": "llm-slo-monitor"}
-
-
-@dataclass(slots=True)
-class SlotDeadline:
-    """When a cycle's wait for a scrape slot ends (loop time); moved on by the cycle's parsing."""
-
-    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +198,7 @@ class Scraper:
         self.metrics_path = metrics_path
         self.health_path = health_path
         self.concurrency = concurrency
-        self._semaphore = asyncio.Semaphore(concurrency)
+        self._slots = ScrapeSlots(concurrency)
         self._slow: set[str] = set()  # targets whose last scrape timed out: they queue last for a slot
         self._internal: dict[str, str] = {}  # target url -> the internal error last logged for it
         # Plain http targets go through our own HTTP/1.1 client (monitor/http1.py): 0.2 ms of CPU
@@ -286,26 +280,29 @@ class Scraper:
         deadline is, cycle after cycle, the targets that hang.
         """
         loop = asyncio.get_running_loop()
-        slots = SlotDeadline(loop.time() + self.timeout)
+        deadline = SlotDeadline(self._slots, loop.time() + self.timeout)
         order = sorted(range(len(targets)), key=lambda i: targets[i].url in self._slow)  # stable: slow ones last
         held = 0
 
         async def fetch_or_parse(target: Target) -> _Fetched | ScrapeResult:
             nonlocal held
-            f = await self._fetch(target, slots)
+            f = await self._fetch(target)
             size = len(f.body) if f.body is not None else 0
             if held + size > self.held_bodies_limit:
                 parse_began = loop.time()
                 result = self._finish_contained(f)
-                slots.at += loop.time() - parse_began
+                deadline.at += loop.time() - parse_began
                 return result
             held += size
             self.held_bodies_peak = max(self.held_bodies_peak, held)
             return f
 
         self.held_bodies_peak = 0
-        done: list[_Fetched | ScrapeResult | None] = list(
-            await asyncio.gather(*(fetch_or_parse(targets[i]) for i in order)))
+        try:
+            done: list[_Fetched | ScrapeResult | None] = list(
+                await asyncio.gather(*(fetch_or_parse(targets[i]) for i in order)))
+        finally:
+            deadline.cancel()
         results: dict[int, ScrapeResult] = {}
         for n, i in enumerate(order):
             f, done[n] = done[n], None  # its body can go once parsed
@@ -328,18 +325,13 @@ class Scraper:
                               self._internal_error(f.target, exc, "parsing: "), f.health_status, f.health_error)
             return self._finish(failed)
 
-    async def _fetch(self, target: Target, slots: SlotDeadline | None = None) -> _Fetched:
+    async def _fetch(self, target: Target) -> _Fetched:
         """One target's /metrics and /health, side by side in one slot; never raises (but lets
-        cancellation through). `slots` bounds the wait for a slot."""
+        cancellation through). The wait for a slot ends at the cycle's SlotDeadline."""
         started = time.time()
         clock = time.perf_counter()
         try:
-            try:
-                if self._semaphore.locked():
-                    await self._wait_for_slot(slots)
-                else:  # a free slot is taken at once: no timer to arm
-                    await self._semaphore.acquire()
-            except TimeoutError:  # never tried: whether it is slow stays as the last try said
+            if not await self._slots.take():  # never tried: whether it is slow stays as the last try said
                 return _Fetched(target, started, time.perf_counter() - clock, None, "timeout",
                                 f"not scraped: no free scrape slot within timeout {self.timeout:g}s (all "
                                 f"{self.concurrency} of scrape.concurrency held by targets that did not answer)",
@@ -357,7 +349,7 @@ class Scraper:
                     if not health.done():
                         health.cancel()
             finally:
-                self._semaphore.release()
+                self._slots.give()
         except Exception as exc:  # noqa: BLE001 - one target's bug must not leave the gather and end the cycle
             body, status, health_error = None, None, None
             error_kind, error = "internal", self._internal_error(target, exc)
@@ -366,17 +358,6 @@ class Scraper:
         else:
             self._slow.discard(target.url)
         return _Fetched(target, started, time.perf_counter() - clock, body, error_kind, error, status, health_error)
-
-    async def _wait_for_slot(self, slots: SlotDeadline | None) -> None:
-        """A scrape slot, or TimeoutError once `slots.at` has passed (it may move on while waiting)."""
-        while True:
-            try:
-                async with asyncio.timeout_at(None if slots is None else slots.at):
-                    await self._semaphore.acquire()
-                return
-            except TimeoutError:
-                if slots is None or asyncio.get_running_loop().time() >= slots.at:
-                    raise
 
     def _internal_error(self, target: Target, exc: BaseException, what: str = "") -> str:
         """The reason shown for an unexpected error, logged with its traceback once per target and cause."""
