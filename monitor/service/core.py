@@ -120,6 +120,9 @@ class Service:
         self.cycle_lock = asyncio.Lock()  # held by a cycle; a reload and the shutdown wait for it
         self.last_cycle_success_at: float | None = None  # the last cycle that collected data and decided
         self.last_cycle_end_at: float | None = None  # the last cycle that completed, whatever failed in it
+        # when the cycle in flight began (None between cycles): its readings are not ingested yet, so no
+        # minute after it is rolled up (persist runs on its own schedule)
+        self.cycle_started_at: float | None = None
         self.loop_started_at = now
         self._full_gc_at = time.monotonic()
         self._process_settings: tuple[tuple[int, ...], float] | None = None
@@ -434,12 +437,15 @@ class Service:
                 return
             limit = cycle_limit_s(self.config.scrape.interval)
             self.stages.begin()
+            self.cycle_started_at = time.time()
             try:
                 await asyncio.wait_for(self._cycle(), limit)
             except TimeoutError:
                 self.stages.failed("cycle", f"did not finish within {limit:g}s and was cut short")
             except Exception as exc:  # noqa: BLE001 - every stage is contained; this is the last net
                 self.stages.failed("cycle", cause_of(exc), exc)
+            finally:
+                self.cycle_started_at = None
             self.last_cycle_end_at = time.time()
             self.stages.end()
             self._settle_garbage()
@@ -637,7 +643,7 @@ class Service:
 
     async def persist(self, final: bool = False) -> None:
         if self.history is not None:
-            await self.history.persist(leader=self.is_leader(), final=final)
+            await self.history.persist(leader=self.is_leader(), final=final, in_flight_since=self.cycle_started_at)
             await refresh_exclusions(self)  # another replica may have taken a POST /api/v1/exclusions
 
     async def cleanup(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import Any, Iterable, Mapping
 
@@ -79,14 +80,20 @@ class History:
     def save_health(self, snapshot: Mapping[str, Any], now: float) -> None:
         self.store.queue_state(HEALTH_STATE_KEY, snapshot, now)
 
-    async def persist(self, *, leader: bool, final: bool = False) -> None:
-        """Queue the rollups of every finished minute and the SLO minutes that changed, and flush."""
+    async def persist(self, *, leader: bool, final: bool = False, in_flight_since: float | None = None) -> None:
+        """Queue the rollups of every finished minute and the SLO minutes that changed, and flush.
+
+        A minute is rolled up once its last scrape had time to arrive (`settle_s`) and no cycle that
+        began before its end is still in flight (`in_flight_since`): a cycle slowed past `settle_s` (a
+        loaded machine, a reload) ingests a reading of the minute after the minute was written, and the
+        next minute takes that reading as its baseline: its requests were in neither (seen under load
+        in tests/test_reload_under_load.py, one scrape interval's requests short)."""
         async with self._lock:
             now = time.time()
             if not leader:
                 self._stand_by(now)
                 return
-            ready_before = now if final else now - self.settle_s
+            ready_before = now if final else min(now - self.settle_s, in_flight_since or math.inf)
             rollups = []
             while self.rolled_up_to + 60.0 <= ready_before:
                 rollups.extend(self.fleet.rollups(self.rolled_up_to))
