@@ -16,7 +16,6 @@ from collections import deque
 
 class ScrapeSlots:
     def __init__(self, concurrency: int) -> None:
-        self.concurrency = concurrency
         self.free = concurrency
         self._waiting: deque[asyncio.Future[bool]] = deque()
 

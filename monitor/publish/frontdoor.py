@@ -105,14 +105,15 @@ def parse_check(head: bytes) -> tuple[tuple[str, str] | None, bool]:
 
 
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}" for s in HTTPStatus}
-_DATE = [0, ""]  # the second and its Date header value: formatted once a second, not per answer
+_date: tuple[int, str] = (0, "")  # the second and its Date header value: formatted once a second, not per answer
 
 
 def http_date(now: float | None = None) -> str:
+    global _date
     second = int(time.time() if now is None else now)
-    if second != _DATE[0]:
-        _DATE[:] = [second, formatdate(second, usegmt=True)]
-    return str(_DATE[1])
+    if second != _date[0]:
+        _date = (second, formatdate(second, usegmt=True))  # one assignment: a reader sees either pair whole
+    return _date[1]
 
 
 def render(answer: CheckAnswer, close: bool) -> bytes:

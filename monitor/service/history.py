@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from typing import Any, Iterable, Mapping
 
@@ -93,7 +92,9 @@ class History:
             if not leader:
                 self._stand_by(now)
                 return
-            ready_before = now if final else min(now - self.settle_s, in_flight_since or math.inf)
+            ready_before = now if final else now - self.settle_s
+            if in_flight_since is not None and not final:
+                ready_before = min(ready_before, in_flight_since)
             rollups = []
             while self.rolled_up_to + 60.0 <= ready_before:
                 rollups.extend(self.fleet.rollups(self.rolled_up_to))
